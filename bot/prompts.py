@@ -1,0 +1,90 @@
+"""Load and validate the editable message files in prompts/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from jinja2 import Environment, StrictUndefined, meta
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.retrieve import FollowUpRules
+
+_JINJA = Environment(undefined=StrictUndefined, autoescape=False)
+
+
+class PromptError(ValueError):
+    """An edited prompt file is broken; the message names the file and the problem."""
+
+
+class ErrorMessages(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    empty: str
+    too_long: str
+    not_text: str
+    bad_line: str
+    internal: str
+
+
+class Messages(BaseModel):
+    """prompts/messages.yaml"""
+
+    model_config = ConfigDict(extra="forbid")
+    disclaimer: str = Field(min_length=1)
+    unknown: str = Field(min_length=1)
+    errors: ErrorMessages
+
+    def render(self, template: str, **values: object) -> str:
+        return _JINJA.from_string(template).render(**values)
+
+
+_ALLOWED_PLACEHOLDERS = {"errors.too_long": {"limit"}, "errors.bad_line": {"reason"}}
+
+
+class FollowUpFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pronouns: list[str] = Field(min_length=1)
+    openers: list[str]
+    max_words: int = Field(ge=1, le=20)
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PromptError(f"{path}: file is missing") from exc
+    except yaml.YAMLError as exc:
+        raise PromptError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PromptError(f"{path}: expected a mapping of names to texts")
+    return data
+
+
+def load_messages(prompts_dir: Path) -> Messages:
+    """Read messages.yaml; unknown keys, missing texts and unknown {{ placeholders }} are errors."""
+    path = prompts_dir / "messages.yaml"
+    try:
+        msgs = Messages.model_validate(_load_yaml(path))
+    except ValidationError as exc:
+        raise PromptError(f"{path}: {exc}") from exc
+    flat = {k: v for k, v in msgs.model_dump().items() if isinstance(v, str)}
+    flat.update({f"errors.{k}": v for k, v in msgs.errors.model_dump().items()})
+    for key, text in flat.items():
+        used = meta.find_undeclared_variables(_JINJA.parse(text))
+        unknown = used - _ALLOWED_PLACEHOLDERS.get(key, set())
+        if unknown:
+            raise PromptError(f"{path}: '{key}' uses unknown placeholder(s) {sorted(unknown)}")
+    return msgs
+
+
+def load_follow_up_rules(prompts_dir: Path) -> FollowUpRules:
+    path = prompts_dir / "followup.yaml"
+    try:
+        f = FollowUpFile.model_validate(_load_yaml(path))
+    except ValidationError as exc:
+        raise PromptError(f"{path}: {exc}") from exc
+    return FollowUpRules(
+        pronouns=frozenset(w.lower() for w in f.pronouns),
+        openers=tuple(o.lower() for o in f.openers),
+        max_words=f.max_words,
+    )

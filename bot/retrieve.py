@@ -1,0 +1,173 @@
+"""Hybrid retrieval (Chroma dense + BM25 keywords, fused by reciprocal rank) and the follow-up resolver."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from rank_bm25 import BM25Okapi
+
+from bot.documents import Chunk
+from bot.embed import Embedder
+from bot.schema import Turn
+from bot.store import Index
+
+STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below between
+both but by can could did do does doing down during each few for from further had has have having he her here
+hers herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off
+on once only or other our ours ourselves out over own same she should so some such than that the their theirs
+them themselves then there these they this those through to too under until up very was we were what when where
+which while who whom why will with would you your yours yourself yourselves get got give given go going tell
+please know want need like much many thing things one really mean means s t
+""".split())
+
+
+def stem(word: str) -> str:
+    """A deliberately small stemmer: enough to match 'infusions' to 'infusion' and 'babies' to 'baby'."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 5 and word.endswith("ing"):
+        return word[:-3]
+    if len(word) > 4 and word.endswith("ed") and not word.endswith("eed"):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[a-z0-9]+(?:[-'][a-z0-9]+)*")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case content tokens, stemmed, numbers kept whole ('93.3')."""
+    return [stem(t) for t in _TOKEN.findall(text.lower().replace("’", "'")) if t not in STOPWORDS]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A passage found for a query, with the fused score and its dense similarity."""
+
+    chunk: Chunk
+    score: float
+    dense: float
+
+
+class Retriever(Protocol):
+    """Anything that returns the best passages for a query, best first."""
+
+    def retrieve(self, query: str, k: int) -> list[Hit]: ...
+
+
+class HybridRetriever:
+    """Dense search in Chroma plus BM25 over the same passages, fused by reciprocal rank fusion."""
+
+    def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
+                 dedupe_threshold: float = 0.8) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.candidate_k = candidate_k
+        self.rrf_k = rrf_k
+        self.dedupe_threshold = dedupe_threshold
+        self._ids = index.chunk_ids
+        self._row = {cid: i for i, cid in enumerate(self._ids)}
+        corpus = [tokenize(index.chunks[cid].search_text) for cid in self._ids]
+        self._bm25 = BM25Okapi(corpus) if corpus else None
+        self._shingles = {cid: _shingles(index.chunks[cid].text) for cid in self._ids}
+        self.vocabulary = frozenset(t for doc in corpus for t in doc)
+        idf = self._bm25.idf if self._bm25 is not None else {}
+        self._idf = dict(idf)
+        self._unseen_idf = max(self._idf.values(), default=1.0)
+
+    def idf(self, token: str) -> float:
+        """How telling a word is: rare words weigh more; words the corpus never uses weigh most."""
+        return max(self._idf.get(token, self._unseen_idf), 0.05)
+
+    def query_vector(self, query: str) -> np.ndarray:
+        return self.embedder.encode([query])[0]
+
+    def retrieve(self, query: str, k: int) -> list[Hit]:
+        if not self._ids:
+            return []
+        qvec = self.query_vector(query)
+        dense = self.index.dense_search(qvec, self.candidate_k)
+        fused: dict[str, float] = {}
+        for rank, (cid, _) in enumerate(dense):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (self.rrf_k + rank + 1)
+        tokens = tokenize(query)
+        if tokens and self._bm25 is not None:
+            scores = self._bm25.get_scores(tokens)
+            top = np.argsort(-scores)[: self.candidate_k]
+            for rank, row in enumerate(r for r in top if scores[r] > 0):
+                cid = self._ids[row]
+                fused[cid] = fused.get(cid, 0.0) + 1.0 / (self.rrf_k + rank + 1)
+        dense_sim = dict(dense)
+        ranked = sorted(fused.items(), key=lambda kv: -kv[1])
+        hits: list[Hit] = []
+        for cid, score in ranked:
+            if any(_jaccard(self._shingles[cid], self._shingles[h.chunk.chunk_id]) >= self.dedupe_threshold for h in hits):
+                continue  # a near-copy of a passage already chosen adds nothing
+            sim = dense_sim.get(cid)
+            if sim is None:
+                sim = float(self.index.chunk_vectors[self._row[cid]] @ qvec)
+            hits.append(Hit(chunk=self.index.chunks[cid], score=score, dense=sim))
+            if len(hits) >= k:
+                break
+        return hits
+
+
+def _shingles(text: str, n: int = 3) -> frozenset[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())
+    return frozenset(tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1)))
+
+
+def _jaccard(a: frozenset, b: frozenset) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+# ---------------------------------------------------------------- follow-up questions
+
+
+@dataclass(frozen=True)
+class FollowUpRules:
+    """Words that mark a question as leaning on the conversation (from prompts/followup.yaml)."""
+
+    pronouns: frozenset[str]
+    openers: tuple[str, ...]
+    max_words: int
+
+
+def is_follow_up(question: str, rules: FollowUpRules) -> bool:
+    """True when the question points back ('it', 'that', 'and what about...') or is a bare fragment."""
+    q = question.strip().lower()
+    words = re.findall(r"[a-z']+", q)
+    if not words:
+        return False
+    if any(q.startswith(o) for o in rules.openers):
+        return True
+    if any(w in rules.pronouns for w in words):
+        return True
+    return len(tokenize(q)) <= 1 and len(words) <= rules.max_words
+
+
+def resolve_follow_up(question: str, history: Sequence[Turn], rules: FollowUpRules) -> str:
+    """The question to search with: a follow-up gets the topic words of the earlier questions it leans on."""
+    if not is_follow_up(question, rules):
+        return question
+    carried: list[str] = []
+    for turn in reversed(history):
+        if turn.role != "user":
+            continue
+        words = [w for w in re.findall(r"[A-Za-z0-9][\w-]*", turn.content) if w.lower() not in STOPWORDS
+                 and w.lower() not in rules.pronouns]
+        carried = words + carried
+        if not is_follow_up(turn.content, rules):
+            break
+    if not carried:
+        return question
+    return f"{question.strip()} ({' '.join(dict.fromkeys(carried))})"

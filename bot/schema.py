@@ -1,0 +1,55 @@
+"""The answer object of the interface contract (../shared/contract.md) and its parts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Kind = Literal["answer", "urgent", "out_of_scope", "unknown", "error"]
+
+
+class Turn(BaseModel):
+    """One earlier message of the conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class Citation(BaseModel):
+    """A numbered source for one or more statements in an answer."""
+
+    n: int
+    doc_id: str
+    title: str
+    source: str
+    url: str | None = None
+    quote: str = Field(description="Verbatim span of the indexed document.")
+    section: str | None = None
+    chunk_id: str | None = None
+    passage: str | None = Field(None, description="The indexed passage that holds the quote.")
+
+
+class Retrieved(BaseModel):
+    """A passage the retriever returned, best first (used by the evals)."""
+
+    doc_id: str
+    chunk_id: str
+    score: float
+
+
+class Answer(BaseModel):
+    """What the bot says to one question."""
+
+    id: str | None = None
+    question: str
+    kind: Kind
+    answer: str
+    citations: list[Citation] = Field(default_factory=list)
+    disclaimer: str = ""
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    retrieved: list[Retrieved] = Field(default_factory=list)
+    safety: dict[str, str] = Field(default_factory=dict, description="Which safety rule fired, if any.")
+
+    def to_json_dict(self) -> dict:
+        return self.model_dump(mode="json")

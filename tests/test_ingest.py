@@ -1,0 +1,102 @@
+"""Ingestion into a real Chroma index: incremental, atomic, and usable for a hospital's own documents."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.ingest import ingest
+from bot.settings import Settings
+from bot.store import Index, is_complete
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def corpus(tmp_path) -> Path:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ["how-blinatumomab-was-given.md", "glossary.md"]:
+        shutil.copy(PROJECT / "knowledge" / name, folder / name)
+    (folder / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward phone line is open day and night for parents.\n")
+    return folder
+
+
+def settings_for(tmp_path: Path, corpus: Path) -> Settings:
+    return Settings(index_dir=tmp_path / "index", knowledge_dir=corpus)
+
+
+def test_reingesting_unchanged_documents_does_no_work(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus)
+    first = ingest(s, embedder, progress=False)
+    assert sorted(first.added) == ["glossary", "how-blinatumomab-was-given", "ward"]
+    assert first.embedded > 0 and is_complete(s.index_dir)
+    stamp = (s.index_dir / "INDEX_COMPLETE").stat().st_mtime_ns
+    again = ingest(s, embedder, progress=False)
+    assert again.embedded == 0 and not again.changed
+    assert sorted(again.unchanged) == sorted(first.added)
+    assert (s.index_dir / "INDEX_COMPLETE").stat().st_mtime_ns == stamp  # nothing was rewritten
+
+
+def test_changed_and_removed_documents_are_updated_with_little_embedding(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    (corpus / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward phone line is open day and night for parents.\n\n"
+                                     "Parking for parents is free at the children's entrance.\n")
+    (corpus / "glossary.md").unlink()
+    res = ingest(s, embedder, progress=False)
+    assert res.updated == ["ward"] and res.removed == ["glossary"]
+    assert 0 < res.embedded < 6  # only the new passage and sentence, not the whole corpus
+    index = Index(s.index_dir)
+    assert set(index.doc_ids()) == {"how-blinatumomab-was-given", "ward"}
+    assert "Parking for parents is free" in index.document_text("ward")
+
+
+def test_extra_corpus_is_added_beside_existing_documents(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "parking.html").write_text("<h1>Parking</h1><p>Parents park free at the children's entrance.</p>")
+    res = ingest(s, embedder, paths=[extra], progress=False)
+    assert res.added == ["parking"]
+    assert {"parking", "ward", "glossary"} <= set(Index(s.index_dir).doc_ids())
+
+
+class ExplodingEmbedder:
+    """An embedder that fails part-way, like a machine running out of memory."""
+
+    def __init__(self, real, fail_after: int) -> None:
+        self.real, self.left = real, fail_after
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.left -= 1
+        if self.left < 0:
+            raise MemoryError("simulated failure while embedding")
+        return self.real.encode(texts)
+
+
+def test_a_failed_run_leaves_the_previous_index_whole(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    before = Index(s.index_dir)
+    n_chunks = len(before.chunk_ids)
+    for i in range(40):
+        (corpus / f"extra-{i}.txt").write_text(f"Extra leaflet {i}.\n\n" + f"Sentence {i} about line care. " * 30)
+    with pytest.raises(MemoryError):
+        ingest(s, embedder=ExplodingEmbedder(embedder, fail_after=1), progress=False)
+    after = Index(s.index_dir)
+    assert len(after.chunk_ids) == n_chunks and is_complete(s.index_dir)
+    assert not any(p.name.startswith(".index.building") for p in tmp_path.iterdir())
+
+
+def test_folder_with_no_supported_files_reports_and_indexes_nothing(tmp_path, embedder):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.docx").write_bytes(b"PK")
+    res = ingest(Settings(index_dir=tmp_path / "index", knowledge_dir=empty), embedder, progress=False)
+    assert res.chunks == 0 and any("no supported files" in p for p in res.problems)
+    assert not is_complete(tmp_path / "index")
