@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from bot.retrieve import Hit, tokenize
+from bot.retrieve import Hit, QuestionWords, Vocabulary, tokenize
 from bot.schema import Citation
 from bot.store import Index
 
@@ -44,6 +44,7 @@ class Composition:
 
     statements: list[Statement]
     best_score: float
+    uncovered: tuple[str, ...] = ()  # question words no document uses (why the answer is empty)
 
     def render(self) -> tuple[str, list[Citation]]:
         """Answer text with a [n] marker on every sentence, and the matching citations."""
@@ -62,7 +63,7 @@ class Composition:
 class AnswerWriter(Protocol):
     """Turns retrieved passages into statements (the default is extractive; an LLM writer could be another)."""
 
-    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit]) -> Composition: ...
+    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True) -> Composition: ...
 
 
 _MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
@@ -87,7 +88,7 @@ def add_marker(sentence: str, n: int) -> str:
 def _is_statement(text: str) -> bool:
     """Headlines, credits and fragments are not statements an answer can rest on."""
     words = text.split()
-    if len(words) < 5 or len(words) > 70:
+    if len(words) < 5 or len(words) > 70 or text.rstrip().endswith("?"):
         return False
     return bool(re.search(r"[.!?][\"'”’)]?$", text.strip())) or len(words) >= 12
 
@@ -95,9 +96,12 @@ def _is_statement(text: str) -> bool:
 class ExtractiveWriter:
     """Scores the sentences of the retrieved passages against the question and keeps the best few."""
 
-    def __init__(self, index: Index, idf: Callable[[str], float], params: ComposeParams | None = None) -> None:
+    def __init__(self, index: Index, idf: Callable[[str], float], vocabulary: Vocabulary,
+                 words: QuestionWords | None = None, params: ComposeParams | None = None) -> None:
         self.index = index
         self.idf = idf
+        self.vocabulary = vocabulary
+        self.words = words or QuestionWords()
         self.params = params or ComposeParams()
 
     def keyword_overlap(self, query_tokens: list[str], sentence: str) -> float:
@@ -109,9 +113,20 @@ class ExtractiveWriter:
         total = sum(weights) or 1.0
         return sum(w for t, w in zip(query_tokens, weights, strict=True) if t in present) / total
 
-    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit]) -> Composition:
+    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True) -> Composition:
+        """Best sentences for the question; `strict` also refuses questions about things no document mentions."""
         p = self.params
-        q_tokens = list(dict.fromkeys(tokenize(question)))
+        raw_tokens = list(dict.fromkeys(tokenize(question)))
+        if strict:
+            uncovered = self.vocabulary.uncovered(raw_tokens, self.words)
+            # A number asked about ("after 10 years") must be in the passages, or they do not answer it.
+            passages = " ".join(h.chunk.text for h in hits)
+            uncovered += [n for n in re.findall(r"\d+(?:[.,]\d+)?", question)
+                          if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", passages)]
+            if uncovered:
+                return Composition([], 0.0, tuple(uncovered))
+        q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
+        wanted = self.words.answer_patterns(question.split(" (")[0])
         scored: list[tuple[float, int, int]] = []  # (score, sentence row, hit rank)
         for rank, hit in enumerate(hits):
             for row in self.index.sentences_by_chunk.get(hit.chunk.chunk_id, []):
@@ -121,6 +136,7 @@ class ExtractiveWriter:
                 cos = float(self.index.sentence_vectors[row] @ query_vector)
                 kw = self.keyword_overlap(q_tokens, sent.text)
                 score = p.w_sentence * cos + p.w_keywords * kw + p.w_passage * hit.dense
+                score += sum(bonus for pattern, bonus in wanted if pattern.search(sent.text))
                 scored.append((score, row, rank))
         if not scored:
             return Composition([], 0.0)

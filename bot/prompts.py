@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 from jinja2 import Environment, StrictUndefined, meta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.retrieve import FollowUpRules
+from bot.retrieve import AnswerType, FollowUpRules, QuestionWords, stem
 
 _JINJA = Environment(undefined=StrictUndefined, autoescape=False)
 
@@ -48,6 +49,24 @@ class FollowUpFile(BaseModel):
     max_words: int = Field(ge=1, le=20)
 
 
+class AnswerTypeFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    question: str
+    answer: str
+    bonus: float = Field(ge=0.0, le=0.3)
+
+
+class QuestionsFile(BaseModel):
+    """prompts/questions.yaml"""
+
+    model_config = ConfigDict(extra="forbid")
+    follow_up: FollowUpFile
+    filler_words: str
+    synonyms: dict[str, str] = Field(default_factory=dict)
+    answer_types: list[AnswerTypeFile] = Field(default_factory=list)
+
+
 def _load_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -77,14 +96,28 @@ def load_messages(prompts_dir: Path) -> Messages:
     return msgs
 
 
-def load_follow_up_rules(prompts_dir: Path) -> FollowUpRules:
-    path = prompts_dir / "followup.yaml"
+def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords]:
+    """Follow-up rules, filler words and synonyms from questions.yaml."""
+    path = prompts_dir / "questions.yaml"
     try:
-        f = FollowUpFile.model_validate(_load_yaml(path))
+        q = QuestionsFile.model_validate(_load_yaml(path))
     except ValidationError as exc:
         raise PromptError(f"{path}: {exc}") from exc
-    return FollowUpRules(
+    f = q.follow_up
+    rules = FollowUpRules(
         pronouns=frozenset(w.lower() for w in f.pronouns),
         openers=tuple(o.lower() for o in f.openers),
         max_words=f.max_words,
     )
+    try:
+        types = tuple(
+            AnswerType(t.name, re.compile(t.question, re.I), re.compile(t.answer, re.I), t.bonus) for t in q.answer_types
+        )
+    except re.error as exc:
+        raise PromptError(f"{path}: answer_types: bad regular expression: {exc}") from exc
+    words = QuestionWords(
+        filler=frozenset(stem(w.lower()) for w in q.filler_words.split()),
+        synonyms={stem(k.lower()): str(v) for k, v in q.synonyms.items()},
+        answer_types=types,
+    )
+    return rules, words

@@ -39,12 +39,88 @@ def stem(word: str) -> str:
     return word
 
 
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[a-z0-9]+(?:[-'][a-z0-9]+)*")
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[a-z0-9]+(?:'[a-z0-9]+)*")
 
 
 def tokenize(text: str) -> list[str]:
     """Lower-case content tokens, stemmed, numbers kept whole ('93.3')."""
     return [stem(t) for t in _TOKEN.findall(text.lower().replace("’", "'")) if t not in STOPWORDS]
+
+
+@dataclass(frozen=True)
+class AnswerType:
+    """A kind of question and the kind of sentence that answers it."""
+
+    name: str
+    question: re.Pattern[str]
+    answer: re.Pattern[str]
+    bonus: float
+
+
+@dataclass(frozen=True)
+class QuestionWords:
+    """Filler words, family-word synonyms and answer types (from prompts/questions.yaml), keys stemmed."""
+
+    filler: frozenset[str] = frozenset()
+    synonyms: dict[str, str] | None = None
+    answer_types: tuple[AnswerType, ...] = ()
+
+    def answer_patterns(self, question: str) -> list[tuple[re.Pattern[str], float]]:
+        """Patterns a good answer sentence to this question would match, with their bonus."""
+        return [(t.answer, t.bonus) for t in self.answer_types if t.question.search(question)]
+
+    def expand(self, question: str) -> str:
+        """The question with the document words for any family words in it ('chemo' -> 'chemotherapy')."""
+        extra = [self.synonyms[t] for t in dict.fromkeys(tokenize(question)) if self.synonyms and t in self.synonyms]
+        return f"{question} ({'; '.join(extra)})" if extra else question
+
+
+class Vocabulary:
+    """The words the indexed documents use, with typo correction for words they do not."""
+
+    def __init__(self, tokens: set[str] | frozenset[str]) -> None:
+        self.words = frozenset(tokens)
+        self._by_first: dict[str, list[str]] = {}
+        for w in self.words:
+            if len(w) >= 3 and not w[0].isdigit():
+                self._by_first.setdefault(w[0], []).append(w)
+        self._cache: dict[str, str | None] = {}
+
+    def correct(self, token: str) -> str | None:
+        """The token itself if the documents use it, else a close spelling or form they use, else None."""
+        if token in self.words:
+            return token
+        if token in self._cache:
+            return self._cache[token]
+        match = None
+        if len(token) >= 3 and not token[0].isdigit():
+            # Another form of the same word: 'age' ~ 'aged', 'cure' ~ 'cured', 'vomiting' ~ 'vomit'.
+            forms = [w for w in self._by_first.get(token[0], [])
+                     if (w.startswith(token) and len(w) - len(token) <= 3)
+                     or (len(w) >= 3 and token.startswith(w) and len(token) - len(w) <= 2)]
+            match = min(forms, key=len) if forms else None
+        if match is None and len(token) >= 5 and not token[0].isdigit():
+            import difflib
+
+            close = difflib.get_close_matches(token, self._by_first.get(token[0], []), n=1, cutoff=0.82)
+            match = close[0] if close else None
+        self._cache[token] = match
+        return match
+
+    def correct_all(self, tokens: list[str]) -> list[str]:
+        return [self.correct(t) or t for t in tokens]
+
+    def uncovered(self, tokens: list[str], words: QuestionWords) -> list[str]:
+        """Words of a question that no document uses, even allowing for typos and synonyms."""
+        out = []
+        for t in tokens:
+            if t in words.filler or self.correct(t) is not None:
+                continue
+            alternatives = tokenize((words.synonyms or {}).get(t, ""))
+            if alternatives and any(self.correct(a) is not None for a in alternatives):
+                continue
+            out.append(t)
+        return out
 
 
 @dataclass(frozen=True)
@@ -77,7 +153,7 @@ class HybridRetriever:
         corpus = [tokenize(index.chunks[cid].search_text) for cid in self._ids]
         self._bm25 = BM25Okapi(corpus) if corpus else None
         self._shingles = {cid: _shingles(index.chunks[cid].text) for cid in self._ids}
-        self.vocabulary = frozenset(t for doc in corpus for t in doc)
+        self.vocabulary = Vocabulary({t for doc in corpus for t in doc})
         idf = self._bm25.idf if self._bm25 is not None else {}
         self._idf = dict(idf)
         self._unseen_idf = max(self._idf.values(), default=1.0)
@@ -97,7 +173,7 @@ class HybridRetriever:
         fused: dict[str, float] = {}
         for rank, (cid, _) in enumerate(dense):
             fused[cid] = fused.get(cid, 0.0) + 1.0 / (self.rrf_k + rank + 1)
-        tokens = tokenize(query)
+        tokens = self.vocabulary.correct_all(tokenize(query))
         if tokens and self._bm25 is not None:
             scores = self._bm25.get_scores(tokens)
             top = np.argsort(-scores)[: self.candidate_k]

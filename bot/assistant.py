@@ -1,0 +1,135 @@
+"""The assistant: where a question becomes an answer. `build_assistant` is the one factory for CLI, web and evals."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter
+from bot.embed import Embedder, SentenceEmbedder
+from bot.ingest import ensure_index
+from bot.prompts import Messages, load_messages, load_question_rules
+from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, resolve_follow_up
+from bot.safety import SafetyGate
+from bot.schema import Answer, Retrieved, Turn
+from bot.settings import Settings, get_settings
+from bot.store import Index
+from bot.validate import clean_question
+
+log = logging.getLogger(__name__)
+
+
+def _turns(history: Sequence[Turn | dict[str, Any]] | None) -> list[Turn]:
+    out: list[Turn] = []
+    for item in history or []:
+        turn = item if isinstance(item, Turn) else Turn.model_validate(item)
+        out.append(turn)
+    return out
+
+
+class Assistant:
+    """Validate -> safety gate -> follow-up resolver -> hybrid retrieval -> extractive answer with citations."""
+
+    def __init__(self, settings: Settings, index: Index, embedder: Embedder, retriever: Retriever,
+                 writer: AnswerWriter, safety: SafetyGate, messages: Messages, follow_up: FollowUpRules, words: QuestionWords) -> None:
+        self.settings = settings
+        self.index = index
+        self.embedder = embedder
+        self.retriever = retriever
+        self.writer = writer
+        self.safety = safety
+        self.messages = messages
+        self.follow_up = follow_up
+        self.words = words
+
+    def ask(self, question: object, history: Sequence[Turn | dict[str, Any]] | None = None,
+            qid: str | None = None) -> Answer:
+        """Answer one question; never raises for bad input (kind 'error' says what was wrong)."""
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        shown = question if isinstance(question, str) else ""
+        text, problem = clean_question(question, self.settings.max_question_chars, self.messages)
+        if text is None:
+            return Answer(id=qid, question=shown[:200], kind="error", answer=problem or "",
+                          timings_ms={"total": _ms(t0)})
+        try:
+            turns = _turns(history)
+        except ValueError:
+            return Answer(id=qid, question=text, kind="error",
+                          answer=self.messages.render(self.messages.errors.bad_line, reason="history must be a list of {role, content}"),
+                          timings_ms={"total": _ms(t0)})
+
+        t = time.perf_counter()
+        verdict = self.safety.check(text, turns)
+        timings["safety"] = _ms(t)
+        if verdict.kind == "out_of_scope":
+            timings["total"] = _ms(t0)
+            return Answer(id=qid, question=text, kind="out_of_scope", answer=verdict.message,
+                          timings_ms=timings, safety={"rule": verdict.rule or "", "kind": verdict.kind})
+
+        t = time.perf_counter()
+        query = text if verdict.kind == "urgent" else resolve_follow_up(text, turns, self.follow_up)
+        hits = self.retriever.retrieve(self.words.expand(query), self.settings.top_k)
+        timings["retrieve"] = _ms(t)
+        t = time.perf_counter()
+        # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
+        composition = self.writer.compose(query, self.embedder.encode([query])[0], hits, strict=verdict.kind == "ok")
+        timings["compose"] = _ms(t)
+        retrieved = [Retrieved(doc_id=h.chunk.doc_id, chunk_id=h.chunk.chunk_id, score=round(h.score, 5)) for h in hits]
+        safety = {"rule": verdict.rule or "", "kind": verdict.kind} if verdict.kind != "ok" else {}
+
+        if verdict.kind == "urgent":
+            # Call-now first; then at most one short cited note from the sources.
+            answer, citations = verdict.message, []
+            if composition.statements:
+                st = composition.statements[0]
+                note, citations = Composition([st], composition.best_score).render()
+                answer = f"{verdict.message} {note}"
+            timings["total"] = _ms(t0)
+            return Answer(id=qid, question=text, kind="urgent", answer=answer, citations=citations,
+                          timings_ms=timings, retrieved=retrieved, safety=safety)
+
+        if not composition.statements:
+            answer = self.messages.unknown
+            if verdict.kind == "personal" and verdict.message:
+                answer = f"{answer} {verdict.message}"
+            timings["total"] = _ms(t0)
+            return Answer(id=qid, question=text, kind="unknown", answer=answer,
+                          disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
+
+        answer, citations = composition.render()
+        if verdict.kind == "personal" and verdict.message:
+            answer = f"{answer} {verdict.message}"
+        timings["total"] = _ms(t0)
+        return Answer(id=qid, question=text, kind="answer", answer=answer, citations=citations,
+                      disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+def build_assistant(
+    settings: Settings | None = None,
+    *,
+    embedder: Embedder | None = None,
+    retriever: Retriever | None = None,
+    writer: AnswerWriter | None = None,
+    safety: SafetyGate | Any | None = None,
+) -> Assistant:
+    """Build the assistant; builds the index from the knowledge folder first if there is none."""
+    settings = settings or get_settings()
+    messages = load_messages(settings.prompts_dir)
+    follow_up, words = load_question_rules(settings.prompts_dir)
+    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads)
+    ensure_index(settings, embedder)
+    index = Index(settings.index_dir, settings.collection)
+    hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
+    retriever = retriever or hybrid
+    params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
+    writer = writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words, params=params)
+    safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder)
+    return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words)
+

@@ -1,0 +1,142 @@
+"""Checks on the shipped knowledge/ documents: front matter, numbers, no copying, coverage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+KNOWLEDGE_DIR = PROJECT_DIR / "knowledge"
+SEEDS_DIR = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+
+# Documents whose numbers must all be traceable to the seed articles about the study.
+STUDY_DOCS = [
+    "the-2023-study",
+    "study-results",
+    "side-effects-and-safety",
+    "how-blinatumomab-was-given",
+    "limits-of-the-evidence",
+    "what-comes-next",
+    "infant-all-and-kmt2a",
+    "what-is-blinatumomab",
+]
+
+NUMBER_WORDS = {
+    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11",
+    "twelve": "12", "thirteen": "13", "fourteen": "14", "fifteen": "15",
+    "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19",
+    "twenty": "20", "thirty": "30",
+}
+
+FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n(.*)\Z", re.S)
+# Digits glued to letters are names (CD19, KMT2A, Interfant-06), not quantities.
+NAME_WITH_DIGITS = re.compile(r"\b[A-Za-z]+[-/]?\d+[A-Za-z\d]*\b|\b\d+[A-Za-z]+\w*\b")
+NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+
+
+def knowledge_files() -> list[Path]:
+    """Every Markdown document in knowledge/."""
+    return sorted(KNOWLEDGE_DIR.glob("*.md"))
+
+
+def split_doc(path: Path) -> tuple[dict, str]:
+    """Front matter (as a dict) and body of one knowledge document."""
+    match = FRONT_MATTER.match(path.read_text(encoding="utf-8"))
+    assert match, f"{path.name}: no front matter block between '---' lines"
+    meta = yaml.safe_load(match.group(1))
+    assert isinstance(meta, dict), f"{path.name}: front matter is not a mapping"
+    return meta, match.group(2)
+
+
+def numbers_in(text: str) -> set[str]:
+    """Quantities in a text, normalised ("93.3%" -> "93.3", "nine" -> "9", "1,000" -> "1000")."""
+    text = NAME_WITH_DIGITS.sub(" ", text)
+    found = {n.replace(",", "") if re.fullmatch(r"\d{1,3}(,\d{3})+", n) else n.replace(",", ".")
+             for n in NUMBER.findall(text)}
+    for word in re.findall(r"[a-z]+", text.lower()):
+        if word in NUMBER_WORDS:
+            found.add(NUMBER_WORDS[word])
+    return {n.rstrip(".") for n in found}
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words with punctuation dropped, for n-gram comparison."""
+    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower().replace("’", "'"))
+
+
+def ngrams(tokens: list[str], n: int = 8) -> set[tuple[str, ...]]:
+    """All word n-grams of a token list."""
+    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def seed_texts() -> dict[str, str]:
+    """The seed articles by file name; skips the test when they are not present."""
+    files = sorted(SEEDS_DIR.glob("*.txt")) if SEEDS_DIR.is_dir() else []
+    if not files:
+        pytest.skip(f"seed articles not found at {SEEDS_DIR} (they live outside the repository)")
+    return {f.name: f.read_text(encoding="utf-8") for f in files}
+
+
+def test_there_are_enough_documents() -> None:
+    assert len(knowledge_files()) >= 8
+
+
+@pytest.mark.parametrize("path", knowledge_files(), ids=lambda p: p.stem)
+def test_front_matter_is_complete(path: Path) -> None:
+    meta, body = split_doc(path)
+    assert meta.get("id") == path.stem, f"{path.name}: id {meta.get('id')!r} must equal the file name"
+    assert isinstance(meta.get("title"), str) and meta["title"].strip(), f"{path.name}: missing title"
+    assert isinstance(meta.get("reviewed"), dt.date), f"{path.name}: 'reviewed' must be a YYYY-MM-DD date"
+    sources = meta.get("sources")
+    assert isinstance(sources, list) and sources, f"{path.name}: needs at least one source"
+    for source in sources:
+        assert str(source.get("citation", "")).strip(), f"{path.name}: a source has no citation"
+        assert source.get("url") or source.get("doi"), f"{path.name}: source {source['citation']!r} has no url or doi"
+    assert body.lstrip().startswith(f"# {meta['title']}"), f"{path.name}: body must start with '# <title>'"
+    assert re.search(r"^## .+\?\s*$", body, re.M), f"{path.name}: needs question-style '## ...?' headings"
+
+
+@pytest.mark.parametrize("path", knowledge_files(), ids=lambda p: p.stem)
+def test_body_has_no_html_tables_or_links(path: Path) -> None:
+    _, body = split_doc(path)
+    assert not re.search(r"<[a-zA-Z/][^>]*>", body), f"{path.name}: HTML in the body"
+    assert not re.search(r"^\s*\|.*\|\s*$", body, re.M), f"{path.name}: a table in the body"
+    assert not re.search(r"\]\(|https?://", body), f"{path.name}: a link in the body (sources go in front matter)"
+
+
+def test_study_documents_exist() -> None:
+    missing = [d for d in STUDY_DOCS if not (KNOWLEDGE_DIR / f"{d}.md").exists()]
+    assert not missing, f"missing study documents: {missing}"
+
+
+@pytest.mark.parametrize("doc_id", STUDY_DOCS)
+def test_every_number_in_study_documents_is_in_a_seed(doc_id: str) -> None:
+    seeds = seed_texts()
+    seed_numbers = set().union(*(numbers_in(t) for t in seeds.values()))
+    _, body = split_doc(KNOWLEDGE_DIR / f"{doc_id}.md")
+    unverified = sorted(numbers_in(body) - seed_numbers)
+    assert not unverified, f"{doc_id}: numbers not found in any seed article: {unverified}"
+
+
+@pytest.mark.parametrize("path", knowledge_files(), ids=lambda p: p.stem)
+def test_no_eight_word_run_is_copied_from_a_seed(path: Path) -> None:
+    seeds = seed_texts()
+    _, body = split_doc(path)
+    ours = ngrams(words(body))
+    for name, text in seeds.items():
+        shared = ours & ngrams(words(text))
+        assert not shared, f"{path.name} shares 8-word runs with {name}: {[' '.join(g) for g in sorted(shared)[:3]]}"
+
+
+def test_number_normalisation_catches_a_planted_number() -> None:
+    # A guard that the number check can fail: an invented figure must not be found in the seeds.
+    seeds = seed_texts()
+    seed_numbers = set().union(*(numbers_in(t) for t in seeds.values()))
+    assert {"93.3", "65.8", "214", "9", "16"} <= seed_numbers
+    assert "77.7" not in seed_numbers
+    assert numbers_in("CD19 and KMT2A on Interfant-06, 93.3% of nine babies") == {"93.3", "9"}
