@@ -12,13 +12,17 @@ from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.prompts import Messages, load_messages, load_question_rules
 from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, resolve_follow_up
-from bot.safety import SafetyGate
+from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.settings import Settings, get_settings
 from bot.store import Index
 from bot.validate import clean_question
 
 log = logging.getLogger(__name__)
+
+# Out-of-scope verdicts that only guess from the words of the question. A question the sources answer
+# strongly is answered anyway; role changes, prompt leaks and other diseases are never overridden.
+OVERRIDABLE_SCOPE_RULES = frozenset({"off_topic"})
 
 
 def _turns(history: Sequence[Turn | dict[str, Any]] | None) -> list[Turn]:
@@ -33,7 +37,8 @@ class Assistant:
     """Validate -> safety gate -> follow-up resolver -> hybrid retrieval -> extractive answer with citations."""
 
     def __init__(self, settings: Settings, index: Index, embedder: Embedder, retriever: Retriever,
-                 writer: AnswerWriter, safety: SafetyGate, messages: Messages, follow_up: FollowUpRules, words: QuestionWords) -> None:
+                 writer: AnswerWriter, safety: SafetyGate, messages: Messages, follow_up: FollowUpRules,
+                 words: QuestionWords) -> None:
         self.settings = settings
         self.index = index
         self.embedder = embedder
@@ -57,17 +62,16 @@ class Assistant:
         try:
             turns = _turns(history)
         except ValueError:
-            return Answer(id=qid, question=text, kind="error",
-                          answer=self.messages.render(self.messages.errors.bad_line, reason="history must be a list of {role, content}"),
-                          timings_ms={"total": _ms(t0)})
+            reason = "history must be a list of {role, content}"
+            return Answer(id=qid, question=text, kind="error", timings_ms={"total": _ms(t0)},
+                          answer=self.messages.render(self.messages.errors.bad_line, reason=reason))
 
         t = time.perf_counter()
         verdict = self.safety.check(text, turns)
         timings["safety"] = _ms(t)
-        if verdict.kind == "out_of_scope":
-            timings["total"] = _ms(t0)
-            return Answer(id=qid, question=text, kind="out_of_scope", answer=verdict.message,
-                          timings_ms=timings, safety={"rule": verdict.rule or "", "kind": verdict.kind})
+        off_topic_guess = verdict.kind == "out_of_scope" and verdict.rule in OVERRIDABLE_SCOPE_RULES
+        if verdict.kind == "out_of_scope" and not off_topic_guess:
+            return self._out_of_scope(qid, text, verdict, timings, t0)
 
         t = time.perf_counter()
         query = text if verdict.kind == "urgent" else resolve_follow_up(text, turns, self.follow_up)
@@ -75,8 +79,14 @@ class Assistant:
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
-        composition = self.writer.compose(query, self.embedder.encode([query])[0], hits, strict=verdict.kind == "ok")
+        composition = self.writer.compose(query, self.embedder.encode([query])[0], hits,
+                                          strict=verdict.kind in ("ok", "out_of_scope"))
         timings["compose"] = _ms(t)
+        if off_topic_guess:
+            # The topic check judged the words; the sources say whether they really answer the question.
+            if not composition.statements or composition.best_score < self.settings.scope_override:
+                return self._out_of_scope(qid, text, verdict, timings, t0)
+            verdict = Verdict(kind="ok")
         retrieved = [Retrieved(doc_id=h.chunk.doc_id, chunk_id=h.chunk.chunk_id, score=round(h.score, 5)) for h in hits]
         safety = {"rule": verdict.rule or "", "kind": verdict.kind} if verdict.kind != "ok" else {}
 
@@ -84,7 +94,7 @@ class Assistant:
             # Call-now first; then at most one short cited note from the sources.
             answer, citations = verdict.message, []
             if composition.statements:
-                st = composition.statements[0]
+                st = max(composition.statements, key=lambda x: x.score)
                 note, citations = Composition([st], composition.best_score).render()
                 answer = f"{verdict.message} {note}"
             timings["total"] = _ms(t0)
@@ -105,6 +115,13 @@ class Assistant:
         timings["total"] = _ms(t0)
         return Answer(id=qid, question=text, kind="answer", answer=answer, citations=citations,
                       disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
+
+
+    @staticmethod
+    def _out_of_scope(qid: str | None, text: str, verdict: Verdict, timings: dict[str, float], t0: float) -> Answer:
+        timings["total"] = _ms(t0)
+        return Answer(id=qid, question=text, kind="out_of_scope", answer=verdict.message,
+                      timings_ms=timings, safety={"rule": verdict.rule or "", "kind": verdict.kind})
 
 
 def _ms(start: float) -> float:

@@ -15,14 +15,19 @@ from bot.embed import Embedder
 from bot.schema import Turn
 from bot.store import Index
 
-STOPWORDS = frozenset("""
+try:  # scikit-learn (a dependency of sentence-transformers) ships a standard English stop-word list
+    from sklearn.feature_extraction._stop_words import ENGLISH_STOP_WORDS as _SKLEARN_STOP_WORDS
+except ImportError:  # pragma: no cover - the small list below still works
+    _SKLEARN_STOP_WORDS = frozenset()
+
+STOPWORDS = _SKLEARN_STOP_WORDS | frozenset("""
 a about above after again against all also am an and any are as at be because been before being below between
 both but by can could did do does doing down during each few for from further had has have having he her here
 hers herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off
 on once only or other our ours ourselves out over own same she should so some such than that the their theirs
 them themselves then there these they this those through to too under until up very was we were what when where
 which while who whom why will with would you your yours yourself yourselves get got give given go going tell
-please know want need like much many thing things one really mean means s t
+please know want need like much many thing things one really mean means s t wo ca
 """.split())
 
 
@@ -42,9 +47,13 @@ def stem(word: str) -> str:
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[a-z0-9]+(?:'[a-z0-9]+)*")
 
 
+_CONTRACTION = re.compile(r"n't\b|'(?:s|re|ve|ll|d|m)\b")
+
+
 def tokenize(text: str) -> list[str]:
-    """Lower-case content tokens, stemmed, numbers kept whole ('93.3')."""
-    return [stem(t) for t in _TOKEN.findall(text.lower().replace("’", "'")) if t not in STOPWORDS]
+    """Lower-case content tokens, stemmed, numbers kept whole ('93.3'); "she's" and "won't" carry no content."""
+    text = _CONTRACTION.sub(" ", text.lower().replace("’", "'"))
+    return [stem(t) for t in _TOKEN.findall(text) if t not in STOPWORDS]
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ def load_file_from_text(path: Path, text: str):
 
 
 def test_sentence_splitter_keeps_numbers_abbreviations_and_bullets():
-    text = "Survival was 93.3% at 2 years. The drug, e.g. blinatumomab, was given.\n\n- Fever was seen in 4 babies.\n- Vomiting was seen in 1 baby."
+    text = ("Survival was 93.3% at 2 years. The drug, e.g. blinatumomab, was given.\n\n"
+            "- Fever was seen in 4 babies.\n- Vomiting was seen in 1 baby.")
     got = [text[s:e] for s, e in split_sentences(text)]
     assert got == [
         "Survival was 93.3% at 2 years.",
