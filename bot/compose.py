@@ -26,6 +26,8 @@ class ComposeParams:
     w_sentence: float = 0.60
     w_keywords: float = 0.25
     w_passage: float = 0.15
+    plain_from: float = 6.0         # sentences above this reading grade lose score ...
+    w_hard: float = 0.012           # ... this much per grade, so plainer near-equals win
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class ExtractiveWriter:
                 kw = self.keyword_overlap(q_tokens, sent.text)
                 score = p.w_sentence * cos + p.w_keywords * kw + p.w_passage * hit.dense
                 score += sum(bonus for pattern, bonus in wanted if pattern.search(sent.text))
+                score -= p.w_hard * max(0.0, sent.grade - p.plain_from)
                 scored.append((score, row, rank))
         if not scored:
             return Composition([], 0.0)

@@ -63,6 +63,7 @@ class Sentence:
     chunk_id: str
     position: int
     text: str
+    grade: float = 0.0  # Flesch-Kincaid reading grade, filled in at ingest
 
 
 @dataclass

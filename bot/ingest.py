@@ -8,15 +8,16 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from bot.documents import Chunk, Sentence, SourceDocument, chunk_document, chunk_sentences, load_paths
 from bot.embed import Embedder
+from bot.readability import reading_grade
 from bot.settings import Settings
-from bot.store import Index, is_complete, write_index
+from bot.store import INDEX_FORMAT, Index, is_complete, read_marker, write_index
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,8 @@ def _ingest(settings: Settings, embedder: Embedder, paths: list[Path], old: Inde
         return result
 
     chunks: list[Chunk] = [c for d in documents for c in chunk_document(d, settings.chunk_size, settings.chunk_overlap)]
-    sentences: list[Sentence] = [s for c in chunks for s in chunk_sentences(c)]
+    sentences: list[Sentence] = [replace(s, grade=round(reading_grade(s.text), 2))
+                                 for c in chunks for s in chunk_sentences(c)]
 
     # Reuse the vectors of passages and sentences that are already in the index.
     old_chunk_vec: dict[str, np.ndarray] = {}
@@ -174,10 +176,24 @@ def _swap_in(new: Path, target: Path) -> None:
 
 
 def ensure_index(settings: Settings, embedder: Embedder) -> IngestResult | None:
-    """Build the index from the knowledge folder if there is no complete one (first ask or app start)."""
-    if is_complete(settings.index_dir):
+    """Make the index match the knowledge folder before answering (first ask or app start).
+
+    No index: build it. An index of an older format: rebuild it from the knowledge folder and the
+    other files it held. Otherwise bring in any edit to the knowledge folder; when nothing changed
+    this only compares content hashes and embeds nothing.
+    """
+    marker = read_marker(settings.index_dir)
+    if marker is None or marker.get("format") != INDEX_FORMAT:
+        extra = [Path(p) for p in (marker or {}).get("paths", []) if Path(p).is_file()
+                 and not Path(p).resolve().is_relative_to(settings.knowledge_dir.resolve())]
+        why = "first run" if marker is None else "the index format changed"
+        print(f"Building the index from {settings.knowledge_dir} ({why})...", file=sys.stderr)
+        result = ingest(settings, embedder, paths=[settings.knowledge_dir, *extra], rebuild=True)
+        print(f"Index ready: {result.summary()}", file=sys.stderr)
+        return result
+    if not settings.sync_knowledge or not settings.knowledge_dir.is_dir():
         return None
-    print(f"Building the index from {settings.knowledge_dir} (first run)...", file=sys.stderr)
-    result = ingest(settings, embedder, rebuild=True)
-    print(f"Index ready: {result.summary()}", file=sys.stderr)
+    result = ingest(settings, embedder, paths=[settings.knowledge_dir], progress=False)
+    if result.changed:
+        print(f"Index updated from {settings.knowledge_dir}: {result.summary()}", file=sys.stderr)
     return result

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     knowledge_dir: Path = Field(PROJECT_DIR / "knowledge", description="Documents indexed by default.")
     index_dir: Path = Field(PROJECT_DIR / ".index", description="Where the Chroma index lives.")
     prompts_dir: Path = Field(PROJECT_DIR / "prompts", description="Editable messages and rules.")
+    sync_knowledge: bool = Field(True, description="On start, bring edits to the knowledge folder into the index.")
     collection: str = Field("knowledge", description="Chroma collection name.")
     embedding_model: str = Field(default_factory=_bundled_model_path, description="Path of the sentence-transformers model.")
 

@@ -14,6 +14,7 @@ from bot.documents import Chunk, Sentence, SourceDocument
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "INDEX_COMPLETE"  # written last by ingest; an index without it is not used
+INDEX_FORMAT = 2  # raise when what ingest stores changes; an index of another format is rebuilt
 
 
 def open_client(path: Path):
@@ -35,8 +36,18 @@ def _collections(client, name: str):
     )
 
 
+def read_marker(path: Path) -> dict | None:
+    """What the last complete ingest recorded, or None when there is no complete index."""
+    try:
+        return json.loads((path / COMPLETE_MARKER).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def is_complete(path: Path) -> bool:
-    return (path / COMPLETE_MARKER).exists()
+    """A complete index of the current format is there."""
+    marker = read_marker(path)
+    return marker is not None and marker.get("format") == INDEX_FORMAT
 
 
 @dataclass
@@ -86,7 +97,8 @@ class Index:
         self.chunk_vectors = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(order), -1)
         sg = self.sentences_col.get(include=["documents", "metadatas", "embeddings"])
         self.sentences: list[Sentence] = [
-            Sentence(sentence_id=sid, chunk_id=meta["chunk_id"], position=int(meta["position"]), text=text)
+            Sentence(sentence_id=sid, chunk_id=meta["chunk_id"], position=int(meta["position"]), text=text,
+                     grade=float(meta.get("grade", 0.0)))
             for sid, text, meta in zip(sg["ids"], sg["documents"], sg["metadatas"], strict=True)
         ]
         self.sentence_vectors = np.asarray(sg["embeddings"], dtype=np.float32).reshape(len(self.sentences), -1)
@@ -158,7 +170,9 @@ def write_index(
             ids=[s.sentence_id for s in part_s],
             embeddings=sentence_vectors[i:i + batch].tolist(),
             documents=[s.text for s in part_s],
-            metadatas=[{"chunk_id": s.chunk_id, "position": s.position} for s in part_s],
+            metadatas=[{"chunk_id": s.chunk_id, "position": s.position, "grade": s.grade} for s in part_s],
         )
     client.close()
-    (path / COMPLETE_MARKER).write_text(json.dumps({"documents": len(documents), "chunks": len(chunks)}))
+    marker = {"format": INDEX_FORMAT, "documents": len(documents), "chunks": len(chunks),
+              "paths": sorted({d.path for d in documents})}
+    (path / COMPLETE_MARKER).write_text(json.dumps(marker, indent=1))
