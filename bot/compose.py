@@ -26,8 +26,8 @@ class ComposeParams:
     w_sentence: float = 0.60
     w_keywords: float = 0.25
     w_passage: float = 0.15
-    plain_from: float = 6.0         # sentences above this reading grade lose score ...
-    w_hard: float = 0.012           # ... this much per grade, so plainer near-equals win
+    plain_from: float = 6.0         # sentences above this reading grade (or the corpus median, if higher) lose ...
+    w_hard: float = 0.012           # ... this much score per grade, so plainer near-equals win
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,8 @@ def _is_statement(text: str) -> bool:
     words = text.split()
     if len(words) < 5 or len(words) > 70 or text.rstrip().endswith("?"):
         return False
+    if re.search(r"\bdoi:|https?://|^\s*(references?|source|credit)\b", text, flags=re.I):
+        return False  # a reference list entry or picture credit is not a statement
     return bool(re.search(r"[.!?][\"'”’)]?$", text.strip())) or len(words) >= 12
 
 
@@ -105,6 +107,9 @@ class ExtractiveWriter:
         self.vocabulary = vocabulary
         self.words = words or QuestionWords()
         self.params = params or ComposeParams()
+        grades = sorted(s.grade for s in index.sentences)
+        # A corpus written for professionals is hard throughout; only its harder half is held back.
+        self.plain_from = max(self.params.plain_from, grades[len(grades) // 2] if grades else 0.0)
 
     def keyword_overlap(self, query_tokens: list[str], sentence: str) -> float:
         """IDF-weighted share of the question's content words that the sentence contains."""
@@ -139,7 +144,7 @@ class ExtractiveWriter:
                 kw = self.keyword_overlap(q_tokens, sent.text)
                 score = p.w_sentence * cos + p.w_keywords * kw + p.w_passage * hit.dense
                 score += sum(bonus for pattern, bonus in wanted if pattern.search(sent.text))
-                score -= p.w_hard * max(0.0, sent.grade - p.plain_from)
+                score -= p.w_hard * max(0.0, sent.grade - self.plain_from)
                 scored.append((score, row, rank))
         if not scored:
             return Composition([], 0.0)

@@ -14,3 +14,9 @@ echo "== tests (pytest)"
 
 echo "== evaluation suite (python -m evals)"
 .venv/bin/python -m evals --report reports/evals
+
+if [ -d ../shared/seeds ]; then
+  echo "== evaluation suite on the seed news articles as the only corpus"
+  .venv/bin/python -m evals --corpus ../shared/seeds --cases evals/seeds_cases \
+    --thresholds evals/seeds_cases/_thresholds.yaml --report reports/evals-seeds
+fi
