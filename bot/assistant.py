@@ -84,7 +84,9 @@ class Assistant:
         timings["compose"] = _ms(t)
         if off_topic_guess:
             # The topic check judged the words; the sources say whether they really answer the question.
-            if not composition.statements or composition.best_score < self.settings.scope_override:
+            # A follow-up leans on the conversation, so the ordinary evidence bar is enough.
+            bar = self.settings.min_evidence if query != text else self.settings.scope_override
+            if not composition.statements or composition.best_score < bar:
                 return self._out_of_scope(qid, text, verdict, timings, t0)
             verdict = Verdict(kind="ok")
         retrieved = [Retrieved(doc_id=h.chunk.doc_id, chunk_id=h.chunk.chunk_id, score=round(h.score, 5)) for h in hits]

@@ -126,10 +126,6 @@ class ExtractiveWriter:
         raw_tokens = list(dict.fromkeys(tokenize(question)))
         if strict:
             uncovered = self.vocabulary.uncovered(raw_tokens, self.words)
-            # A number asked about ("after 10 years") must be in the passages, or they do not answer it.
-            passages = " ".join(h.chunk.text for h in hits)
-            uncovered += [n for n in re.findall(r"\d+(?:[.,]\d+)?", question)
-                          if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", passages)]
             if uncovered:
                 return Composition([], 0.0, tuple(uncovered))
         q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
@@ -155,6 +151,13 @@ class ExtractiveWriter:
         chosen: list[tuple[float, int, int]] = [scored[0]]
         seen_text = {display_text(self.index.sentences[scored[0][1]].text).lower()}
         floor = max(best * p.keep_ratio, p.min_keep)
+        if strict:
+            # A number asked about ("after 10 years") must be in a sentence good enough to be shown.
+            shown = " ".join(self.index.sentences[row].text for score, row, _ in scored if score >= floor)
+            missing = [n for n in re.findall(r"\d+(?:[.,]\d+)?", question)
+                       if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", shown)]
+            if missing:
+                return Composition([], best, tuple(missing))
         for cand in scored[1:]:
             if len(chosen) >= p.max_sentences or cand[0] < floor:
                 break

@@ -480,6 +480,6 @@ class SafetyGate:
         # A follow-up ("how many countries were they from?") leans on an on-topic conversation:
         # only a message clearly closer to an off-topic example leaves the subject.
         earlier = [t.get("content", "") if isinstance(t, dict) else t.content for t in history]
-        if any(_any(self.topic, c) for c in earlier) and off - on < self.rules.scope.follow_up_margin:
+        if any(_any(self.topic, self.typos.fix(c)) for c in earlier) and off - on < self.rules.scope.follow_up_margin:
             return None
         return Verdict("out_of_scope", "off_topic", self.rules.messages[self.rules.scope.message])

@@ -95,3 +95,21 @@ def test_warm_answers_are_fast(assistant):
     assistant.ask("What is blinatumomab?")
     ans = assistant.ask("What did the 2023 study find about survival?")
     assert ans.timings_ms["total"] < 2000  # a loose guard; the benchmark script measures the real figure
+
+
+def test_a_number_no_shown_sentence_has_makes_the_answer_unknown(assistant):
+    ans = assistant.ask("What is the survival after 10 years with blinatumomab?")
+    assert ans.kind == "unknown" and "93" not in ans.answer
+    assert assistant.ask("What was the survival after 2 years with blinatumomab?").kind == "answer"
+
+
+def test_follow_up_after_a_misspelt_question_stays_on_topic(assistant):
+    history = [{"role": "user", "content": "what side efects did the babys get"}]
+    ans = assistant.ask("and was any of them serious?", history=history)
+    assert ans.kind == "answer" and "serious" in ans.answer
+    assert any(c.doc_id == "side-effects-and-safety" for c in ans.citations)
+
+
+def test_a_clear_off_topic_question_is_not_answered_from_the_sources(assistant):
+    ans = assistant.ask("How do I reset my wifi router?")
+    assert ans.kind == "out_of_scope" and not ans.citations
