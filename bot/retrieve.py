@@ -228,7 +228,7 @@ class FollowUpRules:
 
 
 def is_follow_up(question: str, rules: FollowUpRules) -> bool:
-    """True when the question points back ('it', 'that', 'and what about...') or is a bare fragment."""
+    """True when the question points back ('it', 'that', 'and what about...') or has no topic word of its own."""
     q = question.strip().lower()
     words = re.findall(r"[a-z']+", q)
     if not words:
@@ -237,7 +237,7 @@ def is_follow_up(question: str, rules: FollowUpRules) -> bool:
         return True
     if any(w in rules.pronouns for w in words):
         return True
-    return len(tokenize(q)) <= 1 and len(words) <= rules.max_words
+    return not tokenize(q) and len(words) <= rules.max_words  # "how long?", "why?", "what else?"
 
 
 def resolve_follow_up(question: str, history: Sequence[Turn], rules: FollowUpRules) -> str:
@@ -256,3 +256,31 @@ def resolve_follow_up(question: str, history: Sequence[Turn], rules: FollowUpRul
     if not carried:
         return question
     return f"{question.strip()} ({' '.join(dict.fromkeys(carried))})"
+
+
+# ---------------------------------------------------------------- LangChain interface
+
+
+def as_langchain_retriever(retriever: Retriever, k: int = 5):
+    """Our retriever as a LangChain `BaseRetriever` (a Runnable), for use in LangChain chains."""
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+
+    class _HybridLangChainRetriever(BaseRetriever):
+        """Hybrid dense + BM25 passages as LangChain Documents, with citation metadata."""
+
+        def _get_relevant_documents(self, query: str, *, run_manager=None) -> list[Document]:  # noqa: ARG002
+            return [
+                Document(
+                    page_content=h.chunk.text,
+                    id=h.chunk.chunk_id,
+                    metadata={
+                        "doc_id": h.chunk.doc_id, "title": h.chunk.title, "section": h.chunk.section,
+                        "source": h.chunk.source, "url": h.chunk.url, "start": h.chunk.start,
+                        "score": h.score,
+                    },
+                )
+                for h in retriever.retrieve(query, k)
+            ]
+
+    return _HybridLangChainRetriever()

@@ -1,0 +1,48 @@
+"""Hybrid retrieval, typo handling and the follow-up resolver on the real index."""
+
+from __future__ import annotations
+
+from bot.retrieve import FollowUpRules, Vocabulary, as_langchain_retriever, is_follow_up, resolve_follow_up, tokenize
+from bot.schema import Turn
+
+RULES = FollowUpRules(pronouns=frozenset({"it", "they", "that"}), openers=("and ", "what about"), max_words=4)
+
+
+def test_tokenize_drops_stop_words_and_contractions_and_keeps_numbers():
+    assert tokenize("She's 93.3% of the babies; can't wake") == ["93.3", "baby", "wake"]
+
+
+def test_vocabulary_corrects_typos_and_word_forms_but_not_unknown_words():
+    vocab = Vocabulary({"blinatumomab", "infusion", "cured", "aged"})
+    assert vocab.correct("blinatumomob") == "blinatumomab"
+    assert vocab.correct("infushion") == "infusion"
+    assert vocab.correct("cure") == "cured" and vocab.correct("age") == "aged"
+    assert vocab.correct("insurance") is None
+
+
+def test_follow_up_detection_and_resolution():
+    assert is_follow_up("and how long is it given for?", RULES)
+    assert not is_follow_up("How long is the blinatumomab drip given for?", RULES)
+    history = [Turn(role="user", content="What is blinatumomab?"), Turn(role="assistant", content="A medicine.")]
+    resolved = resolve_follow_up("how long is it given for?", history, RULES)
+    assert "blinatumomab" in resolved.lower()
+    assert resolve_follow_up("What is MRD?", history, RULES) == "What is MRD?"
+
+
+def test_hybrid_retrieval_finds_the_right_document_first(assistant):
+    hits = assistant.retriever.retrieve("How long does the blinatumomab drip run?", 5)
+    assert hits[0].chunk.doc_id == "how-blinatumomab-was-given"
+    assert len({h.chunk.chunk_id for h in hits}) == len(hits)
+    assert all(h.chunk.text in assistant.index.document_text(h.chunk.doc_id) for h in hits)
+
+
+def test_keyword_search_rescues_a_rare_exact_term(assistant):
+    hits = assistant.retriever.retrieve("Interfant-06", 5)
+    assert any("Interfant-06" in h.chunk.text for h in hits[:3])
+
+
+def test_usable_as_a_langchain_runnable_retriever(assistant):
+    docs = as_langchain_retriever(assistant.retriever, k=3).invoke("What is MRD?")
+    assert len(docs) == 3
+    assert docs[0].metadata["doc_id"] and docs[0].metadata["title"]
+    assert any("MRD" in d.page_content for d in docs)
