@@ -67,15 +67,16 @@ class QuestionsFile(BaseModel):
     answer_types: list[AnswerTypeFile] = Field(default_factory=list)
 
 
-def _load_yaml(path: Path) -> dict:
+def read_yaml_mapping(path: Path, error: type[Exception] = PromptError) -> dict:
+    """A YAML file whose top level is a mapping; any problem raises `error` naming the file."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise PromptError(f"{path}: file is missing") from exc
+        raise error(f"{path}: file is missing") from exc
     except yaml.YAMLError as exc:
-        raise PromptError(f"{path}: not valid YAML: {exc}") from exc
+        raise error(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise PromptError(f"{path}: expected a mapping of names to texts")
+        raise error(f"{path}: expected a mapping at the top level")
     return data
 
 
@@ -83,7 +84,7 @@ def load_messages(prompts_dir: Path) -> Messages:
     """Read messages.yaml; unknown keys, missing texts and unknown {{ placeholders }} are errors."""
     path = prompts_dir / "messages.yaml"
     try:
-        msgs = Messages.model_validate(_load_yaml(path))
+        msgs = Messages.model_validate(read_yaml_mapping(path))
     except ValidationError as exc:
         raise PromptError(f"{path}: {exc}") from exc
     flat = {k: v for k, v in msgs.model_dump().items() if isinstance(v, str)}
@@ -100,7 +101,7 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
     """Follow-up rules, filler words and synonyms from questions.yaml."""
     path = prompts_dir / "questions.yaml"
     try:
-        q = QuestionsFile.model_validate(_load_yaml(path))
+        q = QuestionsFile.model_validate(read_yaml_mapping(path))
     except ValidationError as exc:
         raise PromptError(f"{path}: {exc}") from exc
     f = q.follow_up

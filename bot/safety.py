@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.embed import Embedder
+from bot.prompts import read_yaml_mapping
 from bot.schema import Turn
 
 SAFETY_FILE = "safety.yaml"
@@ -198,14 +198,7 @@ class SafetyRules(_Strict):
 
 def load_rules(path: Path) -> SafetyRules:
     """Read and validate a safety rules file; errors name the file and the problem."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SafetyRulesError(f"{path}: file is missing") from exc
-    except yaml.YAMLError as exc:
-        raise SafetyRulesError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SafetyRulesError(f"{path}: expected a mapping at the top level")
+    data = read_yaml_mapping(path, SafetyRulesError)
     try:
         return SafetyRules.model_validate(data)
     except ValidationError as exc:
