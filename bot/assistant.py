@@ -11,7 +11,7 @@ from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWrit
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.prompts import Messages, load_messages, load_question_rules
-from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, resolve_follow_up
+from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, follow_up_context
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.settings import Settings, get_settings
@@ -74,18 +74,19 @@ class Assistant:
             return self._out_of_scope(qid, text, verdict, timings, t0)
 
         t = time.perf_counter()
-        query = text if verdict.kind == "urgent" else resolve_follow_up(text, turns, self.follow_up)
+        context = "" if verdict.kind == "urgent" else follow_up_context(text, turns, self.follow_up)
+        query = f"{text} ({context})" if context else text
         hits = self.retriever.retrieve(self.words.expand(query), self.settings.top_k)
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
-        composition = self.writer.compose(query, self.embedder.encode([query])[0], hits,
-                                          strict=verdict.kind in ("ok", "out_of_scope"))
+        composition = self.writer.compose(text, self.embedder.encode([query])[0], hits,
+                                          strict=verdict.kind in ("ok", "out_of_scope"), context=context)
         timings["compose"] = _ms(t)
         if off_topic_guess:
             # The topic check judged the words; the sources say whether they really answer the question.
             # A follow-up leans on the conversation, so the ordinary evidence bar is enough.
-            bar = self.settings.min_evidence if query != text else self.settings.scope_override
+            bar = self.settings.min_evidence if context else self.settings.scope_override
             if not composition.statements or composition.best_score < bar:
                 return self._out_of_scope(qid, text, verdict, timings, t0)
             verdict = Verdict(kind="ok")

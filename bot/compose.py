@@ -26,6 +26,7 @@ class ComposeParams:
     w_sentence: float = 0.60
     w_keywords: float = 0.25
     w_passage: float = 0.15
+    w_context: float = 0.5          # weight of words carried from earlier questions in a follow-up
     plain_from: float = 6.0         # sentences above this reading grade (or the corpus median, if higher) lose ...
     w_hard: float = 0.012           # ... this much score per grade, so plainer near-equals win
 
@@ -65,7 +66,8 @@ class Composition:
 class AnswerWriter(Protocol):
     """Turns retrieved passages into statements (the default is extractive; an LLM writer could be another)."""
 
-    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True) -> Composition: ...
+    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True,
+                context: str = "") -> Composition: ...
 
 
 _MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
@@ -111,17 +113,26 @@ class ExtractiveWriter:
         # A corpus written for professionals is hard throughout; only its harder half is held back.
         self.plain_from = max(self.params.plain_from, grades[len(grades) // 2] if grades else 0.0)
 
-    def keyword_overlap(self, query_tokens: list[str], sentence: str) -> float:
-        """IDF-weighted share of the question's content words that the sentence contains."""
-        if not query_tokens:
+    def keyword_overlap(self, query_tokens: list[str], sentence: str, context_tokens: tuple[str, ...] = ()) -> float:
+        """IDF-weighted share of the question's content words that the sentence contains.
+
+        Words carried over from earlier questions (`context_tokens`) count for less than the new question's own.
+        """
+        weighted = [(t, self.idf(t)) for t in query_tokens]
+        weighted += [(t, self.idf(t) * self.params.w_context) for t in context_tokens if t not in query_tokens]
+        if not weighted:
             return 0.0
         present = set(tokenize(sentence))
-        weights = [self.idf(t) for t in query_tokens]
-        total = sum(weights) or 1.0
-        return sum(w for t, w in zip(query_tokens, weights, strict=True) if t in present) / total
+        total = sum(w for _, w in weighted) or 1.0
+        return sum(w for t, w in weighted if t in present) / total
 
-    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True) -> Composition:
-        """Best sentences for the question; `strict` also refuses questions about things no document mentions."""
+    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True,
+                context: str = "") -> Composition:
+        """Best sentences for the question; `strict` also refuses questions about things no document mentions.
+
+        `query_vector` is the embedding of what was searched (the question, plus `context`, the topic words a
+        follow-up leans on).
+        """
         p = self.params
         raw_tokens = list(dict.fromkeys(tokenize(question)))
         if strict:
@@ -129,7 +140,8 @@ class ExtractiveWriter:
             if uncovered:
                 return Composition([], 0.0, tuple(uncovered))
         q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
-        wanted = self.words.answer_patterns(question.split(" (")[0])
+        c_tokens = tuple(dict.fromkeys(self.vocabulary.correct_all(tokenize(context))))
+        wanted = self.words.answer_patterns(question)
         scored: list[tuple[float, int, int]] = []  # (score, sentence row, hit rank)
         for rank, hit in enumerate(hits):
             for row in self.index.sentences_by_chunk.get(hit.chunk.chunk_id, []):
@@ -137,7 +149,7 @@ class ExtractiveWriter:
                 if not _is_statement(sent.text):
                     continue
                 cos = float(self.index.sentence_vectors[row] @ query_vector)
-                kw = self.keyword_overlap(q_tokens, sent.text)
+                kw = self.keyword_overlap(q_tokens, sent.text, c_tokens)
                 score = p.w_sentence * cos + p.w_keywords * kw + p.w_passage * hit.dense
                 score += sum(bonus for pattern, bonus in wanted if pattern.search(sent.text))
                 score -= p.w_hard * max(0.0, sent.grade - self.plain_from)

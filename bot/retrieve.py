@@ -148,11 +148,12 @@ class Retriever(Protocol):
 
 
 class HybridRetriever:
-    """Dense search in Chroma plus BM25 over the same passages, fused by reciprocal rank fusion."""
+    """Dense passage search in Chroma, dense sentence search and BM25, fused by reciprocal rank fusion."""
 
     def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
-                 dedupe_threshold: float = 0.8) -> None:
+                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5) -> None:
         self.index = index
+        self.sentence_weight = sentence_weight  # the sentence list counts half as much as each passage list
         self.embedder = embedder
         self.candidate_k = candidate_k
         self.rrf_k = rrf_k
@@ -182,6 +183,19 @@ class HybridRetriever:
         fused: dict[str, float] = {}
         for rank, (cid, _) in enumerate(dense):
             fused[cid] = fused.get(cid, 0.0) + 1.0 / (self.rrf_k + rank + 1)
+        # Best single sentences, too: a passage whose one sentence answers the question ranks even when
+        # the rest of it is about something else (long news paragraphs).
+        if len(self.index.sentences):
+            sims = self.index.sentence_vectors @ qvec
+            seen: set[str] = set()
+            for row in np.argsort(-sims)[: self.candidate_k * 3]:
+                cid = self.index.sentences[row].chunk_id
+                if cid in seen:
+                    continue
+                fused[cid] = fused.get(cid, 0.0) + self.sentence_weight / (self.rrf_k + len(seen) + 1)
+                seen.add(cid)
+                if len(seen) >= self.candidate_k:
+                    break
         tokens = self.vocabulary.correct_all(tokenize(query))
         if tokens and self._bm25 is not None:
             scores = self._bm25.get_scores(tokens)
@@ -240,10 +254,10 @@ def is_follow_up(question: str, rules: FollowUpRules) -> bool:
     return not tokenize(q) and len(words) <= rules.max_words  # "how long?", "why?", "what else?"
 
 
-def resolve_follow_up(question: str, history: Sequence[Turn], rules: FollowUpRules) -> str:
-    """The question to search with: a follow-up gets the topic words of the earlier questions it leans on."""
+def follow_up_context(question: str, history: Sequence[Turn], rules: FollowUpRules) -> str:
+    """Topic words of the earlier questions a follow-up leans on ('' for a question that stands alone)."""
     if not is_follow_up(question, rules):
-        return question
+        return ""
     carried: list[str] = []
     for turn in reversed(history):
         if turn.role != "user":
@@ -253,9 +267,13 @@ def resolve_follow_up(question: str, history: Sequence[Turn], rules: FollowUpRul
         carried = words + carried
         if not is_follow_up(turn.content, rules):
             break
-    if not carried:
-        return question
-    return f"{question.strip()} ({' '.join(dict.fromkeys(carried))})"
+    return " ".join(dict.fromkeys(carried))
+
+
+def resolve_follow_up(question: str, history: Sequence[Turn], rules: FollowUpRules) -> str:
+    """The question to search with: a follow-up gets the topic words of the earlier questions it leans on."""
+    context = follow_up_context(question, history, rules)
+    return f"{question.strip()} ({context})" if context else question
 
 
 # ---------------------------------------------------------------- LangChain interface
