@@ -194,6 +194,8 @@ def ensure_index(settings: Settings, embedder: Embedder) -> IngestResult | None:
     if not settings.sync_knowledge or not settings.knowledge_dir.is_dir():
         return None
     result = ingest(settings, embedder, paths=[settings.knowledge_dir], progress=False)
+    for problem in result.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
     if result.changed:
         print(f"Index updated from {settings.knowledge_dir}: {result.summary()}", file=sys.stderr)
     return result

@@ -100,3 +100,39 @@ def test_folder_with_no_supported_files_reports_and_indexes_nothing(tmp_path, em
     res = ingest(Settings(index_dir=tmp_path / "index", knowledge_dir=empty), embedder, progress=False)
     assert res.chunks == 0 and any("no supported files" in p for p in res.problems)
     assert not is_complete(tmp_path / "index")
+
+
+def test_start_up_brings_in_knowledge_edits_and_keeps_extra_documents(tmp_path, corpus, embedder):
+    from bot.ingest import ensure_index
+
+    s = settings_for(tmp_path, corpus)
+    first = ensure_index(s, embedder)                      # no index yet: built
+    assert first is not None and len(first.added) == 3
+    extra = tmp_path / "extra.txt"
+    extra.write_text("Parking leaflet\n\nParents park free at the children's entrance.\n")
+    ingest(s, embedder, paths=[extra], progress=False)
+    assert ensure_index(s, embedder).embedded == 0          # nothing changed: no work
+    (corpus / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward phone line is open all day and all night.\n")
+    res = ensure_index(s, embedder)
+    assert res.updated == ["ward"]
+    assert "extra" in Index(s.index_dir).doc_ids()          # a document from elsewhere stays
+
+
+def test_an_index_of_an_older_format_is_rebuilt_with_its_extra_files(tmp_path, corpus, embedder):
+    import json
+
+    from bot.ingest import ensure_index
+    from bot.store import COMPLETE_MARKER
+
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    extra = tmp_path / "extra.txt"
+    extra.write_text("Parking leaflet\n\nParents park free at the children's entrance.\n")
+    ingest(s, embedder, paths=[extra], progress=False)
+    marker = s.index_dir / COMPLETE_MARKER
+    old = json.loads(marker.read_text())
+    marker.write_text(json.dumps(dict(old, format=1)))
+    assert not is_complete(s.index_dir)
+    res = ensure_index(s, embedder)
+    assert res is not None and is_complete(s.index_dir)
+    assert {"extra", "ward", "glossary"} <= set(Index(s.index_dir).doc_ids())
