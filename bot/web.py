@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -400,10 +401,14 @@ def create_app(assistant: AssistantLike, settings: Settings) -> gr.Blocks:
             elif turn.get("helpful") is None:
                 return turns, gr.update(), gr.update(), "Please choose Helpful or Not helpful first, then send your comment."
             citations = json.dumps([c.model_dump(mode="json") for c in ans.citations], ensure_ascii=False)
-            if turn.get("feedback_id"):
-                store.update(turn["feedback_id"], helpful=turn["helpful"], comment=comment)
-            else:
-                turn["feedback_id"] = store.add(ans.question, ans.answer, citations, turn["helpful"], comment)
+            try:
+                if turn.get("feedback_id"):
+                    store.update(turn["feedback_id"], helpful=turn["helpful"], comment=comment)
+                else:
+                    turn["feedback_id"] = store.add(ans.question, ans.answer, citations, turn["helpful"], comment)
+            except (sqlite3.Error, OSError):  # never let a family believe feedback was kept when it was not
+                log.exception("feedback could not be stored")
+                return turns, gr.update(), gr.update(), "Sorry, your feedback could not be saved. Please try again later."
             msg = "Thank you. Your comment was saved." if action == "comment" else "Thank you. Your feedback was saved."
             return turns, gr.update(), gr.update(), msg
         return turns, gr.update(), gr.update(), gr.update()

@@ -362,6 +362,24 @@ def test_feedback_is_stored_in_sqlite(chat: Chat, app_server) -> None:
     assert len(rows) == 1 and rows[0]["helpful"] == 0
 
 
+@pytest.mark.browser
+def test_feedback_that_cannot_be_stored_is_not_reported_as_saved(chat: Chat, app_server) -> None:
+    db = Path(str(app_server["db"]))
+    moved = db.with_name("feedback-moved.sqlite")
+    turn = chat.ask(FIRST_QUESTION)
+    if db.exists():
+        db.rename(moved)
+    db.mkdir()  # a folder where the database should be: SQLite cannot open it
+    try:
+        turn.get_by_role("button", name="Helpful", exact=True).click()
+        chat.page.locator("#status", has_text="could not be saved").wait_for()
+        assert "was saved" not in chat.page.locator("#status").inner_text()
+    finally:
+        db.rmdir()
+        if moved.exists():
+            moved.rename(db)
+
+
 def _feedback_rows(db: object) -> list[dict]:
     with sqlite3.connect(str(db)) as conn:
         conn.row_factory = sqlite3.Row
