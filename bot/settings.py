@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
     min_evidence: float = Field(0.42, description="Best sentence score below which the answer is 'unknown'.")
     scope_override: float = Field(0.60, description="Best sentence score at which the sources overrule an off-topic guess.")
+    urgent_note_min: float = Field(0.60, description="Score a sentence needs to be added under an emergency message.")
     max_sentences: int = Field(4, description="Most sentences in an answer (2-5).")
 
     max_question_chars: int = Field(2000, description="Longest question accepted.")

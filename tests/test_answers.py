@@ -113,3 +113,23 @@ def test_follow_up_after_a_misspelt_question_stays_on_topic(assistant):
 def test_a_clear_off_topic_question_is_not_answered_from_the_sources(assistant):
     ans = assistant.ask("How do I reset my wifi router?")
     assert ans.kind == "out_of_scope" and not ans.citations
+
+
+def test_an_emergency_in_a_too_long_message_is_not_lost(assistant):
+    ans = assistant.ask("We have had such a long week on the ward. " * 60 + "Now she is not breathing properly!")
+    assert ans.kind == "urgent" and ans.answer.lower().startswith("call")
+    assert "too long" in ans.answer  # and it still says the question itself was too long
+
+
+def test_an_emergency_only_carries_a_note_that_is_about_it(assistant):
+    for q in ["Is a temperature of 38 degrees dangerous for my baby on blinatumomab?", "my baby is having a seizure"]:
+        ans = assistant.ask(q)
+        assert ans.kind == "urgent"
+        for c in ans.citations:
+            assert re.search(r"fever|temperature|seizure|fit|emergency|care team", c.quote, re.I), (q, c.quote)
+
+
+def test_misspelt_short_words_are_corrected_but_real_words_are_not(assistant):
+    ans = assistant.ask("how meny babys were in the stuyd")
+    assert ans.kind == "answer" and re.search(r"\b30\b", ans.answer)
+    assert assistant.ask("What does blinatumomab cost?").kind == "unknown"  # 'cost' is not a typo of 'most'
