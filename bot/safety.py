@@ -136,6 +136,8 @@ class RoleChange(_Patterns):
 
 class Scope(_Patterns):
     message: str
+    greeting_message: str = "out_of_scope"
+    greetings: list[str] = Field(default_factory=list)
     topic: list[str] = NonEmpty
     min_on_topic: float = Field(ge=0, le=1)
     follow_up_margin: float = Field(ge=0, le=1)
@@ -181,6 +183,7 @@ class SafetyRules(_Strict):
             "triage.temperature": self.triage.temperature.message,
             "role_change": self.role_change.message,
             "scope": self.scope.message,
+            "scope.greeting": self.scope.greeting_message,
             "other_disease": self.other_disease.message,
         }
         used.update({f"triage.rules[{r.id}]": r.message for r in self.triage.rules})
@@ -347,6 +350,7 @@ class SafetyGate:
         ]
         self.role_change = _compile(rules.role_change.patterns)
         self.topic = _compile(rules.scope.topic)
+        self.greetings = _compile(rules.scope.greetings)
         od = rules.other_disease
         self.other_cancer = _compile(od.patterns)
         self.adult, self.illness, self.child = _compile(od.adult), _compile(od.illness), _compile(od.child)
@@ -456,6 +460,8 @@ class SafetyGate:
         return None
 
     def _scope(self, raw: str, vector: np.ndarray, history: Sequence[Turn]) -> Verdict | None:
+        if _any(self.greetings, raw):  # "hello", "thank you": a kind word back, not a refusal
+            return Verdict("out_of_scope", "greeting", self.rules.messages[self.rules.scope.greeting_message])
         od = self.rules.other_disease
         if _any(self.other_cancer, raw):
             return Verdict("out_of_scope", "other_cancer", self.rules.messages[od.message])
@@ -463,8 +469,8 @@ class SafetyGate:
             return Verdict("out_of_scope", "adult_disease", self.rules.messages[od.message])
         if _any(self.topic, raw):
             return None
-        # A decision about one's own child is on topic even without a topic word.
-        if _any(self.child, raw) and any(_any(p, raw) for _, _, p in self.personal):
+        # A decision about one's own child ("will she die?") is on topic even without a topic word.
+        if any(_any(p, raw) for _, _, p in self.personal):
             return None
         on = float((self._vectors["on_topic"] @ vector).max())
         off = float((self._vectors["off_topic"] @ vector).max())

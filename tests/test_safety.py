@@ -257,3 +257,15 @@ def test_check_is_fast_beyond_the_query_embedding(gate: SafetyGate, embedder: Se
         gate.check(q)
         times.append((time.perf_counter() - t) * 1000)
     assert statistics.median(times) < 5.0, f"median {statistics.median(times):.1f} ms"
+
+
+def test_greetings_get_a_kind_word_not_a_refusal(gate: SafetyGate) -> None:
+    for text in ["hello", "Hi there!", "thank you", "Thanks so much"]:
+        v = gate.check(text)
+        assert v.kind == "out_of_scope" and v.rule == "greeting" and "can't" not in v.message, text
+    assert gate.check("hello, how long is the blinatumomab drip?").rule != "greeting"
+
+
+def test_a_personal_fear_without_topic_words_is_not_sent_away(gate: SafetyGate) -> None:
+    v = gate.check("we're terrified, will she die")
+    assert v.kind == "personal" and "care team" in v.message
