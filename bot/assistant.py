@@ -92,10 +92,9 @@ class Assistant:
                                           strict=verdict.kind in ("ok", "out_of_scope"), context=context)
         timings["compose"] = _ms(t)
         if off_topic_guess:
-            # The topic check judged the words; the sources say whether they really answer the question.
-            # A follow-up leans on the conversation, so the ordinary evidence bar is enough.
-            bar = self.settings.min_evidence if context else self.settings.scope_override
-            if not composition.statements or composition.best_score < bar:
+            # The topic check judged the words; the sources say whether they really answer the question
+            # (with the strict checks: every topic word of it is in the documents, and the evidence is strong).
+            if not composition.statements:
                 return self._out_of_scope(qid, text, verdict, timings, t0)
             verdict = Verdict(kind="ok")
         retrieved = [Retrieved(doc_id=h.chunk.doc_id, chunk_id=h.chunk.chunk_id, score=round(h.score, 5)) for h in hits]

@@ -45,7 +45,6 @@ class Settings(BaseSettings):
     candidate_k: int = Field(20, description="Passages each of dense and keyword search return before fusion.")
     rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
     min_evidence: float = Field(0.42, description="Best sentence score below which the answer is 'unknown'.")
-    scope_override: float = Field(0.60, description="Best sentence score at which the sources overrule an off-topic guess.")
     urgent_note_min: float = Field(0.60, description="Score a sentence needs to be added under an emergency message.")
     max_sentences: int = Field(4, description="Most sentences in an answer (2-5).")
 
