@@ -121,6 +121,8 @@ class Triage(_Patterns):
     situation: list[str] = NonEmpty
     hypothetical: list[str] = NonEmpty
     now: list[str] = NonEmpty
+    past: list[str] = Field(default_factory=list)
+    ongoing: list[str] = Field(default_factory=list)
     educational_examples: list[str] = NonEmpty
     study_framing: list[str] = NonEmpty
     temperature: Temperature
@@ -344,6 +346,8 @@ class SafetyGate:
         self.situation = _compile(t.situation)
         self.hypothetical = _compile(t.hypothetical)
         self.now = _compile(t.now)
+        self.past = _compile(t.past)
+        self.ongoing = _compile(t.ongoing)
         self.study = _compile(t.study_framing)
         self.flags = [
             _Flag(r.id, rules.messages[r.message], _compile(r.patterns), _compile(r.strong), _compile(r.also)) for r in t.rules
@@ -417,6 +421,8 @@ class SafetyGate:
         return ""
 
     def _urgent(self, text: str, previous: str, vectors: np.ndarray) -> Verdict | None:
+        if _any(self.past, text) and not _any(self.now, text) and not _any(self.ongoing, text):
+            return None  # something that happened days or more ago and is over is history, not an emergency
         situation = _any(self.situation, text) and (_any(self.now, text) or not _any(self.hypothetical, text))
         educational = not situation and _any(self.educational, text)
         study = not situation and _any(self.study, text)
