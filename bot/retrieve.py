@@ -321,12 +321,6 @@ def follow_up_context(question: str, history: Sequence[Turn], rules: FollowUpRul
     return " ".join(dict.fromkeys(carried))
 
 
-def resolve_follow_up(question: str, history: Sequence[Turn], rules: FollowUpRules) -> str:
-    """The question to search with: a follow-up gets the topic words of the earlier questions it leans on."""
-    context = follow_up_context(question, history, rules)
-    return f"{question.strip()} ({context})" if context else question
-
-
 # ---------------------------------------------------------------- LangChain interface
 
 
