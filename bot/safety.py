@@ -475,8 +475,10 @@ class SafetyGate:
             return Verdict("out_of_scope", "adult_disease", self.rules.messages[od.message])
         if _any(self.topic, raw):
             return None
-        # A decision about one's own child ("will she die?") is on topic even without a topic word.
-        if any(_any(p, raw) for _, _, p in self.personal):
+        # A decision about one's own child is on topic even without a topic word, and so is a fear
+        # for the child's life ("will she die?"); "can you recommend a pizza place" is not.
+        child = _any(self.child, raw)
+        if any(_any(p, raw) for rule_id, _, p in self.personal if child or rule_id == "prognosis"):
             return None
         on = float((self._vectors["on_topic"] @ vector).max())
         off = float((self._vectors["off_topic"] @ vector).max())
