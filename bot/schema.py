@@ -16,6 +16,13 @@ class Turn(BaseModel):
     content: str
 
 
+class BasedOn(BaseModel):
+    """A publication one of our documents was written from."""
+
+    citation: str
+    url: str | None = None
+
+
 class Citation(BaseModel):
     """A numbered source for one or more statements in an answer."""
 
@@ -28,6 +35,8 @@ class Citation(BaseModel):
     section: str | None = None
     chunk_id: str | None = None
     passage: str | None = Field(None, description="The indexed passage that holds the quote.")
+    reviewed: str | None = Field(None, description="When the cited document was last reviewed (our own documents).")
+    based_on: list[BasedOn] = Field(default_factory=list, description="Publications the cited document was written from.")
 
 
 class Retrieved(BaseModel):

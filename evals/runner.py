@@ -65,6 +65,7 @@ class Case(BaseModel):
     must_not: list[str] = Field(default_factory=list)
     cite_docs: list[str] = Field(default_factory=list)
     note: str | None = None
+    tags: list[str] = Field(default_factory=list, description="Free labels (a failure class, a language, a red-flag topic).")
     _source_file: str = PrivateAttr("")
 
     @field_validator("facts", mode="before")
