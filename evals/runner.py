@@ -100,7 +100,7 @@ class Case(BaseModel):
 
 def _case_files(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(p for p in path.glob("*.yaml") if not p.name.startswith("_"))
+        return sorted(p for p in path.rglob("*.yaml") if not p.name.startswith("_"))
     if path.is_file():
         return [path]
     raise CaseFileError(f"{path}: no such case file or folder")

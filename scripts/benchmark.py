@@ -24,7 +24,7 @@ sys.path.insert(0, str(PROJECT))
 
 def eval_questions() -> list[dict]:
     cases = []
-    for path in sorted((PROJECT / "evals" / "cases").glob("*.yaml")):
+    for path in sorted((PROJECT / "evals" / "cases").rglob("*.yaml")):
         if not path.name.startswith("_"):
             cases.extend(yaml.safe_load(path.read_text()) or [])
     return cases

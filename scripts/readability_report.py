@@ -45,7 +45,7 @@ def percentile(values: list[float], q: float) -> float:
 def eval_cases(cases_dir: Path) -> list[dict]:
     """Every case of every evals/cases/*.yaml file."""
     out: list[dict] = []
-    for path in sorted(cases_dir.glob("*.yaml")):
+    for path in sorted(cases_dir.rglob("*.yaml")):
         out.extend(yaml.safe_load(path.read_text(encoding="utf-8")) or [])
     return out
 

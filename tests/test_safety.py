@@ -15,7 +15,7 @@ from bot.safety import SafetyGate, SafetyRulesError, TypoFixer, Verdict, load_ru
 from bot.settings import PROJECT_DIR, get_settings
 
 PROMPTS = PROJECT_DIR / "prompts"
-CASES = PROJECT_DIR / "evals" / "cases"
+CASES = PROJECT_DIR / "evals" / "cases" / "dev"
 
 
 @pytest.fixture(scope="module")
