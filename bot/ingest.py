@@ -108,7 +108,7 @@ def _ingest(settings: Settings, embedder: Embedder, paths: list[Path], old: Inde
                 # The file is still there but could not be loaded this time: keep the indexed version.
             kept.append(SourceDocument(
                 doc_id=doc.doc_id, title=doc.title, text=doc.text, source=doc.source, url=doc.url,
-                path=doc.path, sources=tuple(doc.sources),
+                path=doc.path, sources=tuple(doc.sources), reviewed=doc.reviewed,
             ))
 
     for doc in loaded.documents:
@@ -151,11 +151,23 @@ def _ingest(settings: Settings, embedder: Embedder, paths: list[Path], old: Inde
         if sentences else np.zeros((0, chunk_vectors.shape[1]), dtype=np.float32)
     )
 
+    # Knowledge entries' questions and phrasings: embedded once per distinct text.
+    keys = [(c.chunk_id, k) for c in chunks for k in c.keys]
+    old_key_vec: dict[str, np.ndarray] = {}
+    if old is not None:
+        old_key_vec = {text: v for (_, text), v in zip(old.keys, old.key_vectors, strict=True)}
+    todo_keys = list(dict.fromkeys(t for _, t in keys if t not in old_key_vec))
+    new_key_vec = dict(zip(todo_keys, _embed(embedder, todo_keys, "questions", progress), strict=True))
+    result.embedded += len(todo_keys)
+    key_vectors = (np.vstack([new_key_vec.get(t, old_key_vec.get(t)) for _, t in keys]) if keys
+                   else np.zeros((0, chunk_vectors.shape[1]), dtype=np.float32))
+
     target = settings.index_dir
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
     try:
-        write_index(tmp, settings.collection, documents, chunks, chunk_vectors, sentences, sentence_vectors)
+        write_index(tmp, settings.collection, documents, chunks, chunk_vectors, sentences, sentence_vectors,
+                    keys=keys, key_vectors=key_vectors)
         if old is not None:
             old.close()  # release the folder before it is replaced
         _swap_in(tmp, target)

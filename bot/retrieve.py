@@ -202,8 +202,9 @@ class HybridRetriever:
     """Dense passage search in Chroma, dense sentence search and BM25, fused by reciprocal rank fusion."""
 
     def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
-                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5) -> None:
+                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 1.0) -> None:
         self.index = index
+        self.key_weight = key_weight
         self.sentence_weight = sentence_weight  # the sentence list counts half as much as each passage list
         self.embedder = embedder
         self.candidate_k = candidate_k
@@ -211,7 +212,8 @@ class HybridRetriever:
         self.dedupe_threshold = dedupe_threshold
         self._ids = index.chunk_ids
         self._row = {cid: i for i, cid in enumerate(self._ids)}
-        corpus = [tokenize(index.chunks[cid].search_text) for cid in self._ids]
+        # An entry's question and phrasings are keys to it too (search over questions and answers).
+        corpus = [tokenize(" ".join((index.chunks[cid].search_text, *index.chunks[cid].keys))) for cid in self._ids]
         self._bm25 = BM25Okapi(corpus) if corpus else None
         self._shingles = {cid: _shingles(index.chunks[cid].text) for cid in self._ids}
         self.vocabulary = Vocabulary({t for doc in corpus for t in doc})
@@ -247,6 +249,10 @@ class HybridRetriever:
                 seen.add(cid)
                 if len(seen) >= self.candidate_k:
                     break
+        # Knowledge entries whose question or "also asked as" phrasings are closest to the query.
+        for rank, (cid, _) in enumerate(self.index.dense_keys(qvec, self.candidate_k)):
+            if cid in self._row:
+                fused[cid] = fused.get(cid, 0.0) + self.key_weight / (self.rrf_k + rank + 1)
         tokens = self.vocabulary.correct_all(tokenize(query))
         if tokens and self._bm25 is not None:
             scores = self._bm25.get_scores(tokens)

@@ -14,7 +14,8 @@ from bot.documents import Chunk, Sentence, SourceDocument
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "INDEX_COMPLETE"  # written last by ingest; an index without it is not used
-INDEX_FORMAT = 2  # raise when what ingest stores changes; an index of another format is rebuilt
+INDEX_FORMAT = 3  # 3: knowledge entries' question keys (the *_keys collection) and document review dates.
+# raise when what ingest stores changes; an index of another format is rebuilt
 
 
 def open_client(path: Path):
@@ -33,6 +34,7 @@ def _collections(client, name: str):
         client.get_or_create_collection(f"{name}_chunks", metadata=space, embedding_function=None),
         client.get_or_create_collection(f"{name}_sentences", metadata=space, embedding_function=None),
         client.get_or_create_collection(f"{name}_documents", embedding_function=None),
+        client.get_or_create_collection(f"{name}_keys", metadata=space, embedding_function=None),
     )
 
 
@@ -60,6 +62,7 @@ class IndexedDocument:
     text: str
     content_hash: str
     sources: list[dict[str, str]]
+    reviewed: str | None = None
 
 
 class Index:
@@ -71,7 +74,7 @@ class Index:
         self.path = path
         self._closed = False
         self.client = open_client(path)
-        self.chunks_col, self.sentences_col, self.docs_col = _collections(self.client, collection)
+        self.chunks_col, self.sentences_col, self.docs_col, self.keys_col = _collections(self.client, collection)
         self._load()
 
     def _load(self) -> None:
@@ -81,7 +84,7 @@ class Index:
             self.documents[doc_id] = IndexedDocument(
                 doc_id=doc_id, title=meta["title"], source=meta["source"], url=meta.get("url") or None,
                 path=meta.get("path", ""), text=text, content_hash=meta["content_hash"],
-                sources=json.loads(meta.get("sources", "[]")),
+                sources=json.loads(meta.get("sources", "[]")), reviewed=meta.get("reviewed") or None,
             )
         got = self.chunks_col.get(include=["documents", "metadatas", "embeddings"])
         self.chunks: dict[str, Chunk] = {}
@@ -90,7 +93,7 @@ class Index:
             self.chunks[cid] = Chunk(
                 chunk_id=cid, doc_id=meta["doc_id"], title=meta["title"], section=meta.get("section", ""),
                 text=meta["text"], start=int(meta["start"]), end=int(meta["end"]),
-                source=meta["source"], url=meta.get("url") or None,
+                source=meta["source"], url=meta.get("url") or None, keys=tuple(json.loads(meta.get("keys", "[]"))),
             )
             order.append(cid)
         self.chunk_ids = order
@@ -107,6 +110,11 @@ class Index:
             self.sentences_by_chunk.setdefault(sent.chunk_id, []).append(i)
         for rows in self.sentences_by_chunk.values():
             rows.sort(key=lambda i: self.sentences[i].position)
+        kg = self.keys_col.get(include=["documents", "metadatas", "embeddings"])
+        # An entry's question and its "also asked as" phrasings: (chunk id, text), searched, never quoted.
+        self.keys: list[tuple[str, str]] = [(meta["chunk_id"], text)
+                                            for text, meta in zip(kg["documents"], kg["metadatas"], strict=True)]
+        self.key_vectors = np.asarray(kg["embeddings"], dtype=np.float32).reshape(len(self.keys), -1)
 
     def close(self) -> None:
         """Release the Chroma client so the folder can be replaced by a new index (safe to call twice)."""
@@ -130,6 +138,19 @@ class Index:
         return [(cid, 1.0 - float(d)) for cid, d in zip(res["ids"][0], res["distances"][0], strict=True)]
 
 
+    def dense_keys(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Entry chunk ids and the cosine similarity of their best-matching question key, best first."""
+        n = min(k * 4, len(self.keys))
+        if n == 0:
+            return []
+        res = self.keys_col.query(query_embeddings=[query_vector.tolist()], n_results=n, include=["metadatas", "distances"])
+        best: dict[str, float] = {}
+        for meta, d in zip(res["metadatas"][0], res["distances"][0], strict=True):
+            cid = meta["chunk_id"]
+            best[cid] = max(best.get(cid, -1.0), 1.0 - float(d))
+        return sorted(best.items(), key=lambda kv: -kv[1])[:k]
+
+
 def write_index(
     path: Path,
     collection: str,
@@ -138,10 +159,15 @@ def write_index(
     chunk_vectors: np.ndarray,
     sentences: list[Sentence],
     sentence_vectors: np.ndarray,
+    keys: list[tuple[str, str]] | None = None,
+    key_vectors: np.ndarray | None = None,
 ) -> None:
-    """Write a whole index into an empty folder, marking it complete only at the end."""
+    """Write a whole index into an empty folder, marking it complete only at the end.
+
+    `keys` are (chunk id, question text) pairs of knowledge entries, with their vectors in `key_vectors`.
+    """
     client = open_client(path)
-    chunks_col, sentences_col, docs_col = _collections(client, collection)
+    chunks_col, sentences_col, docs_col, keys_col = _collections(client, collection)
     batch = 2000
     if documents:
         docs_col.add(
@@ -150,7 +176,7 @@ def write_index(
             documents=[d.text for d in documents],
             metadatas=[{
                 "title": d.title, "source": d.source, "url": d.url or "", "path": d.path,
-                "content_hash": d.content_hash, "sources": json.dumps(list(d.sources)),
+                "content_hash": d.content_hash, "sources": json.dumps(list(d.sources)), "reviewed": d.reviewed or "",
             } for d in documents],
         )
     for i in range(0, len(chunks), batch):
@@ -161,7 +187,7 @@ def write_index(
             documents=[c.search_text for c in part],
             metadatas=[{
                 "doc_id": c.doc_id, "title": c.title, "section": c.section, "text": c.text,
-                "start": c.start, "end": c.end, "source": c.source, "url": c.url or "",
+                "start": c.start, "end": c.end, "source": c.source, "url": c.url or "", "keys": json.dumps(list(c.keys)),
             } for c in part],
         )
     for i in range(0, len(sentences), batch):
@@ -171,6 +197,15 @@ def write_index(
             embeddings=sentence_vectors[i:i + batch].tolist(),
             documents=[s.text for s in part_s],
             metadatas=[{"chunk_id": s.chunk_id, "position": s.position, "grade": s.grade} for s in part_s],
+        )
+    keys = keys or []
+    for i in range(0, len(keys), batch):
+        part_k = keys[i:i + batch]
+        keys_col.add(
+            ids=[f"{cid}:k{i + j}" for j, (cid, _) in enumerate(part_k)],
+            embeddings=key_vectors[i:i + batch].tolist(),
+            documents=[text for _, text in part_k],
+            metadatas=[{"chunk_id": cid} for cid, _ in part_k],
         )
     client.close()
     marker = {"format": INDEX_FORMAT, "documents": len(documents), "chunks": len(chunks),
