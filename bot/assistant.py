@@ -12,6 +12,7 @@ from typing import Any
 from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
+from bot.normal import for_matching
 from bot.prompts import Messages, load_messages, load_question_rules
 from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, Vocabulary, english_words, follow_up_context
 from bot.safety import SafetyGate, Verdict
@@ -33,6 +34,11 @@ def _turns(history: Sequence[Turn | dict[str, Any]] | None) -> list[Turn]:
         turn = item if isinstance(item, Turn) else Turn.model_validate(item)
         out.append(turn)
     return out
+
+
+def _matching_turns(turns: Sequence[Turn]) -> list[Turn]:
+    """The conversation in the normal form used for matching (see bot/normal.py)."""
+    return [Turn(role=t.role, content=for_matching(t.content)) for t in turns]
 
 
 class Assistant:
@@ -96,12 +102,16 @@ class Assistant:
                           answer=self.messages.render(self.messages.errors.bad_line, reason=reason))
 
         retriever, writer, vocabulary = self._parts()
+        # Patterns and search see the normal form ('fe\u00adver', Cyrillic 'е', fullwidth letters -> 'fever');
+        # the question is shown back and quotes are shown as written.
+        shown_text, text = text, for_matching(text) or text
+        turns = _matching_turns(turns)
         t = time.perf_counter()
         verdict = self.safety.check(text, turns)
         timings["safety"] = _ms(t)
         off_topic_guess = verdict.kind == "out_of_scope" and verdict.rule in OVERRIDABLE_SCOPE_RULES
         if verdict.kind == "out_of_scope" and not off_topic_guess:
-            return self._out_of_scope(qid, text, verdict, timings, t0)
+            return self._out_of_scope(qid, shown_text, verdict, timings, t0)
 
         t = time.perf_counter()
         context = "" if verdict.kind == "urgent" else follow_up_context(text, turns, self.follow_up)
@@ -118,7 +128,7 @@ class Assistant:
             # The topic check judged the words; the sources say whether they really answer the question
             # (with the strict checks: every topic word of it is in the documents, and the evidence is strong).
             if not composition.statements:
-                return self._out_of_scope(qid, text, verdict, timings, t0)
+                return self._out_of_scope(qid, shown_text, verdict, timings, t0)
             verdict = Verdict(kind="ok")
         retrieved = [Retrieved(doc_id=h.chunk.doc_id, chunk_id=h.chunk.chunk_id, score=round(h.score, 5)) for h in hits]
         safety = {"rule": verdict.rule or "", "kind": verdict.kind} if verdict.kind != "ok" else {}
@@ -131,7 +141,7 @@ class Assistant:
                 note, citations = Composition([st], composition.best_score).render()
                 answer = f"{verdict.message} {note}"
             timings["total"] = _ms(t0)
-            return Answer(id=qid, question=text, kind="urgent", answer=answer, citations=citations,
+            return Answer(id=qid, question=shown_text, kind="urgent", answer=answer, citations=citations,
                           timings_ms=timings, retrieved=retrieved, safety=safety)
 
         if not composition.statements:
@@ -139,20 +149,21 @@ class Assistant:
             if verdict.kind == "personal" and verdict.message:
                 answer = f"{answer} {verdict.message}"
             timings["total"] = _ms(t0)
-            return Answer(id=qid, question=text, kind="unknown", answer=answer,
+            return Answer(id=qid, question=shown_text, kind="unknown", answer=answer,
                           disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
         answer, citations = composition.render()
         if verdict.kind == "personal" and verdict.message:
             answer = f"{answer} {verdict.message}"
         timings["total"] = _ms(t0)
-        return Answer(id=qid, question=text, kind="answer", answer=answer, citations=citations,
+        return Answer(id=qid, question=shown_text, kind="answer", answer=answer, citations=citations,
                       disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
 
     def _urgent_in_rejected(self, raw: str, qid: str | None, t0: float) -> Answer | None:
         """The call-now message for a question rejected as too long that describes an emergency."""
-        text = normalise(raw)
+        shown = normalise(raw)
+        text = for_matching(shown)
         limit = self.settings.max_question_chars
         if not text or not re.search(r"\w", text):
             return None
@@ -161,7 +172,7 @@ class Assistant:
         if verdict.kind != "urgent":
             return None
         too_long = self.messages.render(self.messages.errors.too_long, limit=f"{limit:,}")
-        return Answer(id=qid, question=text[:200], kind="urgent", answer=f"{verdict.message} {too_long}",
+        return Answer(id=qid, question=shown[:200], kind="urgent", answer=f"{verdict.message} {too_long}",
                       timings_ms={"total": _ms(t0)}, safety={"rule": verdict.rule or "", "kind": verdict.kind})
 
     @staticmethod
