@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter
@@ -17,7 +18,7 @@ from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retrieve
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.settings import Settings, get_settings
-from bot.store import Index
+from bot.store import Index, pointer_stamp
 from bot.validate import clean_question, normalise
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ class Assistant:
 
     def __init__(self, settings: Settings, index: Index, embedder: Embedder, retriever: Retriever,
                  writer: AnswerWriter, safety: SafetyGate, messages: Messages, follow_up: FollowUpRules,
-                 words: QuestionWords, vocabulary: Vocabulary) -> None:
+                 words: QuestionWords, vocabulary: Vocabulary,
+                 reload: Callable[[], tuple[Index, Retriever, AnswerWriter, Vocabulary]] | None = None) -> None:
         self.settings = settings
         self.index = index
         self.embedder = embedder
@@ -70,6 +72,26 @@ class Assistant:
         self.follow_up = follow_up
         self.words = words
         self.vocabulary = vocabulary
+        self._reload = reload  # opens the newest index generation (None: keep the one given)
+        self._reload_lock = threading.Lock()
+        self._failed_stamp: object = None
+
+    def _parts(self) -> tuple[Retriever, AnswerWriter, Vocabulary]:
+        """What this question is answered from; switches to a newer index once an ingest has completed.
+
+        One stat of the pointer file per question. A question in flight keeps the parts it started
+        with, so no answer mixes an old and a new index.
+        """
+        if self._reload is not None and self.index.is_stale():
+            with self._reload_lock:
+                stamp = pointer_stamp(self.index.path)
+                if self.index.is_stale() and stamp != self._failed_stamp:
+                    try:
+                        self.index, self.retriever, self.writer, self.vocabulary = self._reload()
+                    except Exception as exc:  # keep answering from the index we have
+                        self._failed_stamp = stamp
+                        log.warning("the new index could not be opened (%s); still answering from the old one", exc)
+        return self.retriever, self.writer, self.vocabulary
 
     def ask(self, question: object, history: Sequence[Turn | dict[str, Any]] | None = None,
             qid: str | None = None) -> Answer:
@@ -93,6 +115,7 @@ class Assistant:
             return Answer(id=qid, question=text, kind="error", timings_ms={"total": _ms(t0)},
                           answer=self.messages.render(self.messages.errors.bad_line, reason=reason))
 
+        retriever, writer, vocabulary = self._parts()
         # Patterns and search see the normal form ('fe\u00adver', Cyrillic 'е', fullwidth letters -> 'fever');
         # the question is shown back and quotes are shown as written.
         shown_text, text = text, for_matching(text) or text
@@ -106,13 +129,13 @@ class Assistant:
 
         t = time.perf_counter()
         context = "" if verdict.kind == "urgent" else follow_up_context(text, turns, self.follow_up)
-        spelled = self.vocabulary.correct_text(text)
+        spelled = vocabulary.correct_text(text)
         query = f"{spelled} ({context})" if context else spelled
-        hits = self.retriever.retrieve(self.words.expand(query), self.settings.top_k)
+        hits = retriever.retrieve(self.words.expand(query), self.settings.top_k)
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
-        composition = self.writer.compose(spelled, self.embedder.encode([query])[0], hits,
+        composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
                                           strict=verdict.kind in ("ok", "out_of_scope"), context=context)
         timings["compose"] = _ms(t)
         if off_topic_guess:
@@ -191,12 +214,22 @@ def build_assistant(
     follow_up, words = load_question_rules(settings.prompts_dir)
     embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads)
     ensure_index(settings, embedder)
-    index = Index(settings.index_dir, settings.collection)
-    hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
-    english_words()  # load the word list now, not during a family's first question
-    retriever = retriever or hybrid
     params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
-    writer = writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words, params=params)
+    given_retriever, given_writer = retriever, writer
+
+    def open_parts() -> tuple[Index, Retriever, AnswerWriter, Vocabulary]:
+        """The newest complete index and the retriever and writer over it."""
+        index = Index(settings.index_dir, settings.collection, settings.chroma_url)
+        hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
+        return (index, given_retriever or hybrid,
+                given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words,
+                                                 params=params),
+                hybrid.vocabulary)
+
+    index, retriever, writer, vocabulary = open_parts()
+    english_words()  # load the word list now, not during a family's first question
     safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder)
-    return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, hybrid.vocabulary)
+    reload = open_parts if given_retriever is None and given_writer is None else None
+    return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, vocabulary,
+                     reload=reload)
 
