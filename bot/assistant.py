@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter
+from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter, said_sentences
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
@@ -135,8 +135,9 @@ class Assistant:
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
+        said = said_sentences([t.content for t in turns if t.role == "assistant"])
         composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
-                                          strict=verdict.kind in ("ok", "out_of_scope"), context=context)
+                                     strict=verdict.kind in ("ok", "out_of_scope"), context=context, said=said)
         timings["compose"] = _ms(t)
         if off_topic_guess:
             # The topic check judged the words; the sources say whether they really answer the question
