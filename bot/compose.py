@@ -195,11 +195,17 @@ class ExtractiveWriter:
                 out.append((p.w_entry_key * cos + p.w_entry_words * words, chunks[cid]))
         return sorted(out, key=lambda x: -x[0])
 
-    def _entry_answer(self, question: str, query_vector: np.ndarray, said: frozenset[str],
+    def _entry_answer(self, question: str, query_vector: np.ndarray, said: frozenset[str], hits: list[Hit],
                       unknown_word: str | None = None) -> Composition | None:
-        """The whole reviewed answer of the entry that matches the question strongly, or None."""
+        """The whole reviewed answer of the entry that matches the question strongly, or None.
+
+        Only an entry the retriever returned can be the answer (the retriever searches the entries' keys).
+        """
         p = self.params
         matches = self.entry_matches(question, query_vector, ignore=(unknown_word,) if unknown_word else ())
+        found = {h.chunk.chunk_id for h in hits}
+        if matches and matches[0][1].chunk_id not in found:
+            return None
         bar, margin = ((p.entry_min_unknown_word, p.entry_margin_unknown_word) if unknown_word
                        else (p.entry_min, p.entry_margin))
         if not matches or matches[0][0] < bar:
@@ -234,7 +240,7 @@ class ExtractiveWriter:
         # One ordinary English word the documents never use ('dependable') does not sink a question whose
         # other words match an entry clearly; a name, a second unknown word or a weak match does.
         ordinary = uncovered[0] if len(uncovered) == 1 and uncovered[0] in english_words() else None
-        entry = self._entry_answer(question, query_vector, said, unknown_word=ordinary)
+        entry = self._entry_answer(question, query_vector, said, hits, unknown_word=ordinary)
         if uncovered and (ordinary is None or entry is None):
             return Composition([], 0.0, tuple(uncovered))
         if entry is not None:
