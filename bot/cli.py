@@ -21,8 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     ask.add_argument("--batch", type=Path, metavar="FILE.jsonl", help='one {"id","question","history"} object per line')
     ing = sub.add_parser("ingest", help="index documents (default: the knowledge folder)")
-    ing.add_argument("paths", nargs="*", type=Path, help="files or folders (.md, .txt, .html, .pdf)")
+    ing.add_argument("paths", nargs="*", type=Path, help="files or folders (.md, .txt, .html, .pdf, .docx)")
     ing.add_argument("--rebuild", action="store_true", help="start from an empty index")
+    ing.add_argument("--dry-run", action="store_true",
+                     help="show what each file would give (characters in, indexed, passages); change nothing")
     fb = sub.add_parser("feedback", help="family feedback stored by the web app")
     fb_sub = fb.add_subparsers(dest="feedback_command", required=True)
     exp = fb_sub.add_parser("export", help="write all feedback as CSV")
@@ -115,6 +117,16 @@ def format_answer(answer: Answer) -> str:
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.documents import format_file_table, load_paths
+
+    if args.dry_run:  # no model, no index: only read the files
+        report = load_paths(args.paths or [settings.knowledge_dir], settings.chunk_size, settings.chunk_overlap)
+        for problem in report.problems:
+            print(f"skipped: {problem}", file=sys.stderr)
+        print(report.table())
+        print(f"dry run: {len(report.documents)} documents would be indexed; the index was not changed")
+        return 0 if report.documents else 1
+
     from bot.embed import SentenceEmbedder
     from bot.ingest import ingest
 
@@ -122,6 +134,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     result = ingest(settings, embedder, paths=args.paths or None, rebuild=args.rebuild)
     for problem in result.problems:
         print(f"skipped: {problem}", file=sys.stderr)
+    if result.files:
+        print(format_file_table(result.files))
     print(result.summary())
     return 0 if result.chunks else 1
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.documents import Chunk, Sentence, SourceDocument, chunk_document, chunk_sentences, load_paths
+from bot.documents import Chunk, FileStats, Sentence, SourceDocument, chunk_document, chunk_sentences, load_paths
 from bot.embed import Embedder
 from bot.readability import reading_grade
 from bot.settings import Settings
@@ -31,6 +31,7 @@ class IngestResult:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    files: list[FileStats] = field(default_factory=list)  # per file: characters in and indexed, passages
     chunks: int = 0
     embedded: int = 0
     seconds: float = 0.0
@@ -90,8 +91,8 @@ def ingest(
 
 
 def _ingest(settings: Settings, embedder: Embedder, paths: list[Path], old: Index | None, progress: bool) -> IngestResult:
-    loaded = load_paths(paths)
-    result = IngestResult(problems=list(loaded.problems))
+    loaded = load_paths(paths, settings.chunk_size, settings.chunk_overlap)
+    result = IngestResult(problems=list(loaded.problems), files=list(loaded.files))
 
     folders = [str(p.resolve()) + os.sep for p in paths if p.is_dir()]
     files = {str(p.resolve()) for p in paths if p.is_file()}
