@@ -117,26 +117,23 @@ def format_answer(answer: Answer) -> str:
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.documents import format_file_table, load_paths
-
-    if args.dry_run:  # no model, no index: only read the files
-        report = load_paths(args.paths or [settings.knowledge_dir], settings.chunk_size, settings.chunk_overlap)
-        for problem in report.problems:
-            print(f"skipped: {problem}", file=sys.stderr)
-        print(report.table())
-        print(f"dry run: {len(report.documents)} documents would be indexed; the index was not changed")
-        return 0 if report.documents else 1
-
-    from bot.embed import SentenceEmbedder
+    from bot.documents import format_file_table
     from bot.ingest import ingest
 
-    embedder = SentenceEmbedder(settings.embedding_model, threads=max(1, settings.torch_threads))
-    result = ingest(settings, embedder, paths=args.paths or None, rebuild=args.rebuild)
+    if args.dry_run:  # no model and no writing: read the files and compare them with the index
+        result = ingest(settings, None, paths=args.paths or None, dry_run=True)
+    else:
+        from bot.embed import SentenceEmbedder
+
+        embedder = SentenceEmbedder(settings.embedding_model, threads=max(1, settings.torch_threads))
+        result = ingest(settings, embedder, paths=args.paths or None, rebuild=args.rebuild)
     for problem in result.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     if result.files:
         print(format_file_table(result.files))
     print(result.summary())
+    if args.dry_run:
+        return 0 if any(f.passages for f in result.files) else 1
     return 0 if result.chunks else 1
 
 

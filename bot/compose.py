@@ -9,6 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
+from bot.documents import Sentence
 from bot.retrieve import Hit, QuestionWords, Vocabulary, tokenize
 from bot.schema import Citation
 from bot.store import Index
@@ -109,9 +110,8 @@ class ExtractiveWriter:
         self.vocabulary = vocabulary
         self.words = words or QuestionWords()
         self.params = params or ComposeParams()
-        grades = sorted(s.grade for s in index.sentences)
         # A corpus written for professionals is hard throughout; only its harder half is held back.
-        self.plain_from = max(self.params.plain_from, grades[len(grades) // 2] if grades else 0.0)
+        self.plain_from = max(self.params.plain_from, index.median_grade())
 
     def keyword_overlap(self, query_tokens: list[str], sentence: str, context_tokens: tuple[str, ...] = ()) -> float:
         """IDF-weighted share of the question's content words that the sentence contains.
@@ -143,12 +143,16 @@ class ExtractiveWriter:
         c_tokens = tuple(dict.fromkeys(self.vocabulary.correct_all(tokenize(context))))
         wanted = self.words.answer_patterns(question)
         scored: list[tuple[float, int, int]] = []  # (score, sentence row, hit rank)
+        sents, vecs = self.index.sentences_of([h.chunk.chunk_id for h in hits])
+        rows_by_chunk: dict[str, list[int]] = {}
+        for row, sent in enumerate(sents):
+            rows_by_chunk.setdefault(sent.chunk_id, []).append(row)
         for rank, hit in enumerate(hits):
-            for row in self.index.sentences_by_chunk.get(hit.chunk.chunk_id, []):
-                sent = self.index.sentences[row]
+            for row in rows_by_chunk.get(hit.chunk.chunk_id, []):
+                sent = sents[row]
                 if not _is_statement(sent.text):
                     continue
-                cos = float(self.index.sentence_vectors[row] @ query_vector)
+                cos = float(vecs[row] @ query_vector)
                 kw = self.keyword_overlap(q_tokens, sent.text, c_tokens)
                 score = p.w_sentence * cos + p.w_keywords * kw + p.w_passage * hit.dense
                 score += sum(bonus for pattern, bonus in wanted if pattern.search(sent.text))
@@ -161,11 +165,11 @@ class ExtractiveWriter:
         if best < p.min_evidence:
             return Composition([], best)
         chosen: list[tuple[float, int, int]] = [scored[0]]
-        seen_text = {display_text(self.index.sentences[scored[0][1]].text).lower()}
+        seen_text = {display_text(sents[scored[0][1]].text).lower()}
         floor = max(best * p.keep_ratio, p.min_keep)
         if strict:
             # A number asked about ("after 10 years") must be in a sentence good enough to be shown.
-            shown = " ".join(self.index.sentences[row].text for score, row, _ in scored if score >= floor)
+            shown = " ".join(sents[row].text for score, row, _ in scored if score >= floor)
             missing = [n for n in re.findall(r"\d+(?:[.,]\d+)?", question)
                        if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", shown)]
             if missing:
@@ -173,42 +177,43 @@ class ExtractiveWriter:
         for cand in scored[1:]:
             if len(chosen) >= p.max_sentences or cand[0] < floor:
                 break
-            if self._redundant(cand[1], chosen, seen_text):
+            if self._redundant(sents, vecs, cand[1], chosen, seen_text):
                 continue
             chosen.append(cand)
-            seen_text.add(display_text(self.index.sentences[cand[1]].text).lower())
+            seen_text.add(display_text(sents[cand[1]].text).lower())
         if len(chosen) == 1:
-            extra = self._neighbour(scored, chosen[0], p.min_keep * 0.85, seen_text)
+            extra = self._neighbour(sents, vecs, scored, chosen[0], p.min_keep * 0.85, seen_text)
             if extra is not None:
                 chosen.append(extra)
-        return Composition(self._in_order(chosen, hits), best)
+        return Composition(self._in_order(sents, chosen, hits), best)
 
-    def _redundant(self, row: int, chosen: list[tuple[float, int, int]], seen_text: set[str]) -> bool:
-        if display_text(self.index.sentences[row].text).lower() in seen_text:
+    def _redundant(self, sents: list[Sentence], vecs: np.ndarray, row: int, chosen: list[tuple[float, int, int]],
+                   seen_text: set[str]) -> bool:
+        if display_text(sents[row].text).lower() in seen_text:
             return True
-        vec = self.index.sentence_vectors[row]
-        return any(float(vec @ self.index.sentence_vectors[c[1]]) >= self.params.redundancy for c in chosen)
+        vec = vecs[row]
+        return any(float(vec @ vecs[c[1]]) >= self.params.redundancy for c in chosen)
 
-    def _neighbour(self, scored, first, floor: float, seen_text: set[str]):
+    def _neighbour(self, sents: list[Sentence], vecs: np.ndarray, scored, first, floor: float, seen_text: set[str]):
         """A second sentence next to the first in the same passage, so the answer has some context."""
-        sent = self.index.sentences[first[1]]
+        sent = sents[first[1]]
         for cand in scored[1:]:
-            other = self.index.sentences[cand[1]]
+            other = sents[cand[1]]
             if cand[0] < floor:
                 break
             if other.chunk_id == sent.chunk_id and abs(other.position - sent.position) <= 2 \
-                    and not self._redundant(cand[1], [first], seen_text):
+                    and not self._redundant(sents, vecs, cand[1], [first], seen_text):
                 return cand
         return None
 
-    def _in_order(self, chosen: list[tuple[float, int, int]], hits: list[Hit]) -> list[Statement]:
+    def _in_order(self, sents: list[Sentence], chosen: list[tuple[float, int, int]], hits: list[Hit]) -> list[Statement]:
         """Passages in the order of their best sentence; sentences of one passage in reading order."""
         groups: dict[str, list[tuple[float, int, int]]] = {}
         for item in chosen:  # `chosen` is best-first, so group order follows the best sentence
-            groups.setdefault(self.index.sentences[item[1]].chunk_id, []).append(item)
+            groups.setdefault(sents[item[1]].chunk_id, []).append(item)
         out: list[Statement] = []
         for items in groups.values():
-            for score, row, rank in sorted(items, key=lambda x: self.index.sentences[x[1]].position):
-                text = self.index.sentences[row].text
+            for score, row, rank in sorted(items, key=lambda x: sents[x[1]].position):
+                text = sents[row].text
                 out.append(Statement(text=display_text(text), quote=" ".join(text.split()), hit=hits[rank], score=score))
         return out

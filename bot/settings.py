@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     prompts_dir: Path = Field(PROJECT_DIR / "prompts", description="Editable messages and rules.")
     sync_knowledge: bool = Field(True, description="On start, bring edits to the knowledge folder into the index.")
     collection: str = Field("knowledge", description="Chroma collection name.")
+    chroma_url: str | None = Field(None, description="A Chroma server (http://host:port) to keep the vectors in; "
+                                   "unset: an embedded Chroma in the index folder.")
+    ingest_lock_timeout: float = Field(600.0, description="Seconds an ingest waits for another one to finish.")
     embedding_model: str = Field(default_factory=_bundled_model_path, description="Path of the sentence-transformers model.")
 
     torch_threads: int = Field(1, description="CPU threads for embedding (1 is fastest for single questions).")

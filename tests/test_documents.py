@@ -332,5 +332,5 @@ def test_dry_run_prints_the_per_file_summary_and_changes_nothing(tmp_path, leafl
     assert lines[0].split() == ["file", "chars", "in", "indexed", "kept", "passages"]
     assert any(line.startswith("pump-at-home.html") for line in lines)
     assert any(line.startswith("photo.md") and "WARNING: skipped: not text" in line for line in lines)
-    assert "4 documents would be indexed; the index was not changed" in out.out
+    assert "dry run, nothing written: 4 would be added" in out.out
     assert not (tmp_path / "index").exists()
