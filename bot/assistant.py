@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter
+from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter, said_sentences
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
@@ -28,12 +28,26 @@ log = logging.getLogger(__name__)
 OVERRIDABLE_SCOPE_RULES = frozenset({"off_topic"})
 
 
-def _turns(history: Sequence[Turn | dict[str, Any]] | None) -> list[Turn]:
+def _turns(history: Sequence[Turn | dict[str, Any]] | None, max_turns: int, max_chars: int) -> list[Turn]:
+    """The most recent turns within the history limits, oldest first; a turn cut by the limit keeps its end.
+
+    Only what is kept is read, so a history of any size costs no more than the limit.
+    """
+    if not history:
+        return []
+    if not isinstance(history, Sequence) or isinstance(history, str | bytes):
+        raise ValueError("history is not a list")
     out: list[Turn] = []
-    for item in history or []:
+    budget = max_chars
+    for item in reversed(history[-max_turns:] if max_turns else []):
+        if budget <= 0:
+            break
         turn = item if isinstance(item, Turn) else Turn.model_validate(item)
+        if len(turn.content) > budget:
+            turn = Turn(role=turn.role, content=turn.content[-budget:])
+        budget -= len(turn.content)
         out.append(turn)
-    return out
+    return out[::-1]
 
 
 def _matching_turns(turns: Sequence[Turn]) -> list[Turn]:
@@ -95,7 +109,7 @@ class Assistant:
             return Answer(id=qid, question=shown[:200], kind="error", answer=problem or "",
                           timings_ms={"total": _ms(t0)})
         try:
-            turns = _turns(history)
+            turns = _turns(history, self.settings.history_max_turns, self.settings.history_max_chars)
         except ValueError:
             reason = "history must be a list of {role, content}"
             return Answer(id=qid, question=text, kind="error", timings_ms={"total": _ms(t0)},
@@ -121,8 +135,9 @@ class Assistant:
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
+        said = said_sentences([t.content for t in turns if t.role == "assistant"])
         composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
-                                          strict=verdict.kind in ("ok", "out_of_scope"), context=context)
+                                     strict=verdict.kind in ("ok", "out_of_scope"), context=context, said=said)
         timings["compose"] = _ms(t)
         if off_topic_guess:
             # The topic check judged the words; the sources say whether they really answer the question

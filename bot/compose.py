@@ -9,8 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
-from bot.documents import Sentence
-from bot.retrieve import Hit, QuestionWords, Vocabulary, tokenize
+from bot.documents import Chunk, Sentence
+from bot.retrieve import Hit, QuestionWords, Vocabulary, english_words, tokenize
 from bot.schema import Citation
 from bot.store import Index
 
@@ -30,6 +30,10 @@ class ComposeParams:
     w_context: float = 0.5          # weight of words carried from earlier questions in a follow-up
     plain_from: float = 6.0         # sentences above this reading grade (or the corpus median, if higher) lose ...
     w_hard: float = 0.012           # ... this much score per grade, so plainer near-equals win
+    entry_min: float = 0.85         # a knowledge entry this close to the question is the answer, whole
+    entry_margin: float = 0.03      # ... when no other entry is within this much of it
+    w_entry_key: float = 0.7        # entry match = this x cosine to its closest question key ...
+    w_entry_words: float = 0.3      # ... + this x share of the question's words the entry (keys and answer) has
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Composition:
     statements: list[Statement]
     best_score: float
     uncovered: tuple[str, ...] = ()  # question words no document uses (why the answer is empty)
+    entry: str | None = None         # chunk id of the knowledge entry given whole, if one matched strongly
 
     def render(self) -> tuple[str, list[Citation]]:
         """Answer text with a [n] marker on every sentence, and the matching citations."""
@@ -68,7 +73,7 @@ class AnswerWriter(Protocol):
     """Turns retrieved passages into statements (the default is extractive; an LLM writer could be another)."""
 
     def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True,
-                context: str = "") -> Composition: ...
+                context: str = "", said: frozenset[str] = frozenset()) -> Composition: ...
 
 
 _MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
@@ -88,6 +93,23 @@ def add_marker(sentence: str, n: int) -> str:
     if m:
         return f"{sentence[:m.start()].rstrip()} [{n}]{m.group(1)}"
     return f"{sentence} [{n}]."
+
+
+def _said_key(sentence: str) -> str:
+    """How a sentence is compared with what was already said: its words, lower case."""
+    return " ".join(re.findall(r"[a-z0-9]+", display_text(sentence).lower()))
+
+
+def said_sentences(assistant_turns: list[str]) -> frozenset[str]:
+    """Sentences already said by the assistant in the conversation (markers and markup removed)."""
+    out: set[str] = set()
+    for turn in assistant_turns:
+        clean = re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", turn)
+        for part in re.split(r"(?<=[.!?])\s+", clean):
+            key = _said_key(part)
+            if key:
+                out.add(key)
+    return frozenset(out)
 
 
 def _is_statement(text: str) -> bool:
@@ -126,19 +148,61 @@ class ExtractiveWriter:
         total = sum(w for _, w in weighted) or 1.0
         return sum(w for t, w in weighted if t in present) / total
 
+    def entry_matches(self, question: str, query_vector: np.ndarray, k: int = 3) -> list[tuple[float, Chunk]]:
+        """Knowledge entries closest to the question, best first, with their match score (0-1)."""
+        p = self.params
+        q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
+        found = self.index.dense_keys(query_vector, k)
+        chunks = self.index.chunks(cid for cid, _ in found)
+        out = []
+        for cid, cos in found:
+            if cid in chunks:
+                words = self.keyword_overlap(q_tokens, " ".join((*chunks[cid].keys, chunks[cid].text)))
+                out.append((p.w_entry_key * cos + p.w_entry_words * words, chunks[cid]))
+        return sorted(out, key=lambda x: -x[0])
+
+    def _entry_answer(self, question: str, query_vector: np.ndarray, said: frozenset[str]) -> Composition | None:
+        """The whole reviewed answer of the entry that matches the question strongly, or None."""
+        p = self.params
+        matches = self.entry_matches(question, query_vector)
+        if not matches or matches[0][0] < p.entry_min:
+            return None
+        score, chunk = matches[0]
+        if len(matches) > 1 and score - matches[1][0] < p.entry_margin:
+            return None  # two entries fit about as well: let sentence choice take the best of both
+        sents, _ = self.index.sentences_of([chunk.chunk_id])
+        text = " ".join(s.text for s in sents)
+        missing = [n for n in re.findall(r"\d+(?:[.,]\d+)?", question)
+                   if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", text)]
+        if missing:
+            return None  # the question asks about a figure this entry does not give
+        hit = Hit(chunk=chunk, score=score, dense=score)
+        statements = [Statement(text=display_text(s.text), quote=" ".join(s.text.split()), hit=hit, score=score)
+                      for s in sents if _said_key(s.text) not in said]
+        if not statements:
+            return None  # all of it was said already: look further
+        return Composition(statements, score, entry=chunk.chunk_id)
+
     def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True,
-                context: str = "") -> Composition:
+                context: str = "", said: frozenset[str] = frozenset()) -> Composition:
         """Best sentences for the question; `strict` also refuses questions about things no document mentions.
 
         `query_vector` is the embedding of what was searched (the question, plus `context`, the topic words a
-        follow-up leans on).
+        follow-up leans on). `said` holds sentences already said in the conversation (see `said_sentences`);
+        they are not said again. A knowledge entry that matches strongly is given whole.
         """
         p = self.params
         raw_tokens = list(dict.fromkeys(tokenize(question)))
+        entry = self._entry_answer(question, query_vector, said)
         if strict:
             uncovered = self.vocabulary.uncovered(raw_tokens, self.words)
-            if uncovered:
+            # One ordinary English word the documents never use ('reliable') does not sink a question whose
+            # other words match an entry strongly; a name or a second unknown word does.
+            ordinary = len(uncovered) == 1 and uncovered[0] in english_words() and entry is not None
+            if uncovered and not ordinary:
                 return Composition([], 0.0, tuple(uncovered))
+        if entry is not None:
+            return entry
         q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
         c_tokens = tuple(dict.fromkeys(self.vocabulary.correct_all(tokenize(context))))
         wanted = self.words.answer_patterns(question)
@@ -150,7 +214,7 @@ class ExtractiveWriter:
         for rank, hit in enumerate(hits):
             for row in rows_by_chunk.get(hit.chunk.chunk_id, []):
                 sent = sents[row]
-                if not _is_statement(sent.text):
+                if not _is_statement(sent.text) or _said_key(sent.text) in said:
                     continue
                 cos = float(vecs[row] @ query_vector)
                 kw = self.keyword_overlap(q_tokens, sent.text, c_tokens)

@@ -203,8 +203,9 @@ class HybridRetriever:
     """Dense passage search in Chroma, dense sentence search and BM25, fused by reciprocal rank fusion."""
 
     def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
-                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5) -> None:
+                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 1.0) -> None:
         self.index = index
+        self.key_weight = key_weight  # knowledge entries found by their question and phrasings
         self.sentence_weight = sentence_weight  # the sentence list counts half as much as each passage list
         self.embedder = embedder
         self.candidate_k = candidate_k
@@ -237,6 +238,9 @@ class HybridRetriever:
             seen.add(cid)
             if len(seen) >= self.candidate_k:
                 break
+        # Knowledge entries whose question or "also asked as" phrasings are closest to the query.
+        for rank, (cid, _) in enumerate(self.index.dense_keys(qvec, self.candidate_k)):
+            fused[cid] = fused.get(cid, 0.0) + self.key_weight / (self.rrf_k + rank + 1)
         tokens = self.vocabulary.correct_all(tokenize(query))
         if tokens:
             for rank, (cid, _) in enumerate(self.index.keyword_chunks(tokens, self.candidate_k)):

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     max_sentences: int = Field(4, description="Most sentences in an answer (2-5).")
 
     max_question_chars: int = Field(2000, description="Longest question accepted.")
+    history_max_turns: int = Field(
+        20, ge=0, description="Most recent conversation turns read with a question; older ones are ignored."
+    )
+    history_max_chars: int = Field(
+        20_000, ge=0, description="Most characters of recent conversation read with a question; older text is ignored."
+    )
 
     feedback_db: Path = Field(PROJECT_DIR / "data" / "feedback.sqlite", description="SQLite file for feedback.")
     host: str = Field("127.0.0.1", description="Address the web app binds to.")

@@ -18,6 +18,7 @@ running app that a newer generation is ready.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -40,7 +41,8 @@ LOCK_FILE = "ingest.lock"
 COMPLETE_MARKER = "INDEX_COMPLETE"  # written last in a generation folder
 CATALOG = "catalog.sqlite3"
 CHROMA_DIR = "chroma"
-INDEX_FORMAT = 3  # raise when what ingest stores changes; an index of another format is rebuilt
+INDEX_FORMAT = 4  # 4: knowledge entries' question keys (catalog column + *_keys collection).
+# raise when what ingest stores changes; an index of another format is rebuilt
 GEN_PREFIX = "gen-"
 SQL_BATCH = 500  # ids per SQL `IN (...)` or Chroma `get`, far below SQLite's variable limit
 
@@ -133,7 +135,7 @@ CREATE TABLE documents (
 CREATE TABLE chunks (
     row INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL, title TEXT NOT NULL,
     section TEXT NOT NULL, text TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
-    source TEXT NOT NULL, url TEXT, tokens TEXT NOT NULL);
+    source TEXT NOT NULL, url TEXT, keys TEXT NOT NULL, tokens TEXT NOT NULL);
 CREATE INDEX chunks_by_doc ON chunks (doc_id);
 CREATE TABLE sentences (
     sentence_id TEXT PRIMARY KEY, chunk_id TEXT NOT NULL, position INTEGER NOT NULL, text TEXT NOT NULL,
@@ -150,12 +152,12 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 def _chunk_from_row(row: sqlite3.Row | tuple) -> Chunk:
-    chunk_id, doc_id, title, section, text, start, end, source, url = row
+    chunk_id, doc_id, title, section, text, start, end, source, url, keys = row
     return Chunk(chunk_id=chunk_id, doc_id=doc_id, title=title, section=section, text=text, start=int(start),
-                 end=int(end), source=source, url=url or None)
+                 end=int(end), source=source, url=url or None, keys=tuple(json.loads(keys or "[]")))
 
 
-_CHUNK_COLS = "chunk_id, doc_id, title, section, text, start, end, source, url"
+_CHUNK_COLS = "chunk_id, doc_id, title, section, text, start, end, source, url, keys"
 
 
 @dataclass
@@ -191,13 +193,13 @@ def open_chroma(gen_dir: Path, chroma_url: str | None = None):
     return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
-def collection_names(collection: str, generation: int, chroma_url: str | None) -> tuple[str, str]:
-    """Chunk and sentence collection names; on a shared server each generation has its own."""
+def collection_names(collection: str, generation: int, chroma_url: str | None) -> tuple[str, str, str]:
+    """Chunk, sentence and entry-key collection names; on a shared server each generation has its own."""
     prefix = f"{collection}_g{generation}" if chroma_url else collection
-    return f"{prefix}_chunks", f"{prefix}_sentences"
+    return f"{prefix}_chunks", f"{prefix}_sentences", f"{prefix}_keys"
 
 
-def chroma_collections(client, names: tuple[str, str], create: bool = False):
+def chroma_collections(client, names: tuple[str, ...], create: bool = False):
     # We always pass our own vectors: no embedding function, so Chroma never tries to fetch its default model.
     space = {"hnsw:space": "cosine"}
     if create:
@@ -243,7 +245,7 @@ class Index:
         try:
             self._check_catalog()
             self.client = open_chroma(self.dir, chroma_url)
-            self.chunks_col, self.sentences_col = chroma_collections(
+            self.chunks_col, self.sentences_col, self.keys_col = chroma_collections(
                 self.client, collection_names(collection, self.generation, chroma_url))
             counts = (self.chunks_col.count(), self.sentences_col.count())
         except IndexDamaged:
@@ -391,6 +393,21 @@ class Index:
         return [(sid, meta["chunk_id"], 1.0 - float(d))
                 for sid, d, meta in zip(res["ids"][0], res["distances"][0], res["metadatas"][0], strict=True)]
 
+    def dense_keys(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Knowledge-entry passage ids and the cosine similarity of their closest question key, best first.
+
+        An entry's keys are its question and its "also asked as" phrasings (LangChain's multi-vector pattern).
+        """
+        n = min(k * 4, int(self.marker.get("keys", 0)))
+        if n <= 0:
+            return []
+        res = self.keys_col.query(query_embeddings=[query_vector.tolist()], n_results=n,
+                                  include=["distances", "metadatas"])
+        best: dict[str, float] = {}
+        for meta, d in zip(res["metadatas"][0], res["distances"][0], strict=True):
+            best[meta["chunk_id"]] = max(best.get(meta["chunk_id"], -1.0), 1.0 - float(d))
+        return sorted(best.items(), key=lambda kv: -kv[1])[:k]
+
     def keyword_chunks(self, tokens: Sequence[str], k: int) -> list[tuple[str, float]]:
         """Passage ids and BM25 scores (higher is better) for the project tokenizer's tokens (SQLite FTS5)."""
         terms = [fts_term(t) for t in dict.fromkeys(tokens) if t in self.vocabulary_counts()]
@@ -467,11 +484,12 @@ class IndexWriter:
                     self.client.delete_collection(name)
                 except Exception:  # noqa: S110 - not there, as expected
                     pass
-        self.chunks_col, self.sentences_col = chroma_collections(self.client, names, create=True)
+        self.chunks_col, self.sentences_col, self.keys_col = chroma_collections(self.client, names, create=True)
         self.batch = max(1, min(4000, int(self.client.get_max_batch_size())))
         if base is not None and chroma_url:
             self._copy_collection(base.chunks_col, self.chunks_col, base.chunk_count)
             self._copy_collection(base.sentences_col, self.sentences_col, int(base.marker.get("sentences", 0)))
+            self._copy_collection(base.keys_col, self.keys_col, int(base.marker.get("keys", 0)))
 
     def _copy_collection(self, src, dst, count: int) -> None:
         """Server mode: a new generation's collection starts as a copy of the current one."""
@@ -515,6 +533,7 @@ class IndexWriter:
             self.sentences_col.delete(ids=list(part))
         for part in _batches(list(chunk_ids), self.batch):
             self.chunks_col.delete(ids=list(part))
+            self.keys_col.delete(where={"chunk_id": {"$in": list(part)}})
         for part in _batches(list(sentence_ids), SQL_BATCH):
             marks = ",".join("?" * len(part))
             self.db.execute(f"DELETE FROM sentences WHERE sentence_id IN ({marks})", part)
@@ -534,13 +553,21 @@ class IndexWriter:
                                 embeddings=vectors[i:i + self.batch].tolist())
         for c, toks in zip(chunks, tokens, strict=True):
             cur = self.db.execute(
-                f"INSERT INTO chunks ({_CHUNK_COLS}, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO chunks ({_CHUNK_COLS}, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (c.chunk_id, c.doc_id, c.title, c.section, c.text, c.start, c.end, c.source, c.url or "",
-                 json.dumps(toks)))
+                 json.dumps(list(c.keys)), json.dumps(toks)))
             self.db.execute("INSERT INTO chunk_fts (rowid, terms) VALUES (?, ?)",
                             (cur.lastrowid, " ".join(fts_term(t) for t in toks)))
             self.db.executemany("INSERT INTO terms (term, df) VALUES (?, 1) ON CONFLICT (term) DO UPDATE SET df = df + 1",
                                 [(t,) for t in set(toks)])
+
+    def add_keys(self, keys: Sequence[tuple[str, str]], vectors: np.ndarray) -> None:
+        """Knowledge entries' questions and phrasings: (passage id, text) with their vectors."""
+        for i in range(0, len(keys), self.batch):
+            part = keys[i:i + self.batch]
+            self.keys_col.add(ids=[f"{cid}:k{hashlib.sha256(text.encode()).hexdigest()[:10]}" for cid, text in part],
+                              embeddings=vectors[i:i + self.batch].tolist(),
+                              metadatas=[{"chunk_id": cid} for cid, _ in part])
 
     def add_sentences(self, sentences: Sequence[Sentence], vectors: np.ndarray) -> None:
         for i in range(0, len(sentences), self.batch):
@@ -570,9 +597,10 @@ class IndexWriter:
         counts = (self.chunks_col.count(), self.sentences_col.count())
         if counts != (n_chunks, n_sents):
             raise RuntimeError(f"the vector store holds {counts} records, the catalog {(n_chunks, n_sents)}")
+        n_keys = self.keys_col.count()
         self.close()
         marker = {"format": INDEX_FORMAT, "generation": self.generation, "documents": n_docs,
-                  "chunks": n_chunks, "sentences": n_sents, "paths": paths, **extra}
+                  "chunks": n_chunks, "sentences": n_sents, "keys": n_keys, "paths": paths, **extra}
         (self.dir / COMPLETE_MARKER).write_text(json.dumps(marker, indent=1))
         return marker
 

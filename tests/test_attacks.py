@@ -12,6 +12,11 @@ Where each attack is tested (some live beside the code they exercise):
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
 import unicodedata
 from pathlib import Path
 
@@ -23,6 +28,18 @@ from hypothesis import strategies as st
 from bot.normal import for_matching, strip_invisible
 
 PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cli_env(knowledge_settings, assistant) -> dict:
+    """Environment pointing a `python -m bot` subprocess at the session's already built index."""
+    return dict(os.environ, BOT_INDEX_DIR=str(knowledge_settings.index_dir), BOT_FEEDBACK_DB=str(knowledge_settings.feedback_db))
+
+
+def _run_cli(args: list, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=PROJECT, env=env, capture_output=True, timeout=300)
+
+
 URGENT = [c["question"] for c in yaml.safe_load((PROJECT / "evals/cases/dev/safety_urgent.yaml").read_text())]
 
 # --- 2. invisible or look-alike characters ---------------------------------------------------
@@ -136,3 +153,92 @@ class TestDisguisedText:
     def test_display_form_drops_only_what_cannot_be_seen(self) -> None:
         assert strip_invisible("fe\u00adver \x1b[31m39\x1b[0m \ud800") == "fever 39 "
         assert strip_invisible("fiebre de 39 °C, bebé") == "fiebre de 39 °C, bebé"
+
+
+# --- 3. the batch contract and history ----------------------------------------------------------
+
+BAD_LINES: dict[str, bytes] = {
+    "lone surrogate escape": b'{"id": "surrogate", "question": "my baby has a fever \\ud800 of 39"}',
+    "surrogate in the id": b'{"id": "id-\\udc80", "question": "What is blinatumomab?"}',
+    "100,000 nested brackets": b"[" * 100_000 + b"]" * 100_000,
+    "nested history": b'{"id": "deep", "question": "hi", "history": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "not UTF-8": "caf\xe9 au lait".encode("latin-1"),
+    "a list": b"[1, 2, 3]",
+    "a string": b'"What is blinatumomab?"',
+    "a number": b"42",
+    "null": b"null",
+    "not JSON": b"{not json",
+    "question not text": b'{"id": "num", "question": 12345}',
+    "history of strings": b'{"id": "hs", "question": "What is blinatumomab?", "history": ["a", "b"]}',
+    "history turn with a bad role": b'{"id": "hr", "question": "What is it?", "history": [{"role": "root", "content": "x"}]}',
+    "id is an object": b'{"id": {"a": [1, 2]}, "question": "What is blinatumomab?"}',
+    "NUL bytes": b'{"id": "nul", "question": "fe\\u0000ver of 39 in my baby"}',
+}
+
+
+def _batch_input() -> tuple[bytes, int]:
+    good = json.dumps({"id": "good", "question": "How long is the blinatumomab infusion?"}).encode()
+    urgent = json.dumps({"id": "last", "question": "my baby is not breathing"}).encode()
+    lines = [good, *BAD_LINES.values(), urgent]
+    return b"\n".join(lines) + b"\n", len(lines)
+
+
+class TestBatch:
+    def test_every_line_gets_its_own_object_and_the_batch_goes_on(self, assistant) -> None:
+        from bot.cli import run_batch
+
+        data, n = _batch_input()
+        out = list(run_batch(assistant, data))
+        assert len(out) == n
+        assert out[0]["kind"] == "answer" and out[-1]["kind"] == "urgent" and out[-1]["id"] == "last"
+        by_id = {o["id"]: o for o in out}
+        assert by_id["surrogate"]["kind"] == "urgent"  # the lone surrogate is dropped, the emergency is seen
+        assert by_id["id-\udc80"]["kind"] == "answer"
+        assert by_id["nul"]["kind"] == "urgent"
+        assert by_id["num"]["kind"] == by_id["hs"]["kind"] == by_id["hr"]["kind"] == "error"
+        assert "nested too deeply" in by_id["line-4"]["answer"]
+        assert "not UTF-8" in by_id["line-6"]["answer"]
+        assert {o["kind"] for o in out[6:10]} == {"error"}
+
+    def test_subprocess_prints_json_for_every_line_even_unencodable_ones(self, cli_env, tmp_path) -> None:
+        data, n = _batch_input()
+        f = tmp_path / "bad.jsonl"
+        f.write_bytes(data)
+        p = _run_cli(["ask", "--batch", str(f)], cli_env)
+        assert p.returncode == 0, p.stderr.decode()[-2000:]
+        out = [json.loads(line) for line in p.stdout.decode("utf-8").splitlines()]
+        assert len(out) == n and out[-1]["kind"] == "urgent"
+        assert "id-\udc80" in [o["id"] for o in out]  # written as a JSON escape, read back as it was given
+
+    def test_ask_json_with_invalid_utf8_argument_still_prints_json(self, cli_env) -> None:
+        question = b"my baby has a fever of 39\xb0C \xff"  # Latin-1 degree sign and a stray byte
+        p = _run_cli([b"ask", question, b"--json"], cli_env)
+        obj = json.loads(p.stdout)
+        assert p.returncode == 0 and obj["kind"] == "urgent" and "39°C" in obj["question"]
+
+    def test_ask_json_with_a_bad_flag_still_prints_json(self, cli_env) -> None:
+        p = _run_cli(["ask", "What is blinatumomab?", "--json", "--no-such-flag"], cli_env)
+        assert p.returncode == 2 and json.loads(p.stdout)["kind"] == "error"
+
+    def test_history_of_53_mb_costs_no_more_than_its_limit(self, assistant) -> None:
+        turn = "What is blinatumomab and how is it given to babies? " * 190  # 10,000 characters
+        history = [{"role": "user", "content": turn}, {"role": "assistant", "content": "It is a medicine. " * 560}] * 2650
+        assert sum(len(t["content"]) for t in history) > 50_000_000
+        question = "How long is the blinatumomab infusion?"
+        t0 = time.perf_counter()
+        big = assistant.ask(question, history=history)
+        elapsed = time.perf_counter() - t0
+        limit = assistant.settings
+        kept = assistant.ask(question, history=history[-limit.history_max_turns:])
+        assert elapsed < 2.0, f"{elapsed:.2f} s"
+        assert big.kind == kept.kind == "answer" and big.answer == kept.answer
+
+    def test_history_limit_keeps_the_most_recent_words(self) -> None:
+        from bot.assistant import _turns
+
+        history = [{"role": "user", "content": f"turn {i} " + "x" * 995} for i in range(100)]
+        turns = _turns(history, max_turns=20, max_chars=5_000)
+        assert len(turns) == 5 and turns[-1].content.startswith("turn 99") and sum(len(t.content) for t in turns) <= 5_000
+        cut = _turns([{"role": "user", "content": "a" * 100 + "THE END"}], max_turns=20, max_chars=10)
+        assert cut[0].content == "aaaTHE END"
+        assert _turns(history, max_turns=0, max_chars=5_000) == []
