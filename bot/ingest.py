@@ -165,7 +165,7 @@ def _clean_leftovers(root: Path, collection: str, chroma_url: str | None) -> Non
     for d in gens:
         if d.name not in keep:
             shutil.rmtree(d, ignore_errors=True)
-    for f in root.glob(f".{POINTER}.*.tmp"):
+    for f in [*root.glob(f".{POINTER}.*.tmp"), *root.glob(".paused-*")]:
         f.unlink(missing_ok=True)
     if current:  # an index of format <= 2 lived at the top of the folder
         for name in (COMPLETE_MARKER, "chroma.sqlite3"):
@@ -328,6 +328,7 @@ def _ingest_locked(settings: Settings, embedder: Embedder | None, paths: list[Pa
             for doc_id in removed:
                 writer.delete_document(doc_id)
             for i in range(0, len(write), DOCS_PER_BATCH):
+                _pause(root, "writing")
                 result.embedded += _write_documents(writer, write[i:i + DOCS_PER_BATCH], settings, embedder, progress)
             _, tokenizer_version = _tokenizer()
             marker = writer.finish({"tokenizer": tokenizer_version})
@@ -338,14 +339,23 @@ def _ingest_locked(settings: Settings, embedder: Embedder | None, paths: list[Pa
         if base is not None:
             base.close()
             base = None
+        _pause(root, "swap")
         write_pointer(root, {"generation": generation, "dir": gen_dir.name, "format": INDEX_FORMAT,
                              "paths": marker["paths"]})
+        _pause(root, "swapped")
         result.chunks, result.generation = marker["chunks"], generation
         _clean_leftovers(root, settings.collection, settings.chroma_url)
         return result
     finally:
         if base is not None:
             base.close()
+
+
+def _pause(root: Path, point: str) -> None:
+    """Test hook: with BOT_INGEST_PAUSE=<point> the run stops here, so a test can kill it at that instant."""
+    if os.environ.get("BOT_INGEST_PAUSE") == point:
+        (root / f".paused-{point}").touch()
+        time.sleep(600)
 
 
 def _highest_generation(root: Path) -> int:

@@ -242,3 +242,106 @@ class TestBatch:
         cut = _turns([{"role": "user", "content": "a" * 100 + "THE END"}], max_turns=20, max_chars=10)
         assert cut[0].content == "aaaTHE END"
         assert _turns(history, max_turns=0, max_chars=5_000) == []
+
+
+# --- 5. rules files are data, never code ----------------------------------------------------------
+
+
+def _prompts_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "prompts"
+    shutil.copytree(PROJECT / "prompts", target)
+    return target
+
+
+def _edit_yaml(path: Path, edit) -> None:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+# Safety patterns are compiled by bot/patterns.py (linear time, errors name file and key: the triage
+# work of issue 9/11.5). Until it is on main these two would fail, one of them by hanging for minutes.
+NEEDS_LINEAR_PATTERNS = pytest.mark.skipif(not (PROJECT / "bot" / "patterns.py").exists(),
+                                           reason="bot/patterns.py (linear-time safety patterns) has not landed yet")
+
+JINJA_PAYLOADS = {
+    "statement": "Too long. {% for x in ().__class__.__base__.__subclasses__() %}{% endfor %}",
+    "expression running a command": "Too long {{ cycler.__init__.__globals__.os.popen('touch PWNED').read() }}",
+    "filter": "Keep it under {{ limit | e }} characters.",
+    "attribute": "Keep it under {{ limit.__class__ }} characters.",
+    "item": "Keep it under {{ limit['x'] }} characters.",
+    "arithmetic": "Keep it under {{ limit * 1000 }} characters.",
+    "comment": "Keep it under {# hidden #}{{ limit }} characters.",
+    "single-brace expression": "Keep it under {limit.__class__} characters.",
+}
+
+
+class TestRulesFiles:
+    @pytest.mark.parametrize("name", JINJA_PAYLOADS)
+    def test_template_code_in_a_message_is_refused_at_load_naming_file_and_key(self, tmp_path, name: str) -> None:
+        from bot.prompts import PromptError, load_messages
+
+        prompts = _prompts_copy(tmp_path)
+        _edit_yaml(prompts / "messages.yaml", lambda d: d["errors"].__setitem__("too_long", JINJA_PAYLOADS[name]))
+        with pytest.raises(PromptError) as err:
+            load_messages(prompts)
+        assert "messages.yaml" in str(err.value) and "errors.too_long" in str(err.value)
+        assert not (PROJECT / "PWNED").exists() and not Path("PWNED").exists()
+
+    def test_both_placeholder_spellings_work_and_values_are_never_evaluated(self, tmp_path) -> None:
+        from bot.prompts import load_messages
+
+        prompts = _prompts_copy(tmp_path)
+        _edit_yaml(prompts / "messages.yaml", lambda d: d["errors"].__setitem__("too_long", "Under {limit} ({{ limit }})."))
+        msgs = load_messages(prompts)
+        assert msgs.render(msgs.errors.too_long, limit="2,000") == "Under 2,000 (2,000)."
+        hostile = "{{ 7*7 }} {% if 1 %}x{% endif %} {limit}"
+        assert msgs.render(msgs.errors.bad_line, reason=hostile).endswith(hostile)
+
+    def test_a_long_question_with_template_code_is_shown_as_text(self, assistant) -> None:
+        answer = assistant.ask("{{ 7*7 }} " * 300)
+        assert answer.kind == "error" and "49" not in answer.answer
+
+    def test_unknown_placeholder_names_file_and_key(self, tmp_path) -> None:
+        from bot.prompts import PromptError, load_messages
+
+        prompts = _prompts_copy(tmp_path)
+        _edit_yaml(prompts / "messages.yaml", lambda d: d.__setitem__("unknown", "Sorry {{ name }}."))
+        with pytest.raises(PromptError, match=r"messages\.yaml: unknown: unknown placeholder"):
+            load_messages(prompts)
+
+    def test_bad_pattern_in_questions_file_names_file_and_key(self, tmp_path) -> None:
+        from bot.prompts import PromptError, load_question_rules
+
+        prompts = _prompts_copy(tmp_path)
+        _edit_yaml(prompts / "questions.yaml", lambda d: d["answer_types"][1].__setitem__("answer", "(unclosed"))
+        with pytest.raises(PromptError) as err:
+            load_question_rules(prompts)
+        assert "questions.yaml" in str(err.value) and "answer_types[1]" in str(err.value) and ".answer" in str(err.value)
+
+    @NEEDS_LINEAR_PATTERNS
+    def test_bad_pattern_in_triage_past_names_file_and_key(self, tmp_path, embedder) -> None:
+        from bot.safety import SafetyGate
+
+        prompts = _prompts_copy(tmp_path)
+        _edit_yaml(prompts / "safety.yaml", lambda d: d["triage"]["past"].append("(unclosed"))
+        with pytest.raises(ValueError) as err:
+            SafetyGate.from_dir(prompts, embedder)
+        assert "safety.yaml" in str(err.value) and "past" in str(err.value)
+
+    @NEEDS_LINEAR_PATTERNS
+    def test_catastrophic_pattern_cannot_hang_the_bot(self, tmp_path, embedder) -> None:
+        from bot.safety import SafetyGate
+
+        prompts = _prompts_copy(tmp_path)
+        _edit_yaml(prompts / "safety.yaml", lambda d: d["triage"]["past"].append("(a+)+$"))
+        try:
+            gate = SafetyGate.from_dir(prompts, embedder)
+        except ValueError as exc:  # refusing it at load, naming file and key, is as good
+            assert "safety.yaml" in str(exc)
+            return
+        t0 = time.perf_counter()
+        gate.check("a" * 30 + "!")
+        assert time.perf_counter() - t0 < 1.0
