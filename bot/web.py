@@ -278,15 +278,22 @@ def render_citation(turn: int, c: Citation) -> str:
     )
 
 
-def render_signs(safety: dict[str, Any] | None) -> str:
-    """The signs the safety check matched, named one by one ('' when it names none)."""
-    raw = (safety or {}).get("signs")
+def sign_names(safety: dict[str, Any] | None) -> list[str]:
+    """The signs the safety check matched, in words: its `sign_names`, else its `signs`."""
+    safety = safety or {}
+    raw = safety.get("sign_names") or safety.get("signs")
     if isinstance(raw, str):
         signs = [s.strip() for s in re.split(r"[;\n]", raw) if s.strip()]
     elif isinstance(raw, list | tuple):
         signs = [str(s).strip() for s in raw if str(s).strip()]
     else:
         signs = []
+    return list(dict.fromkeys(signs))
+
+
+def render_signs(safety: dict[str, Any] | None) -> str:
+    """The signs the safety check matched, named one by one ('' when it names none)."""
+    signs = sign_names(safety)
     if not signs:
         return ""
     items = "".join(f"<li>{esc(s)}</li>" for s in signs)
