@@ -24,11 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     ask.add_argument("--batch", type=Path, metavar="FILE.jsonl", help='one {"id","question","history"} object per line')
     ing = sub.add_parser("ingest", help="index documents (default: the knowledge folder)")
-    ing.add_argument("paths", nargs="*", type=Path, help="files or folders (.md, .txt, .html, .pdf)")
+    ing.add_argument("paths", nargs="*", type=Path, help="files or folders (.md, .txt, .html, .pdf, .docx)")
     ing.add_argument("--rebuild", action="store_true", help="start from an empty index")
     ing.add_argument("--approve", metavar="DOC_ID", action="append", default=[],
                      help="serve a document held back by screening, as it is now (after reading it)")
     ing.add_argument("--held", action="store_true", help="list the documents held back by screening")
+    ing.add_argument("--dry-run", action="store_true",
+                     help="show what each file would give (characters in, indexed, passages); change nothing")
     fb = sub.add_parser("feedback", help="family feedback stored by the web app")
     fb_sub = fb.add_subparsers(dest="feedback_command", required=True)
     exp = fb_sub.add_parser("export", help="write all feedback as CSV")
@@ -182,7 +184,7 @@ def format_answer(answer: Answer) -> str:
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.embed import SentenceEmbedder
+    from bot.documents import format_file_table
     from bot.ingest import ingest
 
     if args.held:
@@ -193,11 +195,20 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         if approved is None:
             return 2
         paths += approved
-    embedder = SentenceEmbedder(settings.embedding_model, threads=max(1, settings.torch_threads))
-    result = ingest(settings, embedder, paths=paths or None, rebuild=args.rebuild)
+    if args.dry_run:  # no model and no writing: read the files and compare them with the index
+        result = ingest(settings, None, paths=paths or None, dry_run=True)
+    else:
+        from bot.embed import SentenceEmbedder
+
+        embedder = SentenceEmbedder(settings.embedding_model, threads=max(1, settings.torch_threads))
+        result = ingest(settings, embedder, paths=paths or None, rebuild=args.rebuild)
     for problem in result.problems:
         print(f"skipped: {problem}", file=sys.stderr)
+    if result.files:
+        print(format_file_table(result.files))
     print(result.summary())
+    if args.dry_run:
+        return 0 if any(f.passages for f in result.files) else 1
     return 0 if result.chunks or result.held else 1
 
 

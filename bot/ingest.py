@@ -301,8 +301,8 @@ def ingest(
 
 
 def _dry_run(settings: Settings, paths: list[Path]) -> IngestResult:
-    loaded = load_paths(paths)
-    result = IngestResult(problems=list(loaded.problems), files=list(getattr(loaded, "files", [])), dry_run=True)
+    loaded = load_paths(paths, settings.chunk_size, settings.chunk_overlap)
+    result = IngestResult(problems=list(loaded.problems), files=list(loaded.files), dry_run=True)
     base, _ = _open_base(settings)
     try:
         indexed = base.document_hashes() if base else {}
@@ -326,8 +326,8 @@ def _ingest_locked(settings: Settings, embedder: Embedder | None, paths: list[Pa
         recovered, extra = _recorded_documents(root)
         paths = paths + [p for p in extra if not _under(str(p.resolve()), paths)]
         print(f"Rebuilding the index at {root}: {why}", file=sys.stderr)
-    loaded = load_paths(paths)
-    result = IngestResult(problems=list(loaded.problems), files=list(getattr(loaded, "files", [])), rebuilt=why)
+    loaded = load_paths(paths, settings.chunk_size, settings.chunk_overlap)
+    result = IngestResult(problems=list(loaded.problems), files=list(loaded.files), rebuilt=why)
     docs = list(loaded.documents)
     have = {d.doc_id for d in docs}
     docs += [d for d in recovered if d.doc_id not in have and not _under(d.path, paths)]

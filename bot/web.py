@@ -7,6 +7,7 @@ earlier turns the browser sends: the assistant is the one door that judges a mes
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import html
@@ -17,12 +18,14 @@ import re
 import secrets
 import sqlite3
 from datetime import date
+from functools import partial
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
 # Gradio reads this at import time; the app must never phone home.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import anyio
 import gradio as gr
 from pydantic import ValidationError
 from starlette.middleware import Middleware
@@ -275,15 +278,22 @@ def render_citation(turn: int, c: Citation) -> str:
     )
 
 
-def render_signs(safety: dict[str, Any] | None) -> str:
-    """The signs the safety check matched, named one by one ('' when it names none)."""
-    raw = (safety or {}).get("signs")
+def sign_names(safety: dict[str, Any] | None) -> list[str]:
+    """The signs the safety check matched, in words: its `sign_names`, else its `signs`."""
+    safety = safety or {}
+    raw = safety.get("sign_names") or safety.get("signs")
     if isinstance(raw, str):
         signs = [s.strip() for s in re.split(r"[;\n]", raw) if s.strip()]
     elif isinstance(raw, list | tuple):
         signs = [str(s).strip() for s in raw if str(s).strip()]
     else:
         signs = []
+    return list(dict.fromkeys(signs))
+
+
+def render_signs(safety: dict[str, Any] | None) -> str:
+    """The signs the safety check matched, named one by one ('' when it names none)."""
+    signs = sign_names(safety)
     if not signs:
         return ""
     items = "".join(f"<li>{esc(s)}</li>" for s in signs)
@@ -438,6 +448,9 @@ class ChatHandlers:
         self.settings = settings
         self.store = FeedbackStore(settings.feedback_db)
         self.key = (settings.web_secret or secrets.token_hex(32)).encode("utf-8")
+        # Not a lock around the assistant (it is safe to call from several threads): a small, fair limit
+        # on answers computed at once, so that under load each waits its turn instead of all slowing down.
+        self._slots = asyncio.Semaphore(max(1, settings.web_answer_slots))
 
     def _row_sig(self, row: int) -> str:
         """Proof that a feedback row was made for this browser's turn (so no one can rewrite another's)."""
@@ -456,7 +469,12 @@ class ChatHandlers:
             gr.update(visible=bool(turns)),
         )
 
-    def ask(self, question: str | None, kept: Any) -> tuple[Any, ...]:
+    async def ask(self, question: str | None, kept: Any) -> tuple[Any, ...]:
+        """Answer one message, in a worker thread once one of the answer slots is free (first come, first served)."""
+        async with self._slots:
+            return await anyio.to_thread.run_sync(self.answer, question, kept)
+
+    def answer(self, question: str | None, kept: Any) -> tuple[Any, ...]:
         """Answer one message with the conversation the browser holds; the whole answer at once."""
         turns = kept_turns(kept)
         q = question or ""
@@ -475,8 +493,8 @@ class ChatHandlers:
         # A message the assistant could not take stays in the box, so the family can change it.
         return self._page(turns, status, question=gr.update() if ans.kind == "error" else "")
 
-    def ask_starter(self, text: str, kept: Any) -> tuple[Any, ...]:
-        return self.ask(text, kept)
+    async def ask_starter(self, text: str, kept: Any) -> tuple[Any, ...]:
+        return await self.ask(text, kept)
 
     def restore(self, kept: Any, care: Any) -> tuple[Any, ...]:
         """On page load: show what this browser kept."""
@@ -652,11 +670,11 @@ def create_app(assistant: AssistantLike, settings: Settings) -> gr.Blocks:
                         no_forget = gr.Button("No, keep them", variant="secondary", size="sm", elem_id="confirm-forget-no")
 
         page = [transcript, kept, question, status, banner, starters_col, new_row]
-        quiet = {"show_progress": "hidden", "concurrency_limit": None}
+        quiet = {"show_progress": "hidden", "queue": False}
         send.click(h.ask, [question, kept], page, js=PENDING_JS, api_name="ask", **quiet)
         question.submit(h.ask, [question, kept], page, js=PENDING_JS, api_visibility="private", **quiet)
         for b, text in zip(starter_buttons, starters, strict=True):
-            b.click(lambda k, t=text: h.ask_starter(t, k), [kept], page, api_visibility="private", **quiet)
+            b.click(partial(h.ask_starter, text), [kept], page, api_visibility="private", **quiet)
         app.load(h.restore, [kept, care_kept], [*page, care], api_visibility="private", show_progress="hidden")
 
         new_btn.click(lambda: gr.update(visible=True), None, confirm_new, api_visibility="private", show_progress="hidden")

@@ -34,6 +34,7 @@ from bot.web import (
     render_transcript,
     render_turn,
     safe_url,
+    sign_names,
     signature,
 )
 
@@ -143,6 +144,8 @@ def test_emergency_box_names_each_sign() -> None:
     listed = render_signs({"signs": ["floppy", "blue lips <b>"]})
     assert "<li>floppy</li>" in listed and "<li>blue lips &lt;b&gt;</li>" in listed
     assert render_signs({"signs": "floppy; hard to wake"}).count("<li>") == 2
+    named = render_signs({"signs": ["floppy_card", "colour_card"], "sign_names": ["Floppy", "Blue lips"]})
+    assert "<li>Floppy</li>" in named and "<li>Blue lips</li>" in named and "card" not in named
     urgent = {"question": "q", "answer": _answer(kind="urgent", answer="Call now <b>.", citations=[],
                                                  safety={"rule": "r", "signs": "floppy; blue lips"})}
     banner = render_banner([urgent])
@@ -529,9 +532,8 @@ def test_emergency_banner_comes_first_and_names_the_signs(chat: Chat, assistant,
     assert banner.bounding_box()["y"] < page.locator("#transcript").bounding_box()["y"]
     assert turn.locator(".bot > *").first.get_attribute("class") == "emergency"
     assert turn.locator(".bot.kind-urgent").count() == 1
-    signs = assistant.ask(EMERGENCY).safety.get("signs")
-    if signs:  # each sign the safety check matched is named, in the banner and in the red box
-        names = signs if isinstance(signs, list) else [s.strip() for s in re.split(r"[;\n]", signs) if s.strip()]
+    names = sign_names(assistant.ask(EMERGENCY).safety)
+    if names:  # each sign the safety check matched is named, in the banner and in the red box
         for name in names:
             assert name in turn.locator(".signs").inner_text() and name in banner.inner_text()
     _axe(page, "emergency")
