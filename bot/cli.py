@@ -184,7 +184,7 @@ def format_answer(answer: Answer) -> str:
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.documents import format_file_table
+    from bot.documents import format_file_details, format_file_table
     from bot.ingest import ingest
 
     if args.held:
@@ -206,6 +206,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"skipped: {problem}", file=sys.stderr)
     if result.files:
         print(format_file_table(result.files))
+    if args.dry_run and any(not f.problem for f in result.files):
+        print("\n" + format_file_details(result.files) + "\n")
     print(result.summary())
     if args.dry_run:
         return 0 if any(f.passages for f in result.files) else 1

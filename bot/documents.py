@@ -89,6 +89,9 @@ class FileStats:
     chars_indexed: int = 0
     passages: int = 0
     problem: str | None = None
+    title: str | None = None
+    url: str | None = None
+    description: str | None = None
 
     @property
     def kept(self) -> float:
@@ -135,6 +138,20 @@ def format_file_table(files: list[FileStats]) -> str:
     for r in rows:
         cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 5)] + [r[5]]
         lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def format_file_details(files: list[FileStats], width: int = 100) -> str:
+    """What each loaded file says about itself: the title, URL and description a citation will show."""
+    lines = []
+    for f in files:
+        if f.problem:
+            continue
+        parts = [f'"{f.title}"'] + ([f.url] if f.url else [])
+        lines.append(f"{Path(f.path).name}: {' · '.join(parts)}")
+        if f.description:
+            text = f.description if len(f.description) <= width else f.description[:width - 1].rstrip() + "…"
+            lines.append(f"    {text}")
     return "\n".join(lines)
 
 
@@ -192,6 +209,7 @@ def load_paths(paths: list[Path], chunk_size: int = 900, chunk_overlap: int = 12
             path=str(path), doc_id=doc.doc_id, chars_in=extracted.visible_chars,
             chars_indexed=visible_length(doc.text),
             passages=len(chunk_document(doc, chunk_size, chunk_overlap)),
+            title=doc.title, url=doc.url, description=doc.description,
         ))
     return report
 

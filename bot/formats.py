@@ -361,13 +361,43 @@ def html_to_text(html: str) -> Extracted:
 # ---------------------------------------------------------------- Word (.docx, python-docx)
 
 
-def _docx_blocks(document) -> tuple[list[str], list[str]]:
-    """Blocks of Markdown-like text in document order, and the visible text of the body."""
+def _docx_body_items(document):
+    """Paragraphs and tables of the body in order, including those inside content controls (w:sdt)."""
+    from docx.oxml.ns import qn
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    def walk(parent):
+        for el in parent.iterchildren():
+            if el.tag == qn("w:p"):
+                yield Paragraph(el, document)
+            elif el.tag == qn("w:tbl"):
+                yield Table(el, document)
+            elif el.tag == qn("w:sdt"):
+                content = el.find(qn("w:sdtContent"))
+                if content is not None:
+                    yield from walk(content)
+
+    yield from walk(document.element.body)
+
+
+def _docx_visible_text(document) -> str:
+    """All the text of the body, paragraph by paragraph, wherever it sits (tables, text boxes, controls)."""
+    from docx.oxml.ns import qn
+
+    paragraphs: dict[object, list[str]] = {}
+    for t in document.element.body.iter(qn("w:t")):
+        owner = next(t.iterancestors(qn("w:p")), None)
+        paragraphs.setdefault(owner, []).append(t.text or "")
+    return "\n".join("".join(parts) for parts in paragraphs.values())
+
+
+def _docx_blocks(document) -> list[str]:
+    """Blocks of Markdown-like text in document order."""
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
     blocks: list[str] = []
-    visible: list[str] = []
     items: list[str] = []  # list paragraphs in a row form one block
     numbers: Counter[str] = Counter()
 
@@ -376,11 +406,10 @@ def _docx_blocks(document) -> tuple[list[str], list[str]]:
             blocks.append("\n".join(items))
             items.clear()
 
-    for block in document.iter_inner_content():
+    for block in _docx_body_items(document):
         if isinstance(block, Table):
             flush()
             rows = [[" ".join(cell.text.split()) for cell in _unique_cells(row)] for row in block.rows]
-            visible.extend(c for row in rows for c in row)
             if rows:
                 header = rows[0] if len(rows) > 1 else None
                 lines = table_rows(rows[1:] if header else rows, header)
@@ -392,7 +421,6 @@ def _docx_blocks(document) -> tuple[list[str], list[str]]:
         text = " ".join(block.text.split())
         if not text:
             continue
-        visible.append(text)
         style = (block.style.name if block.style is not None else "") or ""
         heading = re.match(r"Heading (\d)", style)
         if style == "Title" or heading:
@@ -409,7 +437,7 @@ def _docx_blocks(document) -> tuple[list[str], list[str]]:
             numbers.clear()
             blocks.append(text)
     flush()
-    return blocks, visible
+    return blocks
 
 
 def _unique_cells(row) -> list:
@@ -429,7 +457,7 @@ def docx_to_text(raw: bytes) -> Extracted:
         document = docx.Document(io.BytesIO(raw))
     except Exception as exc:  # python-docx raises many kinds of errors on damaged files
         raise DocumentError(f"cannot read this Word file ({exc.__class__.__name__}); is it damaged?") from exc
-    blocks, visible = _docx_blocks(document)
+    blocks = _docx_blocks(document)
     meta: dict = {}
     props = document.core_properties
     if props.title and props.title.strip():
@@ -437,7 +465,7 @@ def docx_to_text(raw: bytes) -> Extracted:
     if props.subject and props.subject.strip():
         meta["description"] = props.subject.strip()
     body = "\n\n".join(blocks) + ("\n" if blocks else "")
-    return Extracted(body=body, meta=meta, visible_chars=visible_length("\n".join(visible)))
+    return Extracted(body=body, meta=meta, visible_chars=visible_length(_docx_visible_text(document)))
 
 
 # ---------------------------------------------------------------- PDF (pypdf)
@@ -542,24 +570,65 @@ def _outline(reader) -> list[tuple[int, int, str]]:
     return out
 
 
-def _place_headings(lines: list[str], headings: list[tuple[int, str]]) -> list[str]:
-    """Turn the line that is each heading's title into a '#' line, or put the heading first when no line is."""
+def _heading_key(text: str) -> str:
+    """A heading compared without case, spacing, punctuation or its number ('2.1 Milk' ~ 'milk')."""
+    return re.sub(r"^\d+", "", re.sub(r"[^a-z0-9]+", "", text.lower()))
+
+
+def place_headings(lines: list[str], headings: list[tuple[int, str]]) -> list[str]:
+    """Turn the line(s) that show each outline title into a '#' line, or put the heading first when none do.
+
+    A title may be printed with its number or over two lines; both are recognised.
+    """
     lines = list(lines)
-    squash = [" ".join(ln.split()).lower() for ln in lines]
     first = 0
     for level, title in headings:
-        mark = "#" * min(6, level + 1) + " " + title
-        key = title.lower()
-        found = next((i for i in range(first, len(lines)) if squash[i] == key), None)
-        if found is None:
+        mark = "#" * min(6, level + 1) + " " + " ".join(title.split())
+        key = _heading_key(title)
+        found, span = None, 1
+        for i in range(first, len(lines)):
+            if _heading_key(lines[i]) == key:
+                found = i
+                break
+            if i + 1 < len(lines) and _heading_key(lines[i] + " " + lines[i + 1]) == key:
+                found, span = i, 2
+                break
+        if found is None or not key:
             lines.insert(first, mark)
-            squash.insert(first, "")
             first += 1
         else:
-            lines[found] = mark
-            squash[found] = ""
+            lines[found:found + span] = [mark]
             first = found + 1
     return lines
+
+
+_LIST_LINE = re.compile(r"^(?:[-*•–▪●◦]|\d+[.)])\s+")
+_PARAGRAPH_END = re.compile(r"[.!?:][\"'”’)]?$")
+
+
+def reflow(lines: list[str], width: int) -> list[str]:
+    """A PDF's printed lines joined back into paragraphs, one per item; headings and list items start anew.
+
+    A line ends its paragraph when it ends a sentence and is clearly shorter than the page's full lines
+    (`width` characters), as the last line of a printed paragraph is.
+    """
+    out: list[str] = []
+    going_on = False
+    for raw in lines:
+        text = " ".join(raw.split())
+        if not text:
+            going_on = False
+            continue
+        if text.startswith("#"):
+            out.append(text)
+            going_on = False
+            continue
+        if going_on and not _LIST_LINE.match(text):
+            out[-1] += " " + text
+        else:
+            out.append(text)
+        going_on = not (_PARAGRAPH_END.search(text) and len(text) < 0.85 * width)
+    return out
 
 
 def pdf_to_text(raw: bytes) -> Extracted:
@@ -578,18 +647,19 @@ def pdf_to_text(raw: bytes) -> Extracted:
         raise DocumentError("the PDF has no extractable text (a scanned image?)")
     visible = sum(visible_length(p) for p in pages)
     page_lines = drop_running_lines([[ln.rstrip() for ln in p.split("\n") if ln.strip()] for p in pages])
+    width = max((len(ln) for lines in page_lines for ln in lines), default=0)
     if outline:
         by_page: dict[int, list[tuple[int, str]]] = {}
         for page, level, head in outline:
             by_page.setdefault(page, []).append((level, head))
-        parts = ["\n".join(_place_headings(lines, by_page.get(i, []))) for i, lines in enumerate(page_lines)]
-        body = "\n".join(p for p in parts if p.strip())
-        body = re.sub(r"\n(#{1,6} [^\n]+)\n", r"\n\n\1\n\n", "\n" + body + "\n").strip("\n")
+        lines = [ln for i, page in enumerate(page_lines) for ln in place_headings(page, by_page.get(i, []))]
     else:
-        body = "\n\n".join(f"## Page {i}\n\n" + "\n".join(lines) for i, lines in enumerate(page_lines, 1) if lines)
+        lines = [ln for i, page in enumerate(page_lines, 1) if page for ln in [f"## Page {i}", *page]]
+    lines = join_hyphenated("\n".join(lines)).split("\n")
+    body = "\n\n".join(reflow(lines, width))
     meta: dict = {}
     if title and str(title).strip():
         meta["title"] = str(title).strip()
     if subject and str(subject).strip():
         meta["description"] = str(subject).strip()
-    return Extracted(body=join_hyphenated(body) + "\n", meta=meta, visible_chars=visible)
+    return Extracted(body=body + "\n", meta=meta, visible_chars=visible)

@@ -333,4 +333,65 @@ def test_dry_run_prints_the_per_file_summary_and_changes_nothing(tmp_path, leafl
     assert any(line.startswith("pump-at-home.html") for line in lines)
     assert any(line.startswith("photo.md") and "WARNING: skipped: not text" in line for line in lines)
     assert "dry run, nothing written: 4 would be added" in out.out
+    # What each file says about itself, as its citations will show it.
+    assert ('pump-at-home.html: "Going home with a blinatumomab pump" · '
+            "https://www.example-childrens.org/leaflets/pump-at-home") in out.out
+    assert "    What to expect when your baby goes home with a blinatumomab pump" in out.out
     assert not (tmp_path / "index").exists()
+
+
+def test_word_text_inside_a_content_control_is_kept(tmp_path):
+    import copy
+
+    import docx
+    from docx.oxml import OxmlElement
+
+    d = docx.Document()
+    d.add_heading("Clinic days", level=1)
+    p = d.add_paragraph("The clinic for babies on the drip is on Tuesday and Thursday mornings.")
+    sdt, content = OxmlElement("w:sdt"), OxmlElement("w:sdtContent")
+    content.append(copy.deepcopy(p._p))
+    sdt.append(content)
+    p._p.addnext(sdt)
+    p._p.getparent().remove(p._p)  # the sentence now lives only inside the content control
+    d.save(str(tmp_path / "form.docx"))
+    report = load_paths([tmp_path / "form.docx"])
+    assert "Tuesday and Thursday mornings." in report.documents[0].text
+    assert report.files[0].kept > 0.9
+
+
+def test_outline_titles_are_found_with_their_number_or_over_two_lines():
+    from bot.formats import place_headings
+
+    lines = ["Intro line.", "2.1 Milk and", "bottles", "Use boiled water.", "3 Solid food", "Cook eggs well."]
+    got = place_headings(lines, [(1, "Milk and bottles"), (2, "Solid food"), (1, "Not printed")])
+    assert got == ["Intro line.", "## Milk and bottles", "Use boiled water.", "### Solid food", "## Not printed",
+                   "Cook eggs well."]
+
+
+def test_pdf_lines_are_joined_into_paragraphs_and_sentences_run_on_across_pages(tmp_path):
+    import textwrap
+
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    sentences = [f"Sentence number {i} tells parents one more thing about keeping the line dry at home." for i in range(30)]
+    lines = textwrap.wrap(" ".join(sentences), 90)
+    path = tmp_path / "long.pdf"
+    c = canvas.Canvas(str(path), pagesize=A4)
+    c.bookmarkPage("p1")
+    c.addOutlineEntry("Keeping the line dry", "p1", level=0)
+    for page in (lines[:12], lines[12:]):  # one paragraph that goes on over the page break
+        y = 800
+        for line in page:
+            c.drawString(50, y, line)
+            y -= 15
+        c.showPage()
+    c.save()
+    doc = load_file(path)
+    assert doc.text.startswith("## Keeping the line dry\n\n")
+    assert " ".join(sentences) in doc.text  # one paragraph again, page break included
+    chunks = chunk_document(doc, chunk_size=400, chunk_overlap=50)
+    assert len(chunks) > 3 and {c.section for c in chunks} == {"Keeping the line dry"}
+    got = {s.text for c in chunks for s in chunk_sentences(c)}
+    assert got == set(sentences)  # no sentence cut at a printed line or at a passage boundary
