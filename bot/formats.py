@@ -602,6 +602,35 @@ def place_headings(lines: list[str], headings: list[tuple[int, str]]) -> list[st
     return lines
 
 
+_LIST_LINE = re.compile(r"^(?:[-*•–▪●◦]|\d+[.)])\s+")
+_PARAGRAPH_END = re.compile(r"[.!?:][\"'”’)]?$")
+
+
+def reflow(lines: list[str], width: int) -> list[str]:
+    """A PDF's printed lines joined back into paragraphs, one per item; headings and list items start anew.
+
+    A line ends its paragraph when it ends a sentence and is clearly shorter than the page's full lines
+    (`width` characters), as the last line of a printed paragraph is.
+    """
+    out: list[str] = []
+    going_on = False
+    for raw in lines:
+        text = " ".join(raw.split())
+        if not text:
+            going_on = False
+            continue
+        if text.startswith("#"):
+            out.append(text)
+            going_on = False
+            continue
+        if going_on and not _LIST_LINE.match(text):
+            out[-1] += " " + text
+        else:
+            out.append(text)
+        going_on = not (_PARAGRAPH_END.search(text) and len(text) < 0.85 * width)
+    return out
+
+
 def pdf_to_text(raw: bytes) -> Extracted:
     """A PDF's text page by page, running headers and footers dropped, outline entries as headings."""
     from pypdf import PdfReader
@@ -618,18 +647,19 @@ def pdf_to_text(raw: bytes) -> Extracted:
         raise DocumentError("the PDF has no extractable text (a scanned image?)")
     visible = sum(visible_length(p) for p in pages)
     page_lines = drop_running_lines([[ln.rstrip() for ln in p.split("\n") if ln.strip()] for p in pages])
+    width = max((len(ln) for lines in page_lines for ln in lines), default=0)
     if outline:
         by_page: dict[int, list[tuple[int, str]]] = {}
         for page, level, head in outline:
             by_page.setdefault(page, []).append((level, head))
-        parts = ["\n".join(place_headings(lines, by_page.get(i, []))) for i, lines in enumerate(page_lines)]
-        body = "\n".join(p for p in parts if p.strip())
-        body = re.sub(r"\n(#{1,6} [^\n]+)\n", r"\n\n\1\n\n", "\n" + body + "\n").strip("\n")
+        lines = [ln for i, page in enumerate(page_lines) for ln in place_headings(page, by_page.get(i, []))]
     else:
-        body = "\n\n".join(f"## Page {i}\n\n" + "\n".join(lines) for i, lines in enumerate(page_lines, 1) if lines)
+        lines = [ln for i, page in enumerate(page_lines, 1) if page for ln in [f"## Page {i}", *page]]
+    lines = join_hyphenated("\n".join(lines)).split("\n")
+    body = "\n\n".join(reflow(lines, width))
     meta: dict = {}
     if title and str(title).strip():
         meta["title"] = str(title).strip()
     if subject and str(subject).strip():
         meta["description"] = str(subject).strip()
-    return Extracted(body=join_hyphenated(body) + "\n", meta=meta, visible_chars=visible)
+    return Extracted(body=body + "\n", meta=meta, visible_chars=visible)

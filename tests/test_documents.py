@@ -367,3 +367,31 @@ def test_outline_titles_are_found_with_their_number_or_over_two_lines():
     got = place_headings(lines, [(1, "Milk and bottles"), (2, "Solid food"), (1, "Not printed")])
     assert got == ["Intro line.", "## Milk and bottles", "Use boiled water.", "### Solid food", "## Not printed",
                    "Cook eggs well."]
+
+
+def test_pdf_lines_are_joined_into_paragraphs_and_sentences_run_on_across_pages(tmp_path):
+    import textwrap
+
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    sentences = [f"Sentence number {i} tells parents one more thing about keeping the line dry at home." for i in range(30)]
+    lines = textwrap.wrap(" ".join(sentences), 90)
+    path = tmp_path / "long.pdf"
+    c = canvas.Canvas(str(path), pagesize=A4)
+    c.bookmarkPage("p1")
+    c.addOutlineEntry("Keeping the line dry", "p1", level=0)
+    for page in (lines[:12], lines[12:]):  # one paragraph that goes on over the page break
+        y = 800
+        for line in page:
+            c.drawString(50, y, line)
+            y -= 15
+        c.showPage()
+    c.save()
+    doc = load_file(path)
+    assert doc.text.startswith("## Keeping the line dry\n\n")
+    assert " ".join(sentences) in doc.text  # one paragraph again, page break included
+    chunks = chunk_document(doc, chunk_size=400, chunk_overlap=50)
+    assert len(chunks) > 3 and {c.section for c in chunks} == {"Keeping the line dry"}
+    got = {s.text for c in chunks for s in chunk_sentences(c)}
+    assert got == set(sentences)  # no sentence cut at a printed line or at a passage boundary
