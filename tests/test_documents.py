@@ -414,3 +414,14 @@ def test_short_and_old_fashioned_pages_keep_their_structure(html, expected):
     from bot.formats import html_to_text
 
     assert html_to_text(html).body == expected
+
+
+def test_the_summary_marks_files_held_back_by_screening(tmp_path, capsys):
+    from bot.cli import main
+    from bot.settings import Settings
+
+    settings = Settings(index_dir=tmp_path / "index", knowledge_dir=tmp_path / "none")
+    main(["ingest", "--dry-run", str(PROJECT / "tests" / "data" / "poisoned")], settings)
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if "%" in line}
+    assert "WARNING: held back for review" in rows["emergency-numbers.md"]
+    assert "WARNING" not in rows["day-unit-visits.md"]
