@@ -516,9 +516,11 @@ class ChatHandlers:
             "",
         )
 
-    def save_care(self, text: str | None) -> tuple[Any, str]:
-        """Keep the edited list in the browser, unless it is over the size limit."""
+    def save_care(self, text: str | None, kept: Any = None) -> tuple[Any, str]:
+        """Keep the edited list in the browser, unless it is over the size limit (or already kept as it is)."""
         text = text or ""
+        if kept is not None and text == kept_care(kept):
+            return gr.update(), gr.update()
         limit = self.settings.care_list_max_chars
         if len(text) > limit:
             return gr.update(), (
@@ -689,8 +691,9 @@ def create_app(assistant: AssistantLike, settings: Settings) -> gr.Blocks:
 
         transcript.click(h.on_action, [kept, care], [kept, care, care_kept, status, ack],
                          api_visibility="private", show_progress="hidden").then(None, [ack], None, js=ACK_JS)
-        care.input(h.save_care, care, [care_kept, care_status], api_visibility="private", show_progress="hidden",
-                   trigger_mode="always_last")
+        # `change`, not `input`: a pasted list must be kept too. Values set by the page are already kept.
+        care.change(h.save_care, [care, care_kept], [care_kept, care_status], api_visibility="private",
+                    show_progress="hidden", trigger_mode="always_last")
         download.click(None, [care], None, js=DOWNLOAD_JS)
     return app
 

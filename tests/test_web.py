@@ -646,10 +646,16 @@ def test_care_list_downloads_from_the_browser_and_has_a_limit(chat: Chat, tmp_pa
     assert content.startswith("Questions for my care team\nWritten on ")
     assert f"1. {FIRST_QUESTION}\n" in content and "2. Can we see the scan results?\n" in content
     assert fetched == [], f"the file is made in the browser, not fetched: {fetched}"
-    care.fill("x" * 9_999)
-    care.press("End")
-    care.type("yy")
-    page.locator("#care-status", has_text="the limit is 10,000").wait_for()
+    care.fill("")
+    care.focus()
+    page.keyboard.insert_text("x" * 10_001)  # as a paste does
+    page.locator("#care-status", has_text="10,001 characters; the limit is 10,000").wait_for()
+    care.fill("A pasted question?")
+    page.locator("#care-status", has_text="the limit").wait_for(state="hidden")
+    page.wait_for_timeout(500)
+    page.reload()
+    chat.open()
+    assert care.input_value() == "A pasted question?"
 
 
 @pytest.mark.browser
