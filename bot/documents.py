@@ -92,6 +92,7 @@ class FileStats:
     title: str | None = None
     url: str | None = None
     description: str | None = None
+    held: bool = False  # flagged by screening: indexed only once staff approve it
 
     @property
     def kept(self) -> float:
@@ -103,6 +104,8 @@ class FileStats:
         """Why staff should look at this file, or None."""
         if self.problem:
             return f"skipped: {self.problem}"
+        if self.held:
+            return "held back for review (see below)"
         if not self.passages:
             return "nothing indexed"
         if self.kept < KEPT_WARNING:
