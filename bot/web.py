@@ -416,7 +416,7 @@ def kept_turns(value: Any) -> list[dict[str, Any]]:
     """The turns in what the browser sent, keeping only well-formed ones (it may be old or edited)."""
     turns = value.get("turns") if isinstance(value, dict) else None
     out: list[dict[str, Any]] = []
-    for t in turns if isinstance(turns, list) else []:
+    for t in turns[-MAX_KEPT_TURNS:] if isinstance(turns, list) else []:
         if not (isinstance(t, dict) and isinstance(t.get("question"), str) and isinstance(t.get("answer"), dict)):
             continue
         try:
@@ -424,7 +424,7 @@ def kept_turns(value: Any) -> list[dict[str, Any]]:
         except ValidationError:
             continue
         out.append(t)
-    return out[-MAX_KEPT_TURNS:]
+    return out
 
 
 def kept_care(value: Any) -> str:

@@ -161,6 +161,8 @@ def test_what_the_browser_sends_back_is_checked() -> None:
     assert kept_turns(kept) == [good]
     for odd in (None, [], "x", {"turns": "x"}):
         assert kept_turns(odd) == []
+    many = kept_turns({"turns": [good] * 10_000})  # an edited browser copy cannot make the server work for long
+    assert len(many) == 50
     assert signature(b"k", "q", _answer()) != signature(b"k", "q", _answer(answer="Stop all treatment."))
 
 
@@ -514,6 +516,8 @@ def test_forget_everything_clears_both_from_the_device(chat: Chat) -> None:
     page.wait_for_function("q => document.querySelector('#care-list textarea').value.includes(q)", arg=TOPIC)
     assert "in this web browser" in page.locator("#privacy").inner_text()
     page.get_by_role("button", name="Forget everything on this device").click()
+    page.get_by_role("button", name="Yes, forget everything").wait_for()
+    _axe(page, "confirm before forgetting")
     page.get_by_role("button", name="Yes, forget everything").click()
     page.locator("#status", has_text="deleted").wait_for()
     page.wait_for_function("() => localStorage.length === 0")
