@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter, label_citations, said_sentences
@@ -17,6 +18,7 @@ from bot.prompts import Messages, load_leaning_openers, load_messages, load_ques
 from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, Vocabulary, english_words, follow_up_context
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
+from bot.screen import Screen
 from bot.settings import Settings, get_settings
 from bot.store import Index, pointer_stamp
 from bot.validate import clean_question, normalise
@@ -61,7 +63,8 @@ class Assistant:
     def __init__(self, settings: Settings, index: Index, embedder: Embedder, retriever: Retriever,
                  writer: AnswerWriter, safety: SafetyGate, messages: Messages, follow_up: FollowUpRules,
                  words: QuestionWords, vocabulary: Vocabulary,
-                 reload: Callable[[], tuple[Index, Retriever, AnswerWriter, Vocabulary]] | None = None) -> None:
+                 reload: Callable[[], tuple[Index, Retriever, AnswerWriter, Vocabulary]] | None = None,
+                 screen: Screen | None = None) -> None:
         self.settings = settings
         self.index = index
         self.embedder = embedder
@@ -72,6 +75,7 @@ class Assistant:
         self.follow_up = follow_up
         self.words = words
         self.vocabulary = vocabulary
+        self.screen = screen  # checks every document sentence before it is shown (None: no screening)
         self._reload = reload  # opens the newest index generation (None: keep the one given)
         self._reload_lock = threading.Lock()
         self._failed_stamp: object = None
@@ -126,6 +130,12 @@ class Assistant:
         off_topic_guess = verdict.kind == "out_of_scope" and verdict.rule in OVERRIDABLE_SCOPE_RULES
         if verdict.kind == "out_of_scope" and not off_topic_guess:
             return self._out_of_scope(qid, shown_text, verdict, timings, t0)
+        if verdict.kind != "urgent" and self.screen is not None and self.screen.is_contact_question(text):
+            # "Who do I call in an emergency?": from the safety messages, never from a document.
+            timings["total"] = _ms(t0)
+            return Answer(id=qid, question=shown_text, kind="answer", answer=self.screen.contact_answer(),
+                          disclaimer=self.messages.disclaimer, timings_ms=timings,
+                          safety={"rule": "emergency_contact", "kind": "contact"})
 
         t = time.perf_counter()
         context = "" if verdict.kind == "urgent" else follow_up_context(text, turns, self.follow_up)
@@ -138,6 +148,7 @@ class Assistant:
         said = said_sentences([t.content for t in turns if t.role == "assistant"])
         composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
                                      strict=verdict.kind in ("ok", "out_of_scope"), context=context, said=said)
+        composition = self._screened(composition, qid)
         timings["compose"] = _ms(t)
         if off_topic_guess:
             # The topic check judged the words; the sources say whether they really answer the question
@@ -176,6 +187,20 @@ class Assistant:
         return Answer(id=qid, question=shown_text, kind="answer", answer=answer, citations=citations,
                       disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
+
+    def _screened(self, composition: Composition, qid: str | None) -> Composition:
+        """The composition without sentences that screening refuses (treatment changes, numbers not ours, ...)."""
+        if self.screen is None or not composition.statements:
+            return composition
+        kept = []
+        for st in composition.statements:
+            flags = self.screen.sentence(st.text)
+            if flags:
+                log.warning("question %s: left out a sentence of %s (%s)", qid or "-", st.hit.chunk.doc_id,
+                            "; ".join(str(f) for f in flags))
+            else:
+                kept.append(st)
+        return composition if len(kept) == len(composition.statements) else replace(composition, statements=kept)
 
     def _urgent_in_rejected(self, raw: str, qid: str | None, t0: float) -> Answer | None:
         """The call-now message for a question rejected as too long that describes an emergency."""
@@ -234,6 +259,7 @@ def build_assistant(
     english_words()  # load the word list now, not during a family's first question
     safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder)
     reload = open_parts if given_retriever is None and given_writer is None else None
+    screen = Screen.from_dir(settings.prompts_dir)
     return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, vocabulary,
-                     reload=reload)
+                     reload=reload, screen=screen)
 
