@@ -99,9 +99,16 @@ element.addEventListener('click', (ev) => {
   if (note) note.textContent = 'Sending…';
   trigger('click', {action: btn.dataset.action, turn: turn, helpful: btn.dataset.helpful || '', comment: comment});
 });
+let shownTurns = null;
 watch('value', () => {  // a new transcript: whatever was pending has arrived
   const note = document.querySelector('#pending .pending-note');
   if (note) note.hidden = true;
+  const turns = element.querySelectorAll('article.turn');
+  // One new answer: bring its start into view (on a phone it would open below the fold's top).
+  if (shownTurns !== null && turns.length === shownTurns + 1) {
+    turns[turns.length - 1].scrollIntoView({block: 'start'});
+  }
+  shownTurns = turns.length;
 });
 element.addEventListener('input', (ev) => {
   if (!ev.target.matches('input[id^=comment-]')) return;
@@ -409,7 +416,7 @@ def kept_turns(value: Any) -> list[dict[str, Any]]:
     """The turns in what the browser sent, keeping only well-formed ones (it may be old or edited)."""
     turns = value.get("turns") if isinstance(value, dict) else None
     out: list[dict[str, Any]] = []
-    for t in turns if isinstance(turns, list) else []:
+    for t in turns[-MAX_KEPT_TURNS:] if isinstance(turns, list) else []:
         if not (isinstance(t, dict) and isinstance(t.get("question"), str) and isinstance(t.get("answer"), dict)):
             continue
         try:
@@ -417,7 +424,7 @@ def kept_turns(value: Any) -> list[dict[str, Any]]:
         except ValidationError:
             continue
         out.append(t)
-    return out[-MAX_KEPT_TURNS:]
+    return out
 
 
 def kept_care(value: Any) -> str:
@@ -544,7 +551,8 @@ class ChatHandlers:
             turn = turns[i] if 0 <= i < len(turns) else {}
             ack = {"turn": i, "action": action, "ok": ok, "message": message,
                    "saved": bool(turn.get("saved")), "helpful": turn.get("helpful")}
-            return {"v": 1, "turns": turns}, care_out, store_out, message, ack
+            # The message is shown and announced beside the button used (its own live region), not twice.
+            return {"v": 1, "turns": turns}, care_out, store_out, gr.update(), ack
 
         if not 0 <= i < len(turns):
             return reply(False, "That answer is no longer on the page.")
