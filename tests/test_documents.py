@@ -437,3 +437,16 @@ def test_files_of_other_types_in_a_folder_are_listed_as_not_read(tmp_path):
     rows = {Path(f.path).name: f.warning for f in report.files}
     assert rows == {"good.txt": None,
                     "old leaflet.doc": "skipped: .doc files are not read; an old Word file: save it as .docx"}
+
+
+def test_a_password_protected_pdf_says_so(tmp_path):
+    from reportlab.lib import pdfencrypt
+    from reportlab.pdfgen import canvas
+
+    path = tmp_path / "locked.pdf"
+    c = canvas.Canvas(str(path), encrypt=pdfencrypt.StandardEncryption("secret", strength=128))
+    c.drawString(50, 800, "The drip runs for 4 weeks day and night.")
+    c.showPage()
+    c.save()
+    with pytest.raises(DocumentError, match="protected by a password; save a copy without one"):
+        load_file(path)
