@@ -699,6 +699,8 @@ def pdf_to_text(raw: bytes) -> Extracted:
         subject = (reader.metadata or {}).get("/Subject") if reader.metadata else None
         outline = _outline(reader)
     except Exception as exc:  # pypdf raises many kinds of errors on corrupt files
+        if exc.__class__.__name__ == "FileNotDecryptedError" or "decrypt" in str(exc).lower():
+            raise DocumentError("the PDF is protected by a password; save a copy without one") from exc
         raise DocumentError(f"cannot read this PDF ({exc.__class__.__name__}); is it damaged?") from exc
     if not any(p.strip() for p in pages):
         raise DocumentError("the PDF has no extractable text (a scanned image?)")

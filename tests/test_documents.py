@@ -425,3 +425,28 @@ def test_the_summary_marks_files_held_back_by_screening(tmp_path, capsys):
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if "%" in line}
     assert "WARNING: held back for review" in rows["emergency-numbers.md"]
     assert "WARNING" not in rows["day-unit-visits.md"]
+
+
+def test_files_of_other_types_in_a_folder_are_listed_as_not_read(tmp_path):
+    (tmp_path / "good.txt").write_text("The ward phone line is open day and night for parents.")
+    (tmp_path / "old leaflet.doc").write_bytes(b"\xd0\xcf\x11\xe0")
+    (tmp_path / "~$good.docx").write_bytes(b"lock")    # Word's lock file
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text("x")     # hidden folders are not documents
+    report = load_paths([tmp_path])
+    rows = {Path(f.path).name: f.warning for f in report.files}
+    assert rows == {"good.txt": None,
+                    "old leaflet.doc": "skipped: .doc files are not read; an old Word file: save it as .docx"}
+
+
+def test_a_password_protected_pdf_says_so(tmp_path):
+    from reportlab.lib import pdfencrypt
+    from reportlab.pdfgen import canvas
+
+    path = tmp_path / "locked.pdf"
+    c = canvas.Canvas(str(path), encrypt=pdfencrypt.StandardEncryption("secret", strength=128))
+    c.drawString(50, 800, "The drip runs for 4 weeks day and night.")
+    c.showPage()
+    c.save()
+    with pytest.raises(DocumentError, match="protected by a password; save a copy without one"):
+        load_file(path)
