@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import dataclasses
 import json
 import logging
 import os
@@ -204,8 +205,10 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         result = ingest(settings, embedder, paths=paths or None, rebuild=args.rebuild)
     for problem in result.problems:
         print(f"skipped: {problem}", file=sys.stderr)
-    if result.files:
-        print(format_file_table(result.files))
+    held = {h.doc_id for h in result.held}
+    files = [dataclasses.replace(f, held=True) if f.doc_id in held else f for f in result.files]
+    if files:
+        print(format_file_table(files))
     if args.dry_run and any(not f.problem for f in result.files):
         print("\n" + format_file_details(result.files) + "\n")
     print(result.summary())
