@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import yaml
 from jinja2 import Environment, StrictUndefined, meta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.patterns import PatternError, compile_pattern
 from bot.retrieve import AnswerType, FollowUpRules, QuestionWords, stem
 
 _JINJA = Environment(undefined=StrictUndefined, autoescape=False)
@@ -110,12 +110,14 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
         openers=tuple(o.lower() for o in f.openers),
         max_words=f.max_words,
     )
-    try:
+    try:  # linear-time matching (RE2) for every editable pattern; an error names the file and the key
         types = tuple(
-            AnswerType(t.name, re.compile(t.question, re.I), re.compile(t.answer, re.I), t.bonus) for t in q.answer_types
+            AnswerType(t.name, compile_pattern(t.question, f"{path}: answer_types[{t.name}].question"),
+                       compile_pattern(t.answer, f"{path}: answer_types[{t.name}].answer"), t.bonus)
+            for t in q.answer_types
         )
-    except re.error as exc:
-        raise PromptError(f"{path}: answer_types: bad regular expression: {exc}") from exc
+    except PatternError as exc:
+        raise PromptError(str(exc)) from None
     words = QuestionWords(
         filler=frozenset(stem(w.lower()) for w in q.filler_words.split()),
         synonyms={stem(k.lower()): str(v) for k, v in q.synonyms.items()},

@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     urgent_note_min: float = Field(0.60, description="Score a sentence needs to be added under an emergency message.")
     max_sentences: int = Field(4, description="Most sentences in an answer (2-5).")
 
-    max_question_chars: int = Field(2000, description="Longest question accepted.")
+    max_question_chars: int = Field(2000, description="Longest question answered (longer: still checked for emergencies).")
+    cache_dir: Path | None = Field(PROJECT_DIR / ".cache",
+                                   description="Vectors of the red-flag examples, kept between starts (none: recompute).")
 
     feedback_db: Path = Field(PROJECT_DIR / "data" / "feedback.sqlite", description="SQLite file for feedback.")
     host: str = Field("127.0.0.1", description="Address the web app binds to.")
