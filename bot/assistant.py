@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter
+from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter, said_sentences
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
+from bot.normal import for_matching
 from bot.prompts import Messages, load_messages, load_question_rules
 from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, Vocabulary, english_words, follow_up_context
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.settings import Settings, get_settings
-from bot.store import Index
+from bot.store import Index, pointer_stamp
 from bot.validate import normalise
 
 log = logging.getLogger(__name__)
@@ -26,12 +28,31 @@ log = logging.getLogger(__name__)
 OVERRIDABLE_SCOPE_RULES = frozenset({"off_topic"})
 
 
-def _turns(history: Sequence[Turn | dict[str, Any]] | None) -> list[Turn]:
+def _turns(history: Sequence[Turn | dict[str, Any]] | None, max_turns: int, max_chars: int) -> list[Turn]:
+    """The most recent turns within the history limits, oldest first; a turn cut by the limit keeps its end.
+
+    Only what is kept is read, so a history of any size costs no more than the limit.
+    """
+    if not history:
+        return []
+    if not isinstance(history, Sequence) or isinstance(history, str | bytes):
+        raise ValueError("history is not a list")
     out: list[Turn] = []
-    for item in history or []:
+    budget = max_chars
+    for item in reversed(history[-max_turns:] if max_turns else []):
+        if budget <= 0:
+            break
         turn = item if isinstance(item, Turn) else Turn.model_validate(item)
+        if len(turn.content) > budget:
+            turn = Turn(role=turn.role, content=turn.content[-budget:])
+        budget -= len(turn.content)
         out.append(turn)
-    return out
+    return out[::-1]
+
+
+def _matching_turns(turns: Sequence[Turn]) -> list[Turn]:
+    """The conversation in the normal form used for matching (see bot/normal.py)."""
+    return [Turn(role=t.role, content=for_matching(t.content)) for t in turns]
 
 
 class Assistant:
@@ -39,7 +60,8 @@ class Assistant:
 
     def __init__(self, settings: Settings, index: Index, embedder: Embedder, retriever: Retriever,
                  writer: AnswerWriter, safety: SafetyGate, messages: Messages, follow_up: FollowUpRules,
-                 words: QuestionWords, vocabulary: Vocabulary) -> None:
+                 words: QuestionWords, vocabulary: Vocabulary,
+                 reload: Callable[[], tuple[Index, Retriever, AnswerWriter, Vocabulary]] | None = None) -> None:
         self.settings = settings
         self.index = index
         self.embedder = embedder
@@ -50,6 +72,26 @@ class Assistant:
         self.follow_up = follow_up
         self.words = words
         self.vocabulary = vocabulary
+        self._reload = reload  # opens the newest index generation (None: keep the one given)
+        self._reload_lock = threading.Lock()
+        self._failed_stamp: object = None
+
+    def _parts(self) -> tuple[Retriever, AnswerWriter, Vocabulary]:
+        """What this question is answered from; switches to a newer index once an ingest has completed.
+
+        One stat of the pointer file per question. A question in flight keeps the parts it started
+        with, so no answer mixes an old and a new index.
+        """
+        if self._reload is not None and self.index.is_stale():
+            with self._reload_lock:
+                stamp = pointer_stamp(self.index.path)
+                if self.index.is_stale() and stamp != self._failed_stamp:
+                    try:
+                        self.index, self.retriever, self.writer, self.vocabulary = self._reload()
+                    except Exception as exc:  # keep answering from the index we have
+                        self._failed_stamp = stamp
+                        log.warning("the new index could not be opened (%s); still answering from the old one", exc)
+        return self.retriever, self.writer, self.vocabulary
 
     def ask(self, question: object, history: Sequence[Turn | dict[str, Any]] | None = None,
             qid: str | None = None) -> Answer:
@@ -70,7 +112,7 @@ class Assistant:
         limit = self.settings.max_question_chars
         too_long = len(text) > limit
         try:
-            turns = _turns(history)
+            turns = _turns(history, self.settings.history_max_turns, self.settings.history_max_chars)
         except ValueError:
             turns = []
             if not too_long:
@@ -78,6 +120,11 @@ class Assistant:
                 return Answer(id=qid, question=text[:200], kind="error", timings_ms={"total": _ms(t0)},
                               answer=self.messages.render(self.messages.errors.bad_line, reason=reason))
 
+        retriever, writer, vocabulary = self._parts()
+        # Patterns and search see the normal form ('fe\u00adver', Cyrillic 'е', fullwidth letters -> 'fever');
+        # the question is shown back and quotes are shown as written.
+        shown_text, text = text, for_matching(text) or text
+        turns = _matching_turns(turns)
         t = time.perf_counter()
         # A message over the limit is read by its beginning and its end (the cost of any message is bounded).
         checked = text if len(text) <= 2 * limit else f"{text[:limit]} ... {text[-limit:]}"
@@ -87,41 +134,42 @@ class Assistant:
             if too_long:
                 note = self.messages.render(self.messages.errors.too_long, limit=f"{limit:,}")
                 timings["total"] = _ms(t0)
-                return Answer(id=qid, question=text[:200], kind="urgent", answer=f"{verdict.message} {note}",
+                return Answer(id=qid, question=shown_text[:200], kind="urgent", answer=f"{verdict.message} {note}",
                               timings_ms=timings, safety=_safety(verdict))
         elif too_long:
-            return Answer(id=qid, question=text[:200], kind="error", timings_ms={"total": _ms(t0)},
+            return Answer(id=qid, question=shown_text[:200], kind="error", timings_ms={"total": _ms(t0)},
                           answer=self.messages.render(self.messages.errors.too_long, limit=f"{limit:,}"))
         elif not re.search(r"\w", text):
             # Emoji or punctuation only: a kind word asking for a question, not "could not be read".
             no_words = getattr(self.safety, "no_words_message", "") or self.messages.errors.not_text
-            return Answer(id=qid, question=text[:200], kind="error", answer=no_words, timings_ms={"total": _ms(t0)})
+            return Answer(id=qid, question=shown_text[:200], kind="error", answer=no_words, timings_ms={"total": _ms(t0)})
         elif verdict.kind == "other_language":
             timings["total"] = _ms(t0)
-            return Answer(id=qid, question=text, kind="unknown", answer=verdict.message,
+            return Answer(id=qid, question=shown_text, kind="unknown", answer=verdict.message,
                           disclaimer=self.messages.disclaimer, timings_ms=timings, safety=_safety(verdict))
 
         overridable = getattr(self.safety, "retrieval_may_override", OVERRIDABLE_SCOPE_RULES)
         off_topic_guess = verdict.kind == "out_of_scope" and verdict.rule in overridable
         if verdict.kind == "out_of_scope" and not off_topic_guess:
-            return self._out_of_scope(qid, text, verdict, timings, t0)
+            return self._out_of_scope(qid, shown_text, verdict, timings, t0)
 
         t = time.perf_counter()
         context = "" if verdict.kind == "urgent" else follow_up_context(text, turns, self.follow_up)
-        spelled = self.vocabulary.correct_text(text)
+        spelled = vocabulary.correct_text(text)
         query = f"{spelled} ({context})" if context else spelled
-        hits = self.retriever.retrieve(self.words.expand(query), self.settings.top_k)
+        hits = retriever.retrieve(self.words.expand(query), self.settings.top_k)
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
-        composition = self.writer.compose(spelled, self.embedder.encode([query])[0], hits,
-                                          strict=verdict.kind in ("ok", "out_of_scope"), context=context)
+        said = said_sentences([t.content for t in turns if t.role == "assistant"])
+        composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
+                                     strict=verdict.kind in ("ok", "out_of_scope"), context=context, said=said)
         timings["compose"] = _ms(t)
         if off_topic_guess:
             # The topic check judged the words; the sources say whether they really answer the question
             # (with the strict checks: every topic word of it is in the documents, and the evidence is strong).
             if not composition.statements:
-                return self._out_of_scope(qid, text, verdict, timings, t0)
+                return self._out_of_scope(qid, shown_text, verdict, timings, t0)
             verdict = Verdict(kind="ok")
         retrieved = [Retrieved(doc_id=h.chunk.doc_id, chunk_id=h.chunk.chunk_id, score=round(h.score, 5)) for h in hits]
         safety = _safety(verdict) if verdict.kind != "ok" else {}
@@ -134,7 +182,7 @@ class Assistant:
                 note, citations = Composition([st], composition.best_score).render()
                 answer = f"{verdict.message} {note}"
             timings["total"] = _ms(t0)
-            return Answer(id=qid, question=text, kind="urgent", answer=answer, citations=citations,
+            return Answer(id=qid, question=shown_text, kind="urgent", answer=answer, citations=citations,
                           timings_ms=timings, retrieved=retrieved, safety=safety)
 
         if not composition.statements:
@@ -142,14 +190,14 @@ class Assistant:
             if verdict.kind == "personal" and verdict.message:
                 answer = f"{answer} {verdict.message}"
             timings["total"] = _ms(t0)
-            return Answer(id=qid, question=text, kind="unknown", answer=answer,
+            return Answer(id=qid, question=shown_text, kind="unknown", answer=answer,
                           disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
         answer, citations = composition.render()
         if verdict.kind == "personal" and verdict.message:
             answer = f"{answer} {verdict.message}"
         timings["total"] = _ms(t0)
-        return Answer(id=qid, question=text, kind="answer", answer=answer, citations=citations,
+        return Answer(id=qid, question=shown_text, kind="answer", answer=answer, citations=citations,
                       disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
 
@@ -192,12 +240,22 @@ def build_assistant(
     follow_up, words = load_question_rules(settings.prompts_dir)
     embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads)
     ensure_index(settings, embedder)
-    index = Index(settings.index_dir, settings.collection)
-    hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
-    english_words()  # load the word list now, not during a family's first question
-    retriever = retriever or hybrid
     params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
-    writer = writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words, params=params)
+    given_retriever, given_writer = retriever, writer
+
+    def open_parts() -> tuple[Index, Retriever, AnswerWriter, Vocabulary]:
+        """The newest complete index and the retriever and writer over it."""
+        index = Index(settings.index_dir, settings.collection, settings.chroma_url)
+        hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
+        return (index, given_retriever or hybrid,
+                given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words,
+                                                 params=params),
+                hybrid.vocabulary)
+
+    index, retriever, writer, vocabulary = open_parts()
+    english_words()  # load the word list now, not during a family's first question
     safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder, cache_dir=settings.cache_dir)
-    return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, hybrid.vocabulary)
+    reload = open_parts if given_retriever is None and given_writer is None else None
+    return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, vocabulary,
+                     reload=reload)
 

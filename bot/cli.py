@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import logging
+import os
 import sys
 import textwrap
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bot.schema import Answer
@@ -34,9 +37,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
-    settings = settings or get_settings()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    want_json = "ask" in argv and "--json" in argv
     try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        if want_json and exc.code:  # argparse has printed the usage on stderr; stdout still gets its object
+            _emit(_error_object("", "the command line could not be read (see the usage above)"))
+        raise
+    try:
+        settings = settings or get_settings()
         if args.command == "ask":
             return _ask(args, settings)
         if args.command == "ingest":
@@ -45,11 +55,49 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
             return _explain(args, settings)
         return _feedback_export(args, settings)
     except KeyboardInterrupt:
+        if want_json:
+            _emit(_error_object("", "interrupted"))
         return 130
     except Exception as exc:  # one line that says what to do, never a bare traceback
         logging.getLogger("bot").debug("failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
+        if want_json:
+            _emit(_error_object(_arg_text(args.question) if args.command == "ask" and args.question else "", str(exc)))
         return 1
+
+
+def _error_object(question: str, reason: str) -> dict:
+    return Answer(question=question[:200], kind="error", answer=f"error: {reason}").to_json_dict()
+
+
+def _emit(obj: dict) -> None:
+    """Print one JSON object on its own line; text the terminal cannot encode is written as \\u escapes."""
+    line = json.dumps(obj, ensure_ascii=False)
+    try:
+        line.encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        line = json.dumps(obj, ensure_ascii=True)
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _latin1_for_bad_bytes(exc: UnicodeError) -> tuple[str, int]:
+    """Bytes that are not UTF-8 in a command-line question are read as Latin-1 (a '°' typed in an old terminal)."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return exc.object[exc.start : exc.end].decode("latin-1"), exc.end
+
+
+codecs.register_error("bot-latin1", _latin1_for_bad_bytes)
+
+
+def _arg_text(arg: str) -> str:
+    """A command-line argument as text, even when its bytes were not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        arg.encode("utf-8")
+        return arg
+    except UnicodeEncodeError:
+        return os.fsencode(arg).decode("utf-8", "bot-latin1")
 
 
 def _ask(args: argparse.Namespace, settings: Settings) -> int:
@@ -63,44 +111,60 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     assistant = build_assistant(settings)
     if args.batch is not None:
-        for obj in run_batch(assistant, args.batch.read_bytes()):
-            sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
+        with args.batch.open("rb") as lines:
+            for obj in run_batch(assistant, lines):
+                _emit(obj)
         return 0
-    answer = assistant.ask(args.question)
+    answer = assistant.ask(_arg_text(args.question))
     if args.json:
-        print(json.dumps(answer.to_json_dict(), ensure_ascii=False))
+        _emit(answer.to_json_dict())
     else:
         print(format_answer(answer))
     return 1 if answer.kind == "error" else 0
 
 
-def run_batch(assistant, data: bytes):
-    """One answer object per non-blank input line, in order; a bad line gets kind 'error' and the batch goes on."""
+def run_batch(assistant, data: bytes | Iterable[bytes]) -> Iterator[dict]:
+    """One answer object per non-blank input line, in order; a bad line gets kind 'error' and the batch goes on.
+
+    Whatever a line holds (invalid UTF-8, lone surrogate escapes, 100,000 nested brackets, a JSON value
+    that is not an object, a history of any size) it gets its own object; nothing ends the batch.
+    """
+    lines = data.splitlines() if isinstance(data, bytes) else data
+    for lineno, raw in enumerate(lines, 1):
+        if raw.strip():
+            yield _one_line(assistant, raw, f"line-{lineno}")
+
+
+def _one_line(assistant, raw: bytes, qid: str) -> dict:
     msgs = assistant.messages
-    for lineno, raw in enumerate(data.splitlines(), 1):
-        if not raw.strip():
-            continue
-        qid = f"line-{lineno}"
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-            if not isinstance(obj, dict):
-                raise ValueError("expected a JSON object")
-            qid = str(obj.get("id", qid))
-            question = obj.get("question")
-            history = obj.get("history") or []
-            if not isinstance(history, list):
-                raise ValueError("history must be a list")
-        except (UnicodeDecodeError, ValueError) as exc:
-            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc).split("\n")[0]
-            yield Answer(id=qid, question="", kind="error",
-                         answer=msgs.render(msgs.errors.bad_line, reason=reason)).to_json_dict()
-            continue
-        try:
-            yield assistant.ask(question, history=history, qid=qid).to_json_dict()
-        except Exception as exc:  # one broken question must not lose the rest of the batch
-            logging.getLogger("bot").error("question %s failed: %s", qid, exc)
-            yield Answer(id=qid, question=str(question)[:200], kind="error", answer=msgs.errors.internal).to_json_dict()
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+        if not isinstance(obj, dict):
+            raise ValueError("expected a JSON object")
+        if obj.get("id") is not None:
+            qid = str(obj["id"])[:200]
+        question = obj.get("question")
+        history = obj.get("history") or []
+        if not isinstance(history, list):
+            raise ValueError("history must be a list")
+    except UnicodeDecodeError:
+        return _bad_line(msgs, qid, "not UTF-8 text")
+    except RecursionError:
+        return _bad_line(msgs, qid, "nested too deeply")
+    except ValueError as exc:
+        return _bad_line(msgs, qid, str(exc).split("\n")[0][:200])
+    except Exception as exc:  # noqa: BLE001 - whatever a line holds, the batch goes on
+        return _bad_line(msgs, qid, type(exc).__name__)
+    try:
+        return assistant.ask(question, history=history, qid=qid).to_json_dict()
+    except Exception as exc:  # one broken question must not lose the rest of the batch
+        logging.getLogger("bot").error("question %s failed: %s", qid, exc)
+        shown = question[:200] if isinstance(question, str) else ""
+        return Answer(id=qid, question=shown, kind="error", answer=msgs.errors.internal).to_json_dict()
+
+
+def _bad_line(msgs, qid: str, reason: str) -> dict:
+    return Answer(id=qid, question="", kind="error", answer=msgs.render(msgs.errors.bad_line, reason=reason)).to_json_dict()
 
 
 def format_answer(answer: Answer) -> str:

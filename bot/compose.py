@@ -9,7 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
-from bot.retrieve import Hit, QuestionWords, Vocabulary, tokenize
+from bot.documents import Chunk, Sentence
+from bot.retrieve import Hit, QuestionWords, Vocabulary, english_words, tokenize
 from bot.schema import Citation
 from bot.store import Index
 
@@ -29,6 +30,10 @@ class ComposeParams:
     w_context: float = 0.5          # weight of words carried from earlier questions in a follow-up
     plain_from: float = 6.0         # sentences above this reading grade (or the corpus median, if higher) lose ...
     w_hard: float = 0.012           # ... this much score per grade, so plainer near-equals win
+    entry_min: float = 0.85         # a knowledge entry this close to the question is the answer, whole
+    entry_margin: float = 0.03      # ... when no other entry is within this much of it
+    w_entry_key: float = 0.7        # entry match = this x cosine to its closest question key ...
+    w_entry_words: float = 0.3      # ... + this x share of the question's words the entry (keys and answer) has
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Composition:
     statements: list[Statement]
     best_score: float
     uncovered: tuple[str, ...] = ()  # question words no document uses (why the answer is empty)
+    entry: str | None = None         # chunk id of the knowledge entry given whole, if one matched strongly
 
     def render(self) -> tuple[str, list[Citation]]:
         """Answer text with a [n] marker on every sentence, and the matching citations."""
@@ -67,7 +73,7 @@ class AnswerWriter(Protocol):
     """Turns retrieved passages into statements (the default is extractive; an LLM writer could be another)."""
 
     def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True,
-                context: str = "") -> Composition: ...
+                context: str = "", said: frozenset[str] = frozenset()) -> Composition: ...
 
 
 _MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
@@ -87,6 +93,23 @@ def add_marker(sentence: str, n: int) -> str:
     if m:
         return f"{sentence[:m.start()].rstrip()} [{n}]{m.group(1)}"
     return f"{sentence} [{n}]."
+
+
+def _said_key(sentence: str) -> str:
+    """How a sentence is compared with what was already said: its words, lower case."""
+    return " ".join(re.findall(r"[a-z0-9]+", display_text(sentence).lower()))
+
+
+def said_sentences(assistant_turns: list[str]) -> frozenset[str]:
+    """Sentences already said by the assistant in the conversation (markers and markup removed)."""
+    out: set[str] = set()
+    for turn in assistant_turns:
+        clean = re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", turn)
+        for part in re.split(r"(?<=[.!?])\s+", clean):
+            key = _said_key(part)
+            if key:
+                out.add(key)
+    return frozenset(out)
 
 
 def _is_statement(text: str) -> bool:
@@ -109,9 +132,8 @@ class ExtractiveWriter:
         self.vocabulary = vocabulary
         self.words = words or QuestionWords()
         self.params = params or ComposeParams()
-        grades = sorted(s.grade for s in index.sentences)
         # A corpus written for professionals is hard throughout; only its harder half is held back.
-        self.plain_from = max(self.params.plain_from, grades[len(grades) // 2] if grades else 0.0)
+        self.plain_from = max(self.params.plain_from, index.median_grade())
 
     def keyword_overlap(self, query_tokens: list[str], sentence: str, context_tokens: tuple[str, ...] = ()) -> float:
         """IDF-weighted share of the question's content words that the sentence contains.
@@ -126,29 +148,75 @@ class ExtractiveWriter:
         total = sum(w for _, w in weighted) or 1.0
         return sum(w for t, w in weighted if t in present) / total
 
+    def entry_matches(self, question: str, query_vector: np.ndarray, k: int = 3) -> list[tuple[float, Chunk]]:
+        """Knowledge entries closest to the question, best first, with their match score (0-1)."""
+        p = self.params
+        q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
+        found = self.index.dense_keys(query_vector, k)
+        chunks = self.index.chunks(cid for cid, _ in found)
+        out = []
+        for cid, cos in found:
+            if cid in chunks:
+                words = self.keyword_overlap(q_tokens, " ".join((*chunks[cid].keys, chunks[cid].text)))
+                out.append((p.w_entry_key * cos + p.w_entry_words * words, chunks[cid]))
+        return sorted(out, key=lambda x: -x[0])
+
+    def _entry_answer(self, question: str, query_vector: np.ndarray, said: frozenset[str]) -> Composition | None:
+        """The whole reviewed answer of the entry that matches the question strongly, or None."""
+        p = self.params
+        matches = self.entry_matches(question, query_vector)
+        if not matches or matches[0][0] < p.entry_min:
+            return None
+        score, chunk = matches[0]
+        if len(matches) > 1 and score - matches[1][0] < p.entry_margin:
+            return None  # two entries fit about as well: let sentence choice take the best of both
+        sents, _ = self.index.sentences_of([chunk.chunk_id])
+        text = " ".join(s.text for s in sents)
+        missing = [n for n in re.findall(r"\d+(?:[.,]\d+)?", question)
+                   if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", text)]
+        if missing:
+            return None  # the question asks about a figure this entry does not give
+        hit = Hit(chunk=chunk, score=score, dense=score)
+        statements = [Statement(text=display_text(s.text), quote=" ".join(s.text.split()), hit=hit, score=score)
+                      for s in sents if _said_key(s.text) not in said]
+        if not statements:
+            return None  # all of it was said already: look further
+        return Composition(statements, score, entry=chunk.chunk_id)
+
     def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True,
-                context: str = "") -> Composition:
+                context: str = "", said: frozenset[str] = frozenset()) -> Composition:
         """Best sentences for the question; `strict` also refuses questions about things no document mentions.
 
         `query_vector` is the embedding of what was searched (the question, plus `context`, the topic words a
-        follow-up leans on).
+        follow-up leans on). `said` holds sentences already said in the conversation (see `said_sentences`);
+        they are not said again. A knowledge entry that matches strongly is given whole.
         """
         p = self.params
         raw_tokens = list(dict.fromkeys(tokenize(question)))
+        entry = self._entry_answer(question, query_vector, said)
         if strict:
             uncovered = self.vocabulary.uncovered(raw_tokens, self.words)
-            if uncovered:
+            # One ordinary English word the documents never use ('reliable') does not sink a question whose
+            # other words match an entry strongly; a name or a second unknown word does.
+            ordinary = len(uncovered) == 1 and uncovered[0] in english_words() and entry is not None
+            if uncovered and not ordinary:
                 return Composition([], 0.0, tuple(uncovered))
+        if entry is not None:
+            return entry
         q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
         c_tokens = tuple(dict.fromkeys(self.vocabulary.correct_all(tokenize(context))))
         wanted = self.words.answer_patterns(question)
         scored: list[tuple[float, int, int]] = []  # (score, sentence row, hit rank)
+        sents, vecs = self.index.sentences_of([h.chunk.chunk_id for h in hits])
+        rows_by_chunk: dict[str, list[int]] = {}
+        for row, sent in enumerate(sents):
+            rows_by_chunk.setdefault(sent.chunk_id, []).append(row)
         for rank, hit in enumerate(hits):
-            for row in self.index.sentences_by_chunk.get(hit.chunk.chunk_id, []):
-                sent = self.index.sentences[row]
-                if not _is_statement(sent.text):
+            for row in rows_by_chunk.get(hit.chunk.chunk_id, []):
+                sent = sents[row]
+                if not _is_statement(sent.text) or _said_key(sent.text) in said:
                     continue
-                cos = float(self.index.sentence_vectors[row] @ query_vector)
+                cos = float(vecs[row] @ query_vector)
                 kw = self.keyword_overlap(q_tokens, sent.text, c_tokens)
                 score = p.w_sentence * cos + p.w_keywords * kw + p.w_passage * hit.dense
                 score += sum(bonus for pattern, bonus in wanted if pattern.search(sent.text))
@@ -161,11 +229,11 @@ class ExtractiveWriter:
         if best < p.min_evidence:
             return Composition([], best)
         chosen: list[tuple[float, int, int]] = [scored[0]]
-        seen_text = {display_text(self.index.sentences[scored[0][1]].text).lower()}
+        seen_text = {display_text(sents[scored[0][1]].text).lower()}
         floor = max(best * p.keep_ratio, p.min_keep)
         if strict:
             # A number asked about ("after 10 years") must be in a sentence good enough to be shown.
-            shown = " ".join(self.index.sentences[row].text for score, row, _ in scored if score >= floor)
+            shown = " ".join(sents[row].text for score, row, _ in scored if score >= floor)
             missing = [n for n in re.findall(r"\d+(?:[.,]\d+)?", question)
                        if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", shown)]
             if missing:
@@ -173,42 +241,43 @@ class ExtractiveWriter:
         for cand in scored[1:]:
             if len(chosen) >= p.max_sentences or cand[0] < floor:
                 break
-            if self._redundant(cand[1], chosen, seen_text):
+            if self._redundant(sents, vecs, cand[1], chosen, seen_text):
                 continue
             chosen.append(cand)
-            seen_text.add(display_text(self.index.sentences[cand[1]].text).lower())
+            seen_text.add(display_text(sents[cand[1]].text).lower())
         if len(chosen) == 1:
-            extra = self._neighbour(scored, chosen[0], p.min_keep * 0.85, seen_text)
+            extra = self._neighbour(sents, vecs, scored, chosen[0], p.min_keep * 0.85, seen_text)
             if extra is not None:
                 chosen.append(extra)
-        return Composition(self._in_order(chosen, hits), best)
+        return Composition(self._in_order(sents, chosen, hits), best)
 
-    def _redundant(self, row: int, chosen: list[tuple[float, int, int]], seen_text: set[str]) -> bool:
-        if display_text(self.index.sentences[row].text).lower() in seen_text:
+    def _redundant(self, sents: list[Sentence], vecs: np.ndarray, row: int, chosen: list[tuple[float, int, int]],
+                   seen_text: set[str]) -> bool:
+        if display_text(sents[row].text).lower() in seen_text:
             return True
-        vec = self.index.sentence_vectors[row]
-        return any(float(vec @ self.index.sentence_vectors[c[1]]) >= self.params.redundancy for c in chosen)
+        vec = vecs[row]
+        return any(float(vec @ vecs[c[1]]) >= self.params.redundancy for c in chosen)
 
-    def _neighbour(self, scored, first, floor: float, seen_text: set[str]):
+    def _neighbour(self, sents: list[Sentence], vecs: np.ndarray, scored, first, floor: float, seen_text: set[str]):
         """A second sentence next to the first in the same passage, so the answer has some context."""
-        sent = self.index.sentences[first[1]]
+        sent = sents[first[1]]
         for cand in scored[1:]:
-            other = self.index.sentences[cand[1]]
+            other = sents[cand[1]]
             if cand[0] < floor:
                 break
             if other.chunk_id == sent.chunk_id and abs(other.position - sent.position) <= 2 \
-                    and not self._redundant(cand[1], [first], seen_text):
+                    and not self._redundant(sents, vecs, cand[1], [first], seen_text):
                 return cand
         return None
 
-    def _in_order(self, chosen: list[tuple[float, int, int]], hits: list[Hit]) -> list[Statement]:
+    def _in_order(self, sents: list[Sentence], chosen: list[tuple[float, int, int]], hits: list[Hit]) -> list[Statement]:
         """Passages in the order of their best sentence; sentences of one passage in reading order."""
         groups: dict[str, list[tuple[float, int, int]]] = {}
         for item in chosen:  # `chosen` is best-first, so group order follows the best sentence
-            groups.setdefault(self.index.sentences[item[1]].chunk_id, []).append(item)
+            groups.setdefault(sents[item[1]].chunk_id, []).append(item)
         out: list[Statement] = []
         for items in groups.values():
-            for score, row, rank in sorted(items, key=lambda x: self.index.sentences[x[1]].position):
-                text = self.index.sentences[row].text
+            for score, row, rank in sorted(items, key=lambda x: sents[x[1]].position):
+                text = sents[row].text
                 out.append(Statement(text=display_text(text), quote=" ".join(text.split()), hit=hits[rank], score=score))
         return out

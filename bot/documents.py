@@ -48,11 +48,17 @@ class Chunk:
     end: int
     source: str
     url: str | None
+    keys: tuple[str, ...] = ()  # a knowledge entry's question and its "also asked as" phrasings
 
     @property
     def search_text(self) -> str:
         """What is embedded and keyword-indexed: title and heading give the passage its context."""
         return f"{self.title}. {self.section}. {self.text}" if self.section else f"{self.title}. {self.text}"
+
+    @property
+    def is_entry(self) -> bool:
+        """A reviewed answer entry (question, phrasings, answer), shown whole when it matches."""
+        return bool(self.keys)
 
 
 @dataclass(frozen=True)
@@ -270,8 +276,48 @@ def split_sections(text: str) -> list[tuple[str, int, int]]:
     return out
 
 
+# ---------------------------------------------------------------- knowledge entries
+
+# A section that is a reviewed answer entry starts with this line and a list of family phrasings.
+_ALSO_ASKED = re.compile(r"\A[ \t]*Also asked as:[ \t]*\n((?:[ \t]*[-*][ \t]+\S.*(?:\n|\Z))+)", flags=re.I)
+_LIST_ITEM = re.compile(r"^[ \t]*[-*][ \t]+(.+?)[ \t]*$", flags=re.M)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A knowledge entry: the family question (heading), its other phrasings and the answer's span in the body."""
+
+    question: str
+    phrasings: tuple[str, ...]
+    answer_start: int  # offsets into the section body given to parse_entry
+    answer_end: int
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.question, *self.phrasings)
+
+
+def parse_entry(heading: str, body: str) -> Entry | None:
+    """The entry in a section body ('Also asked as:' + a list, then the answer), or None for plain text."""
+    match = _ALSO_ASKED.match(body)
+    if not match or not heading:
+        return None
+    phrasings = tuple(dict.fromkeys(m.group(1) for m in _LIST_ITEM.finditer(match.group(1))))
+    rest = body[match.end():]
+    lead = len(rest) - len(rest.lstrip())
+    start = match.end() + lead
+    end = match.end() + len(rest.rstrip())
+    if end <= start:
+        return None
+    return Entry(question=heading, phrasings=phrasings, answer_start=start, answer_end=end)
+
+
 def chunk_document(doc: SourceDocument, chunk_size: int = 900, chunk_overlap: int = 120) -> list[Chunk]:
-    """Sections by heading, then LangChain's recursive splitter for long sections."""
+    """Sections by heading, then LangChain's recursive splitter for long sections.
+
+    A section that is a knowledge entry becomes one chunk holding only its answer; its question and
+    phrasings become the chunk's keys (searched, never quoted).
+    """
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     splitter = RecursiveCharacterTextSplitter(
@@ -285,6 +331,17 @@ def chunk_document(doc: SourceDocument, chunk_size: int = 900, chunk_overlap: in
     chunks: list[Chunk] = []
     for heading, start, end in split_sections(doc.text):
         body = doc.text[start:end]
+        entry = parse_entry(heading, body)
+        if entry is not None:
+            s = start + entry.answer_start
+            piece = doc.text[s:start + entry.answer_end]
+            key = f"{doc.doc_id}\0{heading}\0{s}\0{piece}\0{entry.keys}"
+            chunks.append(Chunk(
+                chunk_id=f"{doc.doc_id}:{hashlib.sha256(key.encode()).hexdigest()[:12]}",
+                doc_id=doc.doc_id, title=doc.title, section=heading, text=piece,
+                start=s, end=s + len(piece), source=doc.source, url=doc.url, keys=entry.keys,
+            ))
+            continue
         pieces = [(body, 0)] if len(body) <= chunk_size else [
             (d.page_content, int(d.metadata["start_index"])) for d in splitter.create_documents([body])
         ]

@@ -1,30 +1,61 @@
-"""Build or update the index: documents -> chunks and sentences -> embeddings -> Chroma, atomically."""
+"""Build or update the index: documents -> passages and sentences -> embeddings -> a new generation, swapped in atomically.
+
+One ingest design for every case:
+- one writer at a time (a file lock in the index folder; a second ingest waits, then fails clearly);
+- the new generation starts as a copy of the current one, and only the documents that changed are
+  deleted, re-chunked and (for their new passages and sentences only) re-embedded;
+- the generation is named by replacing the pointer file (one rename), so a kill at any instant
+  leaves the old or the new index served; the next run removes what a killed run left;
+- a damaged index, or one of an older format, is rebuilt from the documents it recorded (their
+  files, wherever they were, and its own copy of the text of those that are gone).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import sqlite3
 import sys
-import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bot.documents import Chunk, Sentence, SourceDocument, chunk_document, chunk_sentences, load_paths
 from bot.embed import Embedder
-from bot.readability import reading_grade
 from bot.settings import Settings
-from bot.store import INDEX_FORMAT, Index, is_complete, read_marker, write_index
+from bot.store import (
+    CATALOG,
+    COMPLETE_MARKER,
+    GEN_PREFIX,
+    INDEX_FORMAT,
+    LOCK_FILE,
+    POINTER,
+    Index,
+    IndexDamaged,
+    IndexWriter,
+    open_chroma,
+    read_marker,
+    read_pointer,
+    write_pointer,
+)
 
 log = logging.getLogger(__name__)
+
+DOCS_PER_BATCH = 200  # documents chunked, embedded and written together (bounds memory on big libraries)
+
+
+class IngestBusy(RuntimeError):
+    """Another ingest holds the index lock for longer than we were willing to wait."""
 
 
 @dataclass
 class IngestResult:
-    """What an ingest run did, for the command line and the tests."""
+    """What an ingest run did (or, for a dry run, would do), for the command line and the tests."""
 
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
@@ -34,12 +65,19 @@ class IngestResult:
     chunks: int = 0
     embedded: int = 0
     seconds: float = 0.0
+    files: list[Any] = field(default_factory=list)  # per-file statistics from the loader (issue 12), one per file
+    dry_run: bool = False                            # planned only: nothing was written
+    rebuilt: str = ""                                # why the whole index was rebuilt ('' when it was not)
+    generation: int | None = None                    # the generation now served
 
     @property
     def changed(self) -> bool:
         return bool(self.added or self.updated or self.removed)
 
     def summary(self) -> str:
+        if self.dry_run:
+            return (f"dry run, nothing written: {len(self.added)} would be added, {len(self.updated)} updated, "
+                    f"{len(self.unchanged)} unchanged, {len(self.removed)} removed")
         return (
             f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
             f"{len(self.removed)} removed; {self.chunks} passages in the index; "
@@ -48,151 +86,346 @@ class IngestResult:
 
 
 def _embed(embedder: Embedder, texts: list[str], label: str, progress: bool) -> np.ndarray:
-    """Embed in batches with a progress bar on stderr for long runs."""
+    """Embed in batches, with a progress bar on a terminal for long runs."""
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
-    from tqdm import tqdm
-
     batch = 64
+    bar = None
+    if progress and len(texts) >= 4 * batch and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(texts), desc=label, unit="text", file=sys.stderr)
     parts = []
-    bar = tqdm(total=len(texts), desc=label, unit="text", file=sys.stderr, disable=not progress or len(texts) < batch)
     for i in range(0, len(texts), batch):
         parts.append(embedder.encode(texts[i:i + batch]))
-        bar.update(len(texts[i:i + batch]))
-    bar.close()
-    return np.vstack(parts)
+        if bar is not None:
+            bar.update(len(texts[i:i + batch]))
+    if bar is not None:
+        bar.close()
+    return np.vstack(parts).astype(np.float32)
+
+
+def _tokenizer():
+    from bot.retrieve import TOKENIZER_VERSION, tokenize
+
+    return tokenize, TOKENIZER_VERSION
+
+
+# ---------------------------------------------------------------- planning
+
+
+def _under(path: str, paths: Sequence[Path]) -> bool:
+    """True when `path` is one of the given files or inside one of the given folders."""
+    for p in paths:
+        resolved = str(p.resolve())
+        if path == resolved or (p.is_dir() and path.startswith(resolved.rstrip(os.sep) + os.sep)):
+            return True
+    return False
+
+
+def _plan(docs: list[SourceDocument], old: dict[str, tuple[str, str]], paths: Sequence[Path],
+          result: IngestResult) -> tuple[list[SourceDocument], list[str]]:
+    """Which documents to (re)write and which to remove; fills added/updated/unchanged/removed."""
+    new_ids = {d.doc_id for d in docs}
+    for doc_id, (_, path) in sorted(old.items()):
+        # A document indexed from a folder given here whose file is gone is removed; one whose file is still
+        # there but could not be loaded this time keeps its indexed version; others are not ours to touch.
+        if doc_id not in new_ids and _under(path, paths) and not Path(path).exists():
+            result.removed.append(doc_id)
+    write: list[SourceDocument] = []
+    for doc in docs:
+        before = old.get(doc.doc_id)
+        if before is None:
+            result.added.append(doc.doc_id)
+            write.append(doc)
+        elif before[0] != doc.content_hash:
+            result.updated.append(doc.doc_id)
+            write.append(doc)
+        else:
+            result.unchanged.append(doc.doc_id)
+    return write, result.removed
+
+
+# ---------------------------------------------------------------- the lock and leftovers
+
+
+def _lock(root: Path, timeout: float):
+    from filelock import FileLock
+
+    return FileLock(str(root / LOCK_FILE), timeout=timeout)
+
+
+def _clean_leftovers(root: Path, collection: str, chroma_url: str | None) -> None:
+    """Remove what killed or finished runs left: unnamed generations, all but the last replaced one, old layouts."""
+    pointer = read_pointer(root)
+    current = pointer["dir"] if pointer else None
+    gens = sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith(GEN_PREFIX))
+    older = [d for d in gens if current and d.name < current and (d / COMPLETE_MARKER).exists()]
+    keep = {current, older[-1].name if older else None}  # the previous one may still serve a question in flight
+    for d in gens:
+        if d.name not in keep:
+            shutil.rmtree(d, ignore_errors=True)
+    for f in [*root.glob(f".{POINTER}.*.tmp"), *root.glob(".paused-*")]:
+        f.unlink(missing_ok=True)
+    if current:  # an index of format <= 2 lived at the top of the folder
+        for name in (COMPLETE_MARKER, "chroma.sqlite3"):
+            (root / name).unlink(missing_ok=True)
+        for d in root.iterdir():
+            if d.is_dir() and not d.name.startswith(GEN_PREFIX) and (d / "header.bin").exists():
+                shutil.rmtree(d, ignore_errors=True)
+    for d in root.parent.glob(f".{root.name}.*-*"):  # the old swap's temporary folders
+        if d.is_dir() and (".building-" in d.name or ".old-" in d.name):
+            shutil.rmtree(d, ignore_errors=True)
+    if chroma_url:
+        kept = {int(n[len(GEN_PREFIX):]) for n in keep if n}
+        client = open_chroma(root, chroma_url)
+        for col in client.list_collections():
+            name = col if isinstance(col, str) else col.name
+            gen = name[len(collection) + 2:].split("_")[0] if name.startswith(f"{collection}_g") else ""
+            if gen.isdigit() and int(gen) not in kept:
+                client.delete_collection(name)
+
+
+# ---------------------------------------------------------------- recovery
+
+
+def _recorded_documents(root: Path) -> tuple[list[SourceDocument], list[Path]]:
+    """The documents an unusable index recorded: its own copy of their texts (if readable), and their files."""
+    paths: set[str] = set()
+    docs: list[SourceDocument] = []
+    marker = read_marker(root) or {}
+    paths.update(marker.get("paths", []))
+    try:
+        pointer = read_pointer(root) or {}
+    except IndexDamaged:
+        pointer = {}
+    paths.update(pointer.get("paths", []))
+    if pointer.get("dir"):
+        db = root / pointer["dir"] / CATALOG
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                rows = conn.execute("SELECT doc_id, title, text, source, url, path, sources, reviewed FROM documents")
+                import json
+
+                for r in rows:
+                    docs.append(SourceDocument(doc_id=r[0], title=r[1], text=r[2], source=r[3], url=r[4] or None,
+                                               path=r[5], sources=tuple(json.loads(r[6])), reviewed=r[7]))
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            docs = []  # the catalog itself is damaged: the files are all we have
+    paths.update(d.path for d in docs)
+    return docs, [Path(p) for p in sorted(paths) if Path(p).is_file()]
+
+
+def _open_base(settings: Settings) -> tuple[Index | None, str]:
+    """The current generation to start from, or None and why the index must be rebuilt."""
+    marker = read_marker(settings.index_dir)
+    if marker is None:
+        try:
+            pointer = read_pointer(settings.index_dir)
+        except IndexDamaged as exc:
+            return None, str(exc)
+        return None, "" if pointer is None else "the index folder it names is missing or incomplete"
+    _, tokenizer_version = _tokenizer()
+    if marker.get("format") != INDEX_FORMAT:
+        return None, "the index format changed"
+    if marker.get("tokenizer") != tokenizer_version:
+        return None, "the tokenizer changed"
+    try:
+        return Index(settings.index_dir, settings.collection, settings.chroma_url), ""
+    except (IndexDamaged, FileNotFoundError) as exc:
+        return None, str(exc)
+
+
+# ---------------------------------------------------------------- ingest
 
 
 def ingest(
     settings: Settings,
-    embedder: Embedder,
+    embedder: Embedder | None,
     paths: list[Path] | None = None,
     rebuild: bool = False,
     progress: bool = True,
+    dry_run: bool = False,
 ) -> IngestResult:
     """Add or update the documents under `paths` (default: the knowledge folder).
 
     Documents already indexed from elsewhere stay; documents that were indexed from a folder given
-    here but are no longer in it are removed. Unchanged documents are not re-embedded, and when nothing
-    changed nothing is written. A new index is written to a temporary folder and swapped in whole, so
-    a failure never leaves a half-written index.
+    here but are no longer in it are removed. Unchanged documents cost nothing, and when nothing
+    changed nothing is written. `rebuild` starts from an empty index. `dry_run` only plans.
     """
     started = time.perf_counter()
     paths = [Path(p) for p in (paths or [settings.knowledge_dir])]
-    old = Index(settings.index_dir, settings.collection) if is_complete(settings.index_dir) and not rebuild else None
-    try:
-        result = _ingest(settings, embedder, paths, old, progress)
-    finally:
-        if old is not None:
-            old.close()
+    root = settings.index_dir
+    if dry_run:
+        result = _dry_run(settings, paths)
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = _lock(root, settings.ingest_lock_timeout)
+        from filelock import Timeout
+
+        try:
+            lock.acquire()
+        except Timeout:
+            raise IngestBusy(f"another ingest is writing the index at {root} (waited "
+                             f"{settings.ingest_lock_timeout:.0f} s); try again when it has finished") from None
+        try:
+            result = _ingest_locked(settings, embedder, paths, rebuild, progress)
+        finally:
+            lock.release()
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _ingest(settings: Settings, embedder: Embedder, paths: list[Path], old: Index | None, progress: bool) -> IngestResult:
+def _dry_run(settings: Settings, paths: list[Path]) -> IngestResult:
     loaded = load_paths(paths)
-    result = IngestResult(problems=list(loaded.problems))
-
-    folders = [str(p.resolve()) + os.sep for p in paths if p.is_dir()]
-    files = {str(p.resolve()) for p in paths if p.is_file()}
-    new_ids = {d.doc_id for d in loaded.documents}
-    kept: list[SourceDocument] = []
-    if old is not None:
-        for doc in old.documents.values():
-            if doc.doc_id in new_ids:
-                continue
-            if doc.path in files or any(doc.path.startswith(f) for f in folders):
-                if not Path(doc.path).exists():
-                    result.removed.append(doc.doc_id)
-                    continue
-                # The file is still there but could not be loaded this time: keep the indexed version.
-            kept.append(SourceDocument(
-                doc_id=doc.doc_id, title=doc.title, text=doc.text, source=doc.source, url=doc.url,
-                path=doc.path, sources=tuple(doc.sources),
-            ))
-
-    for doc in loaded.documents:
-        before = old.documents.get(doc.doc_id) if old else None
-        if before is None:
-            result.added.append(doc.doc_id)
-        elif before.content_hash != doc.content_hash:
-            result.updated.append(doc.doc_id)
-        else:
-            result.unchanged.append(doc.doc_id)
-
-    documents = kept + loaded.documents
-    if not documents:
-        result.problems.append("no documents to index")
-        return result
-    if old is not None and not result.changed:
-        result.chunks = len(old.chunk_ids)
-        return result
-
-    chunks: list[Chunk] = [c for d in documents for c in chunk_document(d, settings.chunk_size, settings.chunk_overlap)]
-    sentences: list[Sentence] = [replace(s, grade=round(reading_grade(s.text), 2))
-                                 for c in chunks for s in chunk_sentences(c)]
-
-    # Reuse the vectors of passages and sentences that are already in the index.
-    old_chunk_vec: dict[str, np.ndarray] = {}
-    old_sent_vec: dict[str, np.ndarray] = {}
-    if old is not None:
-        old_chunk_vec = dict(zip(old.chunk_ids, old.chunk_vectors, strict=True))
-        old_sent_vec = {s.sentence_id + "\0" + s.text: v for s, v in zip(old.sentences, old.sentence_vectors, strict=True)}
-    todo_chunks = [c for c in chunks if c.chunk_id not in old_chunk_vec]
-    todo_sents = [s for s in sentences if s.sentence_id + "\0" + s.text not in old_sent_vec]
-    new_chunk_vec = dict(zip((c.chunk_id for c in todo_chunks),
-                             _embed(embedder, [c.search_text for c in todo_chunks], "passages", progress), strict=True))
-    new_sent_vec = dict(zip((s.sentence_id + "\0" + s.text for s in todo_sents),
-                            _embed(embedder, [s.text for s in todo_sents], "sentences", progress), strict=True))
-    result.embedded = len(todo_chunks) + len(todo_sents)
-    chunk_vectors = np.vstack([new_chunk_vec.get(c.chunk_id, old_chunk_vec.get(c.chunk_id)) for c in chunks])
-    sentence_vectors = (
-        np.vstack([new_sent_vec.get(k, old_sent_vec.get(k)) for k in (s.sentence_id + "\0" + s.text for s in sentences)])
-        if sentences else np.zeros((0, chunk_vectors.shape[1]), dtype=np.float32)
-    )
-
-    target = settings.index_dir
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    result = IngestResult(problems=list(loaded.problems), files=list(getattr(loaded, "files", [])), dry_run=True)
+    base, _ = _open_base(settings)
     try:
-        write_index(tmp, settings.collection, documents, chunks, chunk_vectors, sentences, sentence_vectors)
-        if old is not None:
-            old.close()  # release the folder before it is replaced
-        _swap_in(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    result.chunks = len(chunks)
+        _plan(loaded.documents, base.document_hashes() if base else {}, paths, result)
+        result.chunks = base.chunk_count if base else 0
+    finally:
+        if base is not None:
+            base.close()
     return result
 
 
-def _swap_in(new: Path, target: Path) -> None:
-    """Replace `target` by the complete index in `new` with directory renames."""
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.rename(target, old)
-    os.rename(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+def _ingest_locked(settings: Settings, embedder: Embedder | None, paths: list[Path], rebuild: bool,
+                   progress: bool) -> IngestResult:
+    root = settings.index_dir
+    _clean_leftovers(root, settings.collection, settings.chroma_url)
+    base, why = (None, "") if rebuild else _open_base(settings)
+    recovered: list[SourceDocument] = []
+    if base is None and why:
+        # Keep every document the old index held: from its files wherever they are, else from its own copy.
+        recovered, extra = _recorded_documents(root)
+        paths = paths + [p for p in extra if not _under(str(p.resolve()), paths)]
+        print(f"Rebuilding the index at {root}: {why}", file=sys.stderr)
+    loaded = load_paths(paths)
+    result = IngestResult(problems=list(loaded.problems), files=list(getattr(loaded, "files", [])), rebuilt=why)
+    docs = list(loaded.documents)
+    have = {d.doc_id for d in docs}
+    docs += [d for d in recovered if d.doc_id not in have and not _under(d.path, paths)]
+    try:
+        old = base.document_hashes() if base is not None else {}
+        write, removed = _plan(docs, old, paths, result)
+        if base is not None and not result.changed:
+            result.chunks, result.generation = base.chunk_count, base.generation
+            return result
+        if not docs and not old:
+            result.problems.append("no documents to index")
+            return result
+        if embedder is None:
+            raise RuntimeError("documents changed but no embedder was given")
+        pointer = read_pointer(root) if not why else None
+        generation = int((pointer or {}).get("generation", 0)) + 1
+        generation = max(generation, _highest_generation(root) + 1)
+        gen_dir = root / f"{GEN_PREFIX}{generation:06d}"
+        writer = IndexWriter(gen_dir, generation, settings.collection, settings.chroma_url, base=base)
+        try:
+            for doc_id in removed:
+                writer.delete_document(doc_id)
+            for i in range(0, len(write), DOCS_PER_BATCH):
+                _pause(root, "writing")
+                result.embedded += _write_documents(writer, write[i:i + DOCS_PER_BATCH], settings, embedder, progress)
+            _, tokenizer_version = _tokenizer()
+            marker = writer.finish({"tokenizer": tokenizer_version})
+        except BaseException:
+            writer.close()
+            shutil.rmtree(gen_dir, ignore_errors=True)
+            raise
+        if base is not None:
+            base.close()
+            base = None
+        _pause(root, "swap")
+        write_pointer(root, {"generation": generation, "dir": gen_dir.name, "format": INDEX_FORMAT,
+                             "paths": marker["paths"]})
+        _pause(root, "swapped")
+        result.chunks, result.generation = marker["chunks"], generation
+        _clean_leftovers(root, settings.collection, settings.chroma_url)
+        return result
+    finally:
+        if base is not None:
+            base.close()
+
+
+def _pause(root: Path, point: str) -> None:
+    """Test hook: with BOT_INGEST_PAUSE=<point> the run stops here, so a test can kill it at that instant."""
+    if os.environ.get("BOT_INGEST_PAUSE") == point:
+        (root / f".paused-{point}").touch()
+        time.sleep(600)
+
+
+def _highest_generation(root: Path) -> int:
+    nums = [int(d.name[len(GEN_PREFIX):]) for d in root.glob(f"{GEN_PREFIX}*") if d.name[len(GEN_PREFIX):].isdigit()]
+    return max(nums, default=0)
+
+
+def _write_documents(writer: IndexWriter, docs: list[SourceDocument], settings: Settings, embedder: Embedder,
+                     progress: bool) -> int:
+    """Replace these documents' records, embedding only passages and sentences that are new; returns texts embedded."""
+    from bot.readability import reading_grade
+
+    tokenize, _ = _tokenizer()
+    drop_chunks: list[str] = []
+    drop_sents: list[str] = []
+    new_chunks: list[Chunk] = []
+    new_sents: list[Sentence] = []
+    for doc in docs:
+        old_chunks, old_sents = writer.doc_records(doc.doc_id)
+        chunks = chunk_document(doc, settings.chunk_size, settings.chunk_overlap)
+        sents = [s for c in chunks for s in chunk_sentences(c)]
+        keep_c = {c.chunk_id for c in chunks if old_chunks.get(c.chunk_id) == c}
+        keep_s = {s.sentence_id for s in sents if old_sents.get(s.sentence_id) == s.text}
+        drop_chunks += [cid for cid in old_chunks if cid not in keep_c]
+        drop_sents += [sid for sid in old_sents if sid not in keep_s]
+        new_chunks += [c for c in chunks if c.chunk_id not in keep_c]
+        new_sents += [s for s in sents if s.sentence_id not in keep_s]
+    writer.delete_records(drop_chunks, drop_sents)
+    for doc in docs:
+        writer.put_document(doc)
+    new_sents = [replace(s, grade=round(reading_grade(s.text), 2)) for s in new_sents]
+    chunk_vecs = _embed(embedder, [c.search_text for c in new_chunks], "passages", progress)
+    sent_vecs = _embed(embedder, [s.text for s in new_sents], "sentences", progress)
+    # An entry's question and phrasings are keyword keys to it too (search over questions and answers).
+    writer.add_chunks(new_chunks, [tokenize(" ".join((c.search_text, *c.keys))) for c in new_chunks], chunk_vecs)
+    writer.add_sentences(new_sents, sent_vecs)
+    # Knowledge entries: their question and "also asked as" phrasings are searched as keys to the answer.
+    keys = list(dict.fromkeys((c.chunk_id, k) for c in new_chunks for k in c.keys))
+    writer.add_keys(keys, _embed(embedder, [k for _, k in keys], "questions", progress))
+    return len(new_chunks) + len(new_sents) + len(keys)
 
 
 def ensure_index(settings: Settings, embedder: Embedder) -> IngestResult | None:
     """Make the index match the knowledge folder before answering (first ask or app start).
 
-    No index: build it. An index of an older format: rebuild it from the knowledge folder and the
-    other files it held. Otherwise bring in any edit to the knowledge folder; when nothing changed
-    this only compares content hashes and embeds nothing.
+    No index: build it. A damaged index, or one of an older format: rebuild it from the documents it
+    recorded. Otherwise bring in any edit to the knowledge folder; when nothing changed this only
+    compares content hashes (without taking the lock) and embeds nothing.
     """
-    marker = read_marker(settings.index_dir)
-    if marker is None or marker.get("format") != INDEX_FORMAT:
-        extra = [Path(p) for p in (marker or {}).get("paths", []) if Path(p).is_file()
-                 and not Path(p).resolve().is_relative_to(settings.knowledge_dir.resolve())]
-        why = "first run" if marker is None else "the index format changed"
-        print(f"Building the index from {settings.knowledge_dir} ({why})...", file=sys.stderr)
-        result = ingest(settings, embedder, paths=[settings.knowledge_dir, *extra], rebuild=True)
+    base, why = _open_base(settings)
+    if base is None:
+        label = why or "first run"
+        print(f"Building the index from {settings.knowledge_dir} ({label})...", file=sys.stderr)
+        result = ingest(settings, embedder, paths=[settings.knowledge_dir], progress=False)
         print(f"Index ready: {result.summary()}", file=sys.stderr)
         return result
-    if not settings.sync_knowledge or not settings.knowledge_dir.is_dir():
-        return None
+    try:
+        if not settings.sync_knowledge or not settings.knowledge_dir.is_dir():
+            return None
+        loaded = load_paths([settings.knowledge_dir])
+        probe = IngestResult()
+        _plan(loaded.documents, base.document_hashes(), [settings.knowledge_dir], probe)
+        if not probe.changed:
+            probe.problems = list(loaded.problems)
+            probe.chunks, probe.generation = base.chunk_count, base.generation
+            for problem in probe.problems:
+                print(f"skipped: {problem}", file=sys.stderr)
+            return probe
+    finally:
+        base.close()
     result = ingest(settings, embedder, paths=[settings.knowledge_dir], progress=False)
     for problem in result.problems:
         print(f"skipped: {problem}", file=sys.stderr)

@@ -2,20 +2,57 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
-from jinja2 import Environment, StrictUndefined, meta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.patterns import PatternError, compile_pattern
 from bot.retrieve import AnswerType, FollowUpRules, QuestionWords, stem
 
-_JINJA = Environment(undefined=StrictUndefined, autoescape=False)
-
 
 class PromptError(ValueError):
-    """An edited prompt file is broken; the message names the file and the problem."""
+    """An edited prompt file is broken; the message names the file, the key and the problem."""
+
+
+# --- messages are text with named blanks, never code ------------------------------------------
+# A message may hold `{name}` or `{{ name }}` and nothing else in braces: no Jinja statements
+# (`{% ... %}`), comments, filters (`|`), attribute or item access, calls or arithmetic. A value is
+# put in once, as text, so a value holding braces is shown as it is and never read as a template.
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def placeholders(template: str, where: str) -> set[str]:
+    """The placeholder names of one message; anything else in braces raises PromptError naming `where`."""
+    for opener, what in (("{%", "a template statement"), ("{#", "a template comment")):
+        if opener in template:
+            raise PromptError(f"{where}: {what} ({opener} ...) is not allowed; messages are text with "
+                              "{name} placeholders only")
+    rest = _PLACEHOLDER.sub("", template)
+    if "{" in rest or "}" in rest:
+        i = max(rest.find("{"), 0)
+        raise PromptError(f"{where}: only {{name}} or {{{{ name }}}} placeholders are allowed (no filters, "
+                          f"attributes or expressions); found {rest[i:i + 40]!r}")
+    return {a or b for a, b in _PLACEHOLDER.findall(template)}
+
+
+def fill(template: str, **values: object) -> str:
+    """The message with each placeholder replaced by its value as plain text (one pass, nothing evaluated)."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name not in values:
+            raise PromptError(f"no value for placeholder {{{name}}} in {template!r}")
+        return str(values[name])
+
+    return _PLACEHOLDER.sub(sub, template)
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """A pydantic error as 'key.path: problem; ...' (the keys a clinician sees in the file)."""
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors())
 
 
 class ErrorMessages(BaseModel):
@@ -36,7 +73,7 @@ class Messages(BaseModel):
     errors: ErrorMessages
 
     def render(self, template: str, **values: object) -> str:
-        return _JINJA.from_string(template).render(**values)
+        return fill(template, **values)
 
 
 _ALLOWED_PLACEHOLDERS = {"errors.too_long": {"limit"}, "errors.bad_line": {"reason"}}
@@ -81,19 +118,19 @@ def read_yaml_mapping(path: Path, error: type[Exception] = PromptError) -> dict:
 
 
 def load_messages(prompts_dir: Path) -> Messages:
-    """Read messages.yaml; unknown keys, missing texts and unknown {{ placeholders }} are errors."""
+    """Read messages.yaml; unknown keys, missing texts, template code and unknown placeholders are errors."""
     path = prompts_dir / "messages.yaml"
     try:
         msgs = Messages.model_validate(read_yaml_mapping(path))
     except ValidationError as exc:
-        raise PromptError(f"{path}: {exc}") from exc
+        raise PromptError(f"{path}: {validation_problems(exc)}") from exc
     flat = {k: v for k, v in msgs.model_dump().items() if isinstance(v, str)}
     flat.update({f"errors.{k}": v for k, v in msgs.errors.model_dump().items()})
     for key, text in flat.items():
-        used = meta.find_undeclared_variables(_JINJA.parse(text))
-        unknown = used - _ALLOWED_PLACEHOLDERS.get(key, set())
+        unknown = placeholders(text, f"{path}: {key}") - _ALLOWED_PLACEHOLDERS.get(key, set())
         if unknown:
-            raise PromptError(f"{path}: '{key}' uses unknown placeholder(s) {sorted(unknown)}")
+            allowed = sorted(_ALLOWED_PLACEHOLDERS.get(key, set())) or "none"
+            raise PromptError(f"{path}: {key}: unknown placeholder(s) {sorted(unknown)}; allowed here: {allowed}")
     return msgs
 
 
@@ -103,24 +140,25 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
     try:
         q = QuestionsFile.model_validate(read_yaml_mapping(path))
     except ValidationError as exc:
-        raise PromptError(f"{path}: {exc}") from exc
+        raise PromptError(f"{path}: {validation_problems(exc)}") from exc
     f = q.follow_up
     rules = FollowUpRules(
         pronouns=frozenset(w.lower() for w in f.pronouns),
         openers=tuple(o.lower() for o in f.openers),
         max_words=f.max_words,
     )
-    try:  # linear-time matching (RE2) for every editable pattern; an error names the file and the key
-        types = tuple(
-            AnswerType(t.name, compile_pattern(t.question, f"{path}: answer_types[{t.name}].question"),
-                       compile_pattern(t.answer, f"{path}: answer_types[{t.name}].answer"), t.bonus)
-            for t in q.answer_types
-        )
-    except PatternError as exc:
-        raise PromptError(str(exc)) from None
+    types = []
+    for i, t in enumerate(q.answer_types):
+        # Linear-time matching (RE2) for every editable pattern; an error names the file and the key.
+        try:
+            compiled = [compile_pattern(getattr(t, key), f"{path}: answer_types[{i}] ({t.name}).{key}")
+                        for key in ("question", "answer")]
+        except PatternError as exc:
+            raise PromptError(str(exc)) from None
+        types.append(AnswerType(t.name, compiled[0], compiled[1], t.bonus))
     words = QuestionWords(
         filler=frozenset(stem(w.lower()) for w in q.filler_words.split()),
         synonyms={stem(k.lower()): str(v) for k, v in q.synonyms.items()},
-        answer_types=types,
+        answer_types=tuple(types),
     )
     return rules, words

@@ -9,7 +9,6 @@ from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
-from rank_bm25 import BM25Okapi
 
 from bot.documents import Chunk
 from bot.embed import Embedder
@@ -44,6 +43,8 @@ def stem(word: str) -> str:
         return word[:-1]
     return word
 
+
+TOKENIZER_VERSION = 1  # raise when `tokenize` changes: the keyword index stores its output and is rebuilt
 
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[a-z0-9]+(?:'[a-z0-9]+)*")
 
@@ -202,73 +203,69 @@ class HybridRetriever:
     """Dense passage search in Chroma, dense sentence search and BM25, fused by reciprocal rank fusion."""
 
     def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
-                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5) -> None:
+                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 1.0) -> None:
         self.index = index
+        self.key_weight = key_weight  # knowledge entries found by their question and phrasings
         self.sentence_weight = sentence_weight  # the sentence list counts half as much as each passage list
         self.embedder = embedder
         self.candidate_k = candidate_k
         self.rrf_k = rrf_k
         self.dedupe_threshold = dedupe_threshold
-        self._ids = index.chunk_ids
-        self._row = {cid: i for i, cid in enumerate(self._ids)}
-        corpus = [tokenize(index.chunks[cid].search_text) for cid in self._ids]
-        self._bm25 = BM25Okapi(corpus) if corpus else None
-        self._shingles = {cid: _shingles(index.chunks[cid].text) for cid in self._ids}
-        self.vocabulary = Vocabulary({t for doc in corpus for t in doc})
-        idf = self._bm25.idf if self._bm25 is not None else {}
-        self._idf = dict(idf)
-        self._unseen_idf = max(self._idf.values(), default=1.0)
+        self.vocabulary = Vocabulary(index.vocabulary())
 
     def idf(self, token: str) -> float:
         """How telling a word is: rare words weigh more; words the corpus never uses weigh most."""
-        return max(self._idf.get(token, self._unseen_idf), 0.05)
+        return max(self.index.idf(token), 0.05)
 
     def query_vector(self, query: str) -> np.ndarray:
         return self.embedder.encode([query])[0]
 
     def retrieve(self, query: str, k: int) -> list[Hit]:
-        if not self._ids:
+        if not self.index.chunk_count:
             return []
         qvec = self.query_vector(query)
-        dense = self.index.dense_search(qvec, self.candidate_k)
+        dense = self.index.dense_chunks(qvec, self.candidate_k)
         fused: dict[str, float] = {}
         for rank, (cid, _) in enumerate(dense):
             fused[cid] = fused.get(cid, 0.0) + 1.0 / (self.rrf_k + rank + 1)
         # Best single sentences, too: a passage whose one sentence answers the question ranks even when
         # the rest of it is about something else (long news paragraphs).
-        if len(self.index.sentences):
-            sims = self.index.sentence_vectors @ qvec
-            seen: set[str] = set()
-            for row in np.argsort(-sims)[: self.candidate_k * 3]:
-                cid = self.index.sentences[row].chunk_id
-                if cid in seen:
-                    continue
-                fused[cid] = fused.get(cid, 0.0) + self.sentence_weight / (self.rrf_k + len(seen) + 1)
-                seen.add(cid)
-                if len(seen) >= self.candidate_k:
-                    break
+        seen: set[str] = set()
+        for _, cid, _ in self.index.dense_sentences(qvec, self.candidate_k * 3):
+            if cid in seen:
+                continue
+            fused[cid] = fused.get(cid, 0.0) + self.sentence_weight / (self.rrf_k + len(seen) + 1)
+            seen.add(cid)
+            if len(seen) >= self.candidate_k:
+                break
+        # Knowledge entries whose question or "also asked as" phrasings are closest to the query.
+        for rank, (cid, _) in enumerate(self.index.dense_keys(qvec, self.candidate_k)):
+            fused[cid] = fused.get(cid, 0.0) + self.key_weight / (self.rrf_k + rank + 1)
         tokens = self.vocabulary.correct_all(tokenize(query))
-        if tokens and self._bm25 is not None:
-            scores = self._bm25.get_scores(tokens)
-            top = np.argsort(-scores)[: self.candidate_k]
-            for rank, row in enumerate(r for r in top if scores[r] > 0):
-                cid = self._ids[row]
+        if tokens:
+            for rank, (cid, _) in enumerate(self.index.keyword_chunks(tokens, self.candidate_k)):
                 fused[cid] = fused.get(cid, 0.0) + 1.0 / (self.rrf_k + rank + 1)
         dense_sim = dict(dense)
         ranked = sorted(fused.items(), key=lambda kv: -kv[1])
-        hits: list[Hit] = []
+        chunks = self.index.chunks(cid for cid, _ in ranked)
+        chosen: list[tuple[str, float]] = []
         for cid, score in ranked:
-            if any(_jaccard(self._shingles[cid], self._shingles[h.chunk.chunk_id]) >= self.dedupe_threshold for h in hits):
+            if cid not in chunks:
+                continue
+            shingles = _shingles(chunks[cid].text)
+            if any(_jaccard(shingles, _shingles(chunks[c].text)) >= self.dedupe_threshold for c, _ in chosen):
                 continue  # a near-copy of a passage already chosen adds nothing
-            sim = dense_sim.get(cid)
-            if sim is None:
-                sim = float(self.index.chunk_vectors[self._row[cid]] @ qvec)
-            hits.append(Hit(chunk=self.index.chunks[cid], score=score, dense=sim))
-            if len(hits) >= k:
+            chosen.append((cid, score))
+            if len(chosen) >= k:
                 break
-        return hits
+        missing = [cid for cid, _ in chosen if cid not in dense_sim]
+        vectors = self.index.chunk_vectors(missing) if missing else {}
+        return [Hit(chunk=chunks[cid], score=score,
+                    dense=dense_sim[cid] if cid in dense_sim else float(vectors[cid] @ qvec))
+                for cid, score in chosen]
 
 
+@lru_cache(maxsize=4096)
 def _shingles(text: str, n: int = 3) -> frozenset[tuple[str, ...]]:
     words = re.findall(r"\w+", text.lower())
     return frozenset(tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1)))

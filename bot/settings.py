@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     prompts_dir: Path = Field(PROJECT_DIR / "prompts", description="Editable messages and rules.")
     sync_knowledge: bool = Field(True, description="On start, bring edits to the knowledge folder into the index.")
     collection: str = Field("knowledge", description="Chroma collection name.")
+    chroma_url: str | None = Field(None, description="A Chroma server (http://host:port) to keep the vectors in; "
+                                   "unset: an embedded Chroma in the index folder.")
+    ingest_lock_timeout: float = Field(600.0, description="Seconds an ingest waits for another one to finish.")
     embedding_model: str = Field(default_factory=_bundled_model_path, description="Path of the sentence-transformers model.")
 
     torch_threads: int = Field(1, description="CPU threads for embedding (1 is fastest for single questions).")
@@ -51,12 +54,24 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(2000, description="Longest question answered (longer: still checked for emergencies).")
     cache_dir: Path | None = Field(PROJECT_DIR / ".cache",
                                    description="Vectors of the red-flag examples, kept between starts (none: recompute).")
+    history_max_turns: int = Field(
+        20, ge=0, description="Most recent conversation turns read with a question; older ones are ignored."
+    )
+    history_max_chars: int = Field(
+        20_000, ge=0, description="Most characters of recent conversation read with a question; older text is ignored."
+    )
 
     feedback_db: Path = Field(PROJECT_DIR / "data" / "feedback.sqlite", description="SQLite file for feedback.")
     host: str = Field("127.0.0.1", description="Address the web app binds to.")
     port: int = Field(7860, description="Port of the web app.")
     auth_username: str | None = Field(None, description="Optional login name for the web app.")
     auth_password: str | None = Field(None, description="Optional password for the web app.")
+    login_free_attempts: int = Field(5, description="Failed logins (per username and per client) before each try must wait.")
+    login_max_delay_s: float = Field(300.0, description="Longest wait between login tries; it doubles after each failure.")
+    care_list_max_chars: int = Field(10_000, description="Longest care-team question list (kept in the family's browser).")
+    web_secret: str | None = Field(
+        None, description="Key that signs answers kept in the browser, so feedback names what the bot really said; "
+        "random per start when unset (set it when several app processes serve one site).")
 
 
 @lru_cache(maxsize=1)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from bot.normal import strip_invisible
 from bot.prompts import Messages
 
 
 def normalise(raw: str) -> str:
-    """One line of text: NFC, control and invisible characters dropped, whitespace runs folded."""
-    text = unicodedata.normalize("NFC", raw.replace("\ufffd", ""))
-    # Control characters (other than line breaks and tabs) cannot be typed; drop them, keep the words.
-    text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]", "", text)
+    """One line of text as shown back: NFC, escapes, control and invisible characters dropped, whitespace folded.
+
+    This is the display form; patterns and search use `bot.normal.for_matching` of it.
+    """
+    text = unicodedata.normalize("NFC", strip_invisible(raw.replace("\ufffd", "")))
     return " ".join(text.split())
 
 

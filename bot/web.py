@@ -1,20 +1,22 @@
-"""The family chat page: a thin Gradio shell around the same Assistant the CLI uses."""
+"""The family chat page: a thin Gradio shell around the same Assistant the CLI uses.
+
+The conversation and the care-team list live in the family's own browser (Gradio BrowserState, kept in
+localStorage); the server keeps neither. Each question goes to `Assistant.ask` as typed, with the
+earlier turns the browser sends: the assistant is the one door that judges a message.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
 import json
 import logging
 import os
 import re
-import shutil
+import secrets
 import sqlite3
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -22,27 +24,38 @@ from urllib.parse import urlparse
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
+from pydantic import ValidationError
+from starlette.middleware import Middleware
 
 from bot.feedback import FeedbackStore
+from bot.login import LoginThrottle, LoginThrottleMiddleware
 from bot.schema import Answer, Citation
 from bot.settings import Settings
+from bot.starters import load_starters
 
 log = logging.getLogger(__name__)
 
-CSS_PATH = Path(__file__).resolve().parent / "static" / "web.css"
-STREAM_DELAY_S = 0.02  # pause between revealed words: calm, readable, still quick
+CSS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "web.css")
 CARE_FILE_NAME = "questions-for-my-care-team.txt"
+CONVERSATION_KEY = "family-chat-conversation-v1"  # localStorage keys in the family's browser
+CARE_KEY = "family-chat-care-list-v1"
+# Gradio encrypts BrowserState with a key it also sends to the page, so this is no secret; a fixed
+# value only lets what the browser keeps survive a restart of the app.
+BROWSER_KEY = "family-chat-kept-in-this-browser"
+MAX_KEPT_TURNS = 50  # the oldest turns are dropped beyond this, to keep the browser's copy small
+SHOWN_QUESTION_CHARS = 600  # a very long message is shown cut, with an ellipsis
 
-STARTER_QUESTIONS = (
-    "How is blinatumomab given to babies?",
-    "What did the study find?",
-    "What is KMT2A-rearranged leukemia?",
-    "What side effects did the babies have?",
-)
 SAFETY_NOTE = (
     "This chat gives general information from trusted sources. It is not a doctor and cannot "
     "advise on your child. If you are worried about your child right now, call your care team "
     "or your emergency number."
+)
+PRIVACY_NOTE = (
+    "Your conversation and your list of questions are kept only in this web browser, on this device, "
+    "so they are still here if you reload the page or close it. They are not kept on our server: "
+    "each question is sent to it to be answered, then forgotten. If you press Helpful or Not helpful, "
+    "that question, its answer and your comment are stored so staff can improve the answers, "
+    "without your name. On a shared device, use \u201cForget everything on this device\u201d when you are done."
 )
 EMERGENCY_TITLE = "This may be an emergency: get help now"
 ERROR_MESSAGE = (
@@ -54,7 +67,7 @@ KIND_LABELS = {
     "urgent": "Emergency",
     "out_of_scope": "Outside what I can help with",
     "unknown": "Not in my sources",
-    "error": "Please check your question",
+    "error": "Please check your message",
 }
 
 # Wires the buttons inside the transcript (rendered as plain HTML) to Python, and lets a [n]
@@ -79,19 +92,75 @@ element.addEventListener('click', (ev) => {
   const turn = Number(btn.dataset.turn);
   const box = element.querySelector('#comment-' + turn);
   const comment = box ? box.value : '';
-  if (btn.dataset.action === 'save') {
-    btn.setAttribute('aria-pressed', 'true');
-    btn.textContent = 'Added to my care-team list';
-  } else if (btn.dataset.action === 'vote') {
-    element.querySelectorAll('button[data-action=vote][data-turn="' + turn + '"]').forEach((b) => {
-      b.setAttribute('aria-pressed', b === btn ? 'true' : 'false');
-    });
-  }
+  const note = element.querySelector('#note-' + turn);
+  if (note) note.textContent = 'Sending…';
   trigger('click', {action: btn.dataset.action, turn: turn, helpful: btn.dataset.helpful || '', comment: comment});
+});
+watch('value', () => {  // a new transcript: whatever was pending has arrived
+  const note = document.querySelector('#pending .pending-note');
+  if (note) note.hidden = true;
+});
+element.addEventListener('input', (ev) => {
+  if (!ev.target.matches('input[id^=comment-]')) return;
+  const btn = element.querySelector('button[data-action=comment][data-turn="' + ev.target.id.slice(8) + '"]');
+  if (btn) btn.textContent = 'Send comment';
 });
 """
 
-# Make the status line a polite live region once; its content is replaced on every update.
+# Runs after the server has handled a button under an answer: shows the result beside that button.
+ACK_JS = """(ack) => {
+  if (!ack || ack.turn === undefined) return;
+  const root = document.querySelector('#transcript');
+  const note = root && root.querySelector('#note-' + ack.turn);
+  if (!note) return;
+  note.textContent = ack.message || '';
+  note.dataset.ok = ack.ok ? 'true' : 'false';
+  if (ack.action === 'save') {
+    const b = root.querySelector('button[data-action=save][data-turn="' + ack.turn + '"]');
+    if (b && ack.saved) { b.setAttribute('aria-pressed', 'true'); b.textContent = 'Added to my care-team list'; }
+  }
+  if (ack.action === 'vote' || ack.action === 'comment') {
+    root.querySelectorAll('button[data-action=vote][data-turn="' + ack.turn + '"]').forEach((b) => {
+      b.setAttribute('aria-pressed', String(ack.helpful !== null && b.dataset.helpful === (ack.helpful ? '1' : '0')));
+    });
+  }
+  if (ack.action === 'comment' && ack.ok) {
+    const box = root.querySelector('#comment-' + ack.turn);
+    if (box) box.value = '';
+    const b = root.querySelector('button[data-action=comment][data-turn="' + ack.turn + '"]');
+    if (b) b.textContent = 'Sent';
+  }
+}"""
+
+# Shown at once on Send, before the server answers (nothing waits for a round trip).
+PENDING_JS = """(question, kept) => {
+  const note = document.querySelector('#pending .pending-note');
+  if (note && (question || '').trim()) note.hidden = false;
+  return [question, kept];
+}"""
+
+# The care-team list is turned into a file in the browser: it never exists on the server.
+DOWNLOAD_JS = """(text) => {
+  const questions = (text || '').split('\\n').map((q) => q.trim()).filter((q) => q);
+  const today = new Date().toLocaleDateString('en-GB', {day: 'numeric', month: 'long', year: 'numeric'});
+  let body = 'Questions for my care team\\nWritten on ' + today + '\\n\\n';
+  body += questions.length ? questions.map((q, i) => (i + 1) + '. ' + q).join('\\n') + '\\n' : '(No questions yet.)\\n';
+  const url = URL.createObjectURL(new Blob([body], {type: 'text/plain;charset=utf-8'}));
+  const a = document.createElement('a');
+  a.href = url; a.download = 'CARE_FILE_NAME';
+  document.body.appendChild(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  return [];
+}""".replace("CARE_FILE_NAME", CARE_FILE_NAME)
+
+# After "Forget everything": remove the two entries from localStorage altogether.
+FORGET_JS = f"""() => {{
+  localStorage.removeItem('{CONVERSATION_KEY}');
+  localStorage.removeItem('{CARE_KEY}');
+  return [];
+}}"""
+
+# Make the status lines polite live regions once; their content is replaced on every update.
 STATUS_JS = "element.setAttribute('role', 'status'); element.setAttribute('aria-live', 'polite');"
 
 
@@ -149,29 +218,80 @@ def render_text(text: str, turn: int, cited: set[int]) -> str:
     return "".join(out)
 
 
-def render_citation(turn: int, c: Citation) -> str:
-    """One numbered source: title and publication; opening it shows the marked passage and a link."""
-    url = safe_url(c.url)
-    link = (
-        f'<p class="src-link"><a href="{esc(url)}" target="_blank" rel="noopener noreferrer">'
-        'Open the original publication<span class="sr-only"> (opens in a new tab)</span></a></p>'
-        if url
-        else ""
+def reviewed_label(reviewed: str | None) -> str:
+    """'21 November 2026' for an ISO date, else the text as given ('' when there is none)."""
+    if not reviewed:
+        return ""
+    try:
+        return f"{date.fromisoformat(str(reviewed)[:10]):%-d %B %Y}"
+    except ValueError:
+        return str(reviewed)
+
+
+def link(url: str | None, text: str) -> str:
+    """An escaped link that opens in a new tab, or the escaped text alone when the URL is not http(s)."""
+    good = safe_url(url)
+    if not good:
+        return esc(text)
+    return (
+        f'<a href="{esc(good)}" target="_blank" rel="noopener noreferrer">{esc(text)}'
+        '<span class="sr-only"> (opens in a new tab)</span></a>'
     )
+
+
+def render_provenance(c: Citation) -> tuple[str, str]:
+    """('From: <document>, reviewed <date>', 'Based on: <publications>') for one source.
+
+    The quoted words are in the cited document itself, so 'From' names it (and links to it when it
+    has its own address); the publications it was written from follow under 'Based on'. Documents
+    without `based_on` (ingested as they are, or written before the field existed) fall back to their
+    `source` line when it names something other than the document.
+    """
+    reviewed = reviewed_label(c.reviewed)
+    from_line = f"From: {esc(c.title)}" + (f", reviewed {esc(reviewed)}" if reviewed else "")
+    based = [link(b.url, b.citation) for b in c.based_on if b.citation]
+    own_link = c.url
+    if not based and c.source and c.source.strip() != c.title.strip():
+        based = [link(c.url, c.source)]
+        own_link = None  # that address is the publication's, not our document's
+    if safe_url(own_link):
+        from_line += f' <span class="src-open">({link(own_link, "open this document")})</span>'
+    based_line = f"Based on: {'; '.join(based)}" if based else ""
+    return from_line, based_line
+
+
+def render_citation(turn: int, c: Citation) -> str:
+    """One numbered source: where the words are from and what that was based on; opening it shows them."""
+    from_line, based_line = render_provenance(c)
     section = f'<p class="src-section">Section: {esc(c.section)}</p>' if c.section else ""
+    based = f'<p class="src-based">{based_line}</p>' if based_line else ""
     return (
         f'<li id="src-{turn}-{c.n}" class="source" data-doc-id="{esc(c.doc_id)}"><details>'
-        f'<summary><span class="src-n">[{c.n}]</span> <span class="src-title">{esc(c.title)}</span>'
-        f'<span class="src-pub">{esc(c.source)}</span></summary>'
+        f'<summary><span class="src-n">[{c.n}]</span> <span class="src-from">{from_line}</span></summary>'
         f'<div class="src-body">{section}'
-        f'<p class="src-hint">The highlighted words are the ones this answer relies on.</p>'
-        f'<blockquote class="passage">{highlight(c.passage, c.quote)}</blockquote>{link}</div>'
+        f'<p class="src-hint">The highlighted words are the ones this answer relies on, in {esc(c.title)}.</p>'
+        f'<blockquote class="passage">{highlight(c.passage, c.quote)}</blockquote>{based}</div>'
         f"</details></li>"
     )
 
 
+def render_signs(safety: dict[str, Any] | None) -> str:
+    """The signs the safety check matched, named one by one ('' when it names none)."""
+    raw = (safety or {}).get("signs")
+    if isinstance(raw, str):
+        signs = [s.strip() for s in re.split(r"[;\n]", raw) if s.strip()]
+    elif isinstance(raw, list | tuple):
+        signs = [str(s).strip() for s in raw if str(s).strip()]
+    else:
+        signs = []
+    if not signs:
+        return ""
+    items = "".join(f"<li>{esc(s)}</li>" for s in signs)
+    return f'<div class="signs"><p>What you told us that needs help now:</p><ul>{items}</ul></div>'
+
+
 def render_actions(turn: int, state: dict[str, Any]) -> str:
-    """Save-for-care-team and feedback controls under one answer (native buttons, labelled)."""
+    """Save-for-care-team and feedback controls under one answer, with a live note beside them."""
     saved = bool(state.get("saved"))
     helpful = state.get("helpful")
     save_label = "Added to my care-team list" if saved else "Add this question to my care-team list"
@@ -183,6 +303,7 @@ def render_actions(turn: int, state: dict[str, Any]) -> str:
             f'data-helpful="{int(value)}" aria-pressed="{pressed}">{label}</button>'
         )
 
+    sent = "Sent" if state.get("comment_sent") else "Send comment"
     return (
         f'<div class="actions">'
         f'<button type="button" class="save" data-action="save" data-turn="{turn}" '
@@ -192,117 +313,260 @@ def render_actions(turn: int, state: dict[str, Any]) -> str:
         f"{vote(True, 'Helpful')}{vote(False, 'Not helpful')}"
         f'<label class="fb-comment" for="comment-{turn}">Comment (optional, please no names)</label>'
         f'<span class="fb-row"><input type="text" id="comment-{turn}" maxlength="1000" autocomplete="off">'
-        f'<button type="button" data-action="comment" data-turn="{turn}">Send comment</button></span>'
-        f"</div></div>"
+        f'<button type="button" data-action="comment" data-turn="{turn}">{sent}</button></span>'
+        f"</div>"
+        f'<p class="note" id="note-{turn}" role="status" aria-live="polite"></p>'
+        f"</div>"
     )
 
 
-def render_turn(turn: int, state: dict[str, Any], shown_words: int | None = None) -> str:
-    """One question and its answer; with shown_words, only that many words of the answer so far."""
-    question = state["question"]
-    raw = state.get("answer")
-    complete = shown_words is None
-    stage = "pending" if raw is None else ("done" if complete else "streaming")
+def shown_question(question: str) -> str:
+    if len(question) <= SHOWN_QUESTION_CHARS:
+        return question
+    return question[:SHOWN_QUESTION_CHARS].rstrip() + f"… ({len(question):,} characters in all)"
+
+
+def render_turn(turn: int, state: dict[str, Any]) -> str:
+    """One question and its whole answer."""
     head = (
-        f'<article class="turn" data-state="{stage}" aria-labelledby="q-{turn}">'
-        f'<div class="you"><span class="who">You asked</span><p id="q-{turn}">{esc(question)}</p></div>'
+        f'<article class="turn" data-state="done" aria-labelledby="q-{turn}">'
+        f'<div class="you"><span class="who">You asked</span><p id="q-{turn}">{esc(shown_question(state["question"]))}</p></div>'
     )
-    if raw is None:
-        return head + '<div class="bot pending"><p>Looking in the sources…</p></div></article>'
+    raw = state["answer"]
     ans = Answer.model_validate(raw)
     cited = {c.n for c in ans.citations}
-    text = ans.answer
-    if not complete:
-        text = " ".join(text.split(" ")[:shown_words])
     parts = [f'<div class="bot kind-{esc(ans.kind)}">']
     if ans.kind == "urgent":
         parts.append(f'<div class="emergency"><p class="emergency-title">{esc(EMERGENCY_TITLE)}</p>')
-        parts.append(render_text(text, turn, cited))
+        parts.append(render_text(ans.answer, turn, cited))
+        parts.append(render_signs(raw.get("safety")))
         parts.append("</div>")
     else:
         parts.append(f'<p class="kind-label">{esc(KIND_LABELS.get(ans.kind, "Answer"))}</p>')
-        parts.append(f'<div class="answer-text">{render_text(text, turn, cited)}</div>')
-    if complete:
-        if ans.citations:
-            items = "".join(render_citation(turn, c) for c in sorted(ans.citations, key=lambda c: c.n))
-            parts.append(
-                f'<section class="sources" aria-labelledby="srch-{turn}">'
-                f'<h3 id="srch-{turn}">Sources (open one to check the exact words)</h3><ol>{items}</ol></section>'
-            )
-        if ans.disclaimer:
-            parts.append(f'<p class="disclaimer">{esc(ans.disclaimer)}</p>')
-        if ans.kind != "error":
-            parts.append(render_actions(turn, state))
+        parts.append(f'<div class="answer-text">{render_text(ans.answer, turn, cited)}</div>')
+    if ans.citations:
+        items = "".join(render_citation(turn, c) for c in sorted(ans.citations, key=lambda c: c.n))
+        parts.append(
+            f'<section class="sources" aria-labelledby="srch-{turn}">'
+            f'<h3 id="srch-{turn}">Sources (open one to check the exact words)</h3><ol>{items}</ol></section>'
+        )
+    if ans.disclaimer:
+        parts.append(f'<p class="disclaimer">{esc(ans.disclaimer)}</p>')
+    if ans.kind != "error":
+        parts.append(render_actions(turn, state))
     parts.append("</div></article>")
     return head + "".join(parts)
 
 
-def render_transcript(turns: list[dict[str, Any]], streaming: tuple[int, int] | None = None) -> str:
-    """The whole conversation; streaming=(turn, words) shows that turn's answer partly."""
+def render_transcript(turns: list[dict[str, Any]]) -> str:
+    """The whole conversation, or a short invitation when it is empty."""
     if not turns:
         return (
-            '<div class="empty"><h2>Ask a question</h2><p>Type your question below, or choose one of the '
-            "suggested questions. Every answer shows its sources so you can check them.</p></div>"
+            '<div class="empty"><p>Type your question below, or choose a suggested question. '
+            "Every answer shows its sources so you can check them.</p></div>"
         )
-    html_turns = []
-    for i, t in enumerate(turns):
-        words = streaming[1] if streaming and streaming[0] == i else None
-        html_turns.append(render_turn(i, t, words))
-    return f'<h2 class="sr-only">Conversation</h2>{"".join(html_turns)}'
+    return f'<h2 class="sr-only">Conversation</h2>{"".join(render_turn(i, t) for i, t in enumerate(turns))}'
 
 
 def render_banner(turns: list[dict[str, Any]]) -> str:
     """The page-top emergency message while the conversation holds an urgent answer, else ''."""
-    urgent = [t for t in turns if t.get("answer") and t["answer"].get("kind") == "urgent"]
+    urgent = [t for t in turns if t["answer"].get("kind") == "urgent"]
     if not urgent:
         return ""
-    last = Answer.model_validate(urgent[-1]["answer"])
-    message = re.sub(r"\s*\[\d+\]", "", last.answer)  # the sources are shown with the answer itself
+    raw = urgent[-1]["answer"]
+    message = re.sub(r"\s*\[\d+\]", "", str(raw.get("answer", "")))  # the sources are shown with the answer
     return (
         f'<div class="emergency-banner" role="alert"><p class="emergency-title">{esc(EMERGENCY_TITLE)}</p>'
-        f"<p>{esc(message)}</p></div>"
+        f"<p>{esc(message)}</p>{render_signs(raw.get('safety'))}</div>"
     )
 
 
-def care_text(lines: str) -> str:
-    """The downloadable list: a heading, the date, and one numbered question per line."""
-    questions = [q.strip() for q in (lines or "").splitlines() if q.strip()]
-    head = f"Questions for my care team\nWritten on {date.today():%d %B %Y}\n\n"
-    if not questions:
-        return head + "(No questions yet.)\n"
-    return head + "".join(f"{i}. {q}\n" for i, q in enumerate(questions, start=1))
+# ---------------------------------------------------------------- what the browser keeps
 
 
-_CARE_ROOT = Path(tempfile.gettempdir()) / "bot-care-lists"
-_CARE_MAX_AGE_S = 3600
+def kept_answer(ans: Answer) -> dict[str, Any]:
+    """The answer as the browser keeps it: what the page shows, not the retrieval details."""
+    return ans.model_dump(mode="json", exclude={"retrieved", "timings_ms"})
 
 
-def write_care_file(lines: str) -> str:
-    """Write the list to a fresh temporary .txt (one per edit, so families never share a file)."""
-    _CARE_ROOT.mkdir(mode=0o700, exist_ok=True)
-    # A family's questions are private: drop lists older than an hour.
-    for old in _CARE_ROOT.iterdir():
-        try:
-            if time.time() - old.stat().st_mtime > _CARE_MAX_AGE_S:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:
+def signature(key: bytes, question: str, answer: dict[str, Any]) -> str:
+    """HMAC of a question and its kept answer, so feedback records only what the bot really said."""
+    body = json.dumps([question, answer], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def kept_turns(value: Any) -> list[dict[str, Any]]:
+    """The turns in what the browser sent, keeping only well-formed ones (it may be old or edited)."""
+    turns = value.get("turns") if isinstance(value, dict) else None
+    out: list[dict[str, Any]] = []
+    for t in turns if isinstance(turns, list) else []:
+        if not (isinstance(t, dict) and isinstance(t.get("question"), str) and isinstance(t.get("answer"), dict)):
             continue
-    folder = Path(tempfile.mkdtemp(dir=_CARE_ROOT))
-    path = folder / CARE_FILE_NAME
-    path.write_text(care_text(lines), encoding="utf-8")
-    return str(path)
+        try:
+            Answer.model_validate(t["answer"])
+        except ValidationError:
+            continue
+        out.append(t)
+    return out[-MAX_KEPT_TURNS:]
+
+
+def kept_care(value: Any) -> str:
+    text = value.get("text") if isinstance(value, dict) else None
+    return text if isinstance(text, str) else ""
 
 
 def history_for_assistant(turns: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Earlier turns as {role, content} messages for the follow-up resolver."""
+    """Earlier turns as {role, content} messages for follow-up questions."""
     out: list[dict[str, str]] = []
     for t in turns:
-        ans = t.get("answer")
-        if not ans or ans.get("kind") == "error":
+        ans = t["answer"]
+        if ans.get("kind") == "error":
             continue
         out.append({"role": "user", "content": t["question"]})
-        out.append({"role": "assistant", "content": ans.get("answer", "")})
+        out.append({"role": "assistant", "content": str(ans.get("answer", ""))})
     return out
+
+
+# ---------------------------------------------------------------- the page's handlers
+
+
+class ChatHandlers:
+    """What each control does; `create_app` only wires these to the page."""
+
+    def __init__(self, assistant: AssistantLike, settings: Settings) -> None:
+        self.assistant = assistant
+        self.settings = settings
+        self.store = FeedbackStore(settings.feedback_db)
+        self.key = (settings.web_secret or secrets.token_hex(32)).encode("utf-8")
+
+    def _row_sig(self, row: int) -> str:
+        """Proof that a feedback row was made for this browser's turn (so no one can rewrite another's)."""
+        return hmac.new(self.key, f"feedback-row:{row}".encode(), hashlib.sha256).hexdigest()
+
+    # Outputs of ask / restore / clear, in this order.
+    def _page(self, turns: list[dict[str, Any]], status: Any, question: Any = None) -> tuple[Any, ...]:
+        banner = render_banner(turns)
+        return (
+            render_transcript(turns),
+            {"v": 1, "turns": turns},
+            gr.update() if question is None else question,
+            status,
+            gr.update(value=banner, visible=bool(banner)),
+            gr.update(visible=not turns),
+            gr.update(visible=bool(turns)),
+        )
+
+    def ask(self, question: str | None, kept: Any) -> tuple[Any, ...]:
+        """Answer one message with the conversation the browser holds; the whole answer at once."""
+        turns = kept_turns(kept)
+        q = question or ""
+        if not q.strip():
+            return self._page(turns, "Please type a question first.")
+        try:
+            ans = self.assistant.ask(q, history=history_for_assistant(turns))
+        except Exception:  # the family sees a calm message, staff see the traceback
+            log.exception("assistant.ask failed")
+            ans = Answer(question=q[:200], kind="error", answer=ERROR_MESSAGE)
+        answer = kept_answer(ans)
+        turns = [*turns, {"question": q, "answer": answer, "sig": signature(self.key, q, answer),
+                          "saved": False, "helpful": None, "feedback_id": None}][-MAX_KEPT_TURNS:]
+        status = {"urgent": "This may be an emergency. The message is shown at the top of the page.",
+                  "error": "Please check your message."}.get(ans.kind, "Answer ready.")
+        # A message the assistant could not take stays in the box, so the family can change it.
+        return self._page(turns, status, question=gr.update() if ans.kind == "error" else "")
+
+    def ask_starter(self, text: str, kept: Any) -> tuple[Any, ...]:
+        return self.ask(text, kept)
+
+    def restore(self, kept: Any, care: Any) -> tuple[Any, ...]:
+        """On page load: show what this browser kept."""
+        turns = kept_turns(kept)
+        return (*self._page(turns, ""), kept_care(care))
+
+    def start_over(self) -> tuple[Any, ...]:
+        """Start a new conversation (the care-team list is kept)."""
+        return (*self._page([], "Started a new conversation. Your list of questions is kept.", question=""),
+                gr.update(visible=False))
+
+    def forget(self) -> tuple[Any, ...]:
+        """Forget the conversation and the care-team list on this device."""
+        return (
+            *self._page([], "Everything this chat kept on this device has been deleted.", question=""),
+            gr.update(visible=False),
+            "",
+            {"v": 1, "text": ""},
+            "",
+        )
+
+    def save_care(self, text: str | None) -> tuple[Any, str]:
+        """Keep the edited list in the browser, unless it is over the size limit."""
+        text = text or ""
+        limit = self.settings.care_list_max_chars
+        if len(text) > limit:
+            return gr.update(), (
+                f"Your list is too long to keep ({len(text):,} characters; the limit is {limit:,}). "
+                "Please shorten it or remove some questions. Until then, changes are not kept on this device."
+            )
+        return {"v": 1, "text": text}, ""
+
+    def on_action(self, kept: Any, care: str | None, evt: gr.EventData) -> tuple[Any, ...]:
+        """A button under an answer: save the question to the list, or record feedback."""
+        data = evt._data or {}
+        turns = kept_turns(kept)
+        try:
+            i = int(data.get("turn", -1))
+        except (TypeError, ValueError):
+            i = -1
+        action = str(data.get("action") or "")
+        nothing = gr.update()
+
+        def reply(ok: bool, message: str, care_out: Any = nothing, store_out: Any = nothing) -> tuple[Any, ...]:
+            turn = turns[i] if 0 <= i < len(turns) else {}
+            ack = {"turn": i, "action": action, "ok": ok, "message": message,
+                   "saved": bool(turn.get("saved")), "helpful": turn.get("helpful")}
+            return {"v": 1, "turns": turns}, care_out, store_out, message, ack
+
+        if not 0 <= i < len(turns):
+            return reply(False, "That answer is no longer on the page.")
+        turn = turns[i] = dict(turns[i])
+        if action == "save":
+            lines = [ln for ln in (care or "").splitlines() if ln.strip()]
+            if turn["question"].strip() in (ln.strip() for ln in lines):
+                turn["saved"] = True
+                return reply(True, "This question is already on your list.")
+            new = "\n".join([*lines, turn["question"].strip()])
+            limit = self.settings.care_list_max_chars
+            if len(new) > limit:
+                return reply(False, f"Your list is full (the limit is {limit:,} characters). "
+                                    "Remove some questions from it first.")
+            turn["saved"] = True
+            return reply(True, "Added to your list of questions for your care team.", new, {"v": 1, "text": new})
+        if action not in ("vote", "comment"):
+            return reply(False, "")
+        if not hmac.compare_digest(str(turn.get("sig", "")), signature(self.key, turn["question"], turn["answer"])):
+            return reply(False, "Sorry, feedback can only be given on answers from this visit. Please ask again.")
+        comment = str(data.get("comment") or "")
+        if action == "vote":
+            turn["helpful"] = data.get("helpful") == "1"
+        elif turn.get("helpful") is None:
+            return reply(False, "Please choose Helpful or Not helpful first, then send your comment.")
+        ans = Answer.model_validate(turn["answer"])
+        citations = json.dumps([c.model_dump(mode="json") for c in ans.citations], ensure_ascii=False)
+        row = turn.get("feedback_id")
+        own_row = isinstance(row, int) and hmac.compare_digest(str(turn.get("feedback_sig", "")), self._row_sig(row))
+        try:
+            if own_row:
+                self.store.update(int(row), helpful=turn["helpful"], comment=comment or None)
+            else:
+                turn["feedback_id"] = self.store.add(turn["question"], ans.answer, citations, turn["helpful"], comment)
+                turn["feedback_sig"] = self._row_sig(turn["feedback_id"])
+        except (sqlite3.Error, OSError, ValueError, TypeError):  # never let a family believe it was kept when it was not
+            log.exception("feedback could not be stored")
+            return reply(False, "Sorry, your feedback could not be saved. Please try again later.")
+        if action == "comment":
+            turn["comment_sent"] = True
+            return reply(True, "Sent. Thank you, your comment was saved.")
+        return reply(True, "Thank you. Your feedback was saved.")
 
 
 # ---------------------------------------------------------------- the app
@@ -310,109 +574,8 @@ def history_for_assistant(turns: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def create_app(assistant: AssistantLike, settings: Settings) -> gr.Blocks:
     """Build (not launch) the chat page around an assistant."""
-    store = FeedbackStore(settings.feedback_db)
-    limit = settings.max_question_chars
-    ask_lock = threading.Lock()  # one retrieval at a time; the word-by-word reveal runs in parallel
-
-    def ask(question: str, turns: list[dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
-        """Answer one question, revealing the answer word by word."""
-        q = (question or "").strip()
-        if not q:
-            yield gr.update(), turns, gr.update(), "Please type a question first.", gr.update(), gr.update(), gr.update()
-            return
-        if len(q) > limit:
-            msg = (
-                f"Your question is {len(q):,} characters long. Please shorten it to {limit:,} characters "
-                "or fewer and send it again."
-            )
-            yield gr.update(), turns, gr.update(), msg, gr.update(), gr.update(), gr.update()
-            return
-        turns = [*turns, {"question": q, "answer": None, "saved": False, "helpful": None, "feedback_id": None}]
-        i = len(turns) - 1
-        yield (
-            render_transcript(turns),
-            turns,
-            "",
-            "Looking in the sources…",
-            gr.update(),
-            gr.update(visible=False),
-            gr.update(interactive=False),
-        )
-        try:
-            with ask_lock:
-                ans = assistant.ask(q, history=history_for_assistant(turns[:-1]))
-        except Exception:  # the family sees a calm message, staff see the traceback
-            log.exception("assistant.ask failed")
-            ans = Answer(question=q, kind="error", answer=ERROR_MESSAGE)
-        turns[i] = {**turns[i], "answer": ans.model_dump(mode="json")}
-        banner = render_banner(turns)
-        if ans.kind != "urgent":  # an emergency is shown at once, in full
-            words = ans.answer.split(" ")
-            for n in range(1, len(words)):
-                yield (
-                    render_transcript(turns, streaming=(i, n)),
-                    turns,
-                    gr.update(),
-                    gr.update(),
-                    gr.update(),
-                    gr.update(),
-                    gr.update(),
-                )
-                time.sleep(STREAM_DELAY_S)
-        done = "Emergency message shown at the top." if ans.kind == "urgent" else "Answer ready."
-        yield (
-            render_transcript(turns),
-            turns,
-            gr.update(),
-            done,
-            gr.update(value=banner, visible=bool(banner)),
-            gr.update(),
-            gr.update(interactive=True),
-        )
-
-    def clear() -> tuple[Any, ...]:
-        """Start a new conversation (the care-team list is kept)."""
-        return render_transcript([]), [], "", "Conversation cleared.", gr.update(value="", visible=False), gr.update(visible=True)
-
-    def on_action(turns: list[dict[str, Any]], care: str, evt: gr.EventData) -> tuple[Any, ...]:
-        """A button under an answer: save the question, or record feedback."""
-        data = evt._data or {}
-        try:
-            i = int(data.get("turn", -1))
-        except (TypeError, ValueError):
-            i = -1
-        if not 0 <= i < len(turns) or not turns[i].get("answer"):
-            return turns, gr.update(), gr.update(), "That answer is no longer on the page."
-        turn = dict(turns[i])
-        turns = [*turns[:i], turn, *turns[i + 1 :]]
-        action = data.get("action")
-        comment = str(data.get("comment") or "")
-        if action == "save":
-            lines = [ln for ln in (care or "").splitlines() if ln.strip()]
-            turn["saved"] = True
-            if turn["question"] in (ln.strip() for ln in lines):
-                return turns, gr.update(), gr.update(), "This question is already on your care-team list."
-            new = "\n".join([*lines, turn["question"]])
-            return turns, new, write_care_file(new), "Added to your list of questions for your care team."
-        if action in ("vote", "comment"):
-            ans = Answer.model_validate(turn["answer"])
-            if action == "vote":
-                turn["helpful"] = data.get("helpful") == "1"
-            elif turn.get("helpful") is None:
-                return turns, gr.update(), gr.update(), "Please choose Helpful or Not helpful first, then send your comment."
-            citations = json.dumps([c.model_dump(mode="json") for c in ans.citations], ensure_ascii=False)
-            try:
-                if turn.get("feedback_id"):
-                    store.update(turn["feedback_id"], helpful=turn["helpful"], comment=comment)
-                else:
-                    turn["feedback_id"] = store.add(ans.question, ans.answer, citations, turn["helpful"], comment)
-            except (sqlite3.Error, OSError):  # never let a family believe feedback was kept when it was not
-                log.exception("feedback could not be stored")
-                return turns, gr.update(), gr.update(), "Sorry, your feedback could not be saved. Please try again later."
-            msg = "Thank you. Your comment was saved." if action == "comment" else "Thank you. Your feedback was saved."
-            return turns, gr.update(), gr.update(), msg
-        return turns, gr.update(), gr.update(), gr.update()
-
+    h = ChatHandlers(assistant, settings)
+    starters = [s.question for s in load_starters(settings.prompts_dir)]
     theme = gr.themes.Default(
         primary_hue="blue",
         neutral_hue="slate",
@@ -425,10 +588,16 @@ def create_app(assistant: AssistantLike, settings: Settings) -> gr.Blocks:
         button_primary_text_color="white",
         block_info_text_color="*neutral_600",
         body_text_color_subdued="*neutral_600",
+        button_cancel_background_fill="#b91c1c",
+        button_cancel_background_fill_hover="#991b1b",
+        button_cancel_text_color="white",
+        button_cancel_text_color_hover="white",
     )
-    with gr.Blocks(title="Family questions: infant leukemia", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+    with gr.Blocks(title="Family questions: infant leukemia", analytics_enabled=False) as app:
         app._bot_theme = theme  # type: ignore[attr-defined]  # launch() takes theme and css in Gradio 6
-        turns_state = gr.State([])
+        kept = gr.BrowserState({"v": 1, "turns": []}, storage_key=CONVERSATION_KEY, secret=BROWSER_KEY)
+        care_kept = gr.BrowserState({"v": 1, "text": ""}, storage_key=CARE_KEY, secret=BROWSER_KEY)
+        ack = gr.JSON(visible=False)
         gr.HTML(
             '<header class="site-header"><h1>Questions about infant leukemia and blinatumomab</h1>'
             '<p class="lede">Plain-language answers from trusted sources, with the exact words they rely on.</p>'
@@ -438,23 +607,30 @@ def create_app(assistant: AssistantLike, settings: Settings) -> gr.Blocks:
         banner = gr.HTML("", visible=False, elem_id="emergency-banner", js_on_load=None)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300, elem_id="chat-column"):
+                with gr.Row(visible=False, elem_id="new-row") as new_row:
+                    new_btn = gr.Button("Start a new conversation", variant="secondary", size="sm", elem_id="new-conversation")
+                with gr.Group(visible=False, elem_id="confirm-new") as confirm_new:
+                    gr.HTML('<p class="confirm-text">Start a new conversation? The questions and answers on this page '
+                            "will be removed from this device. Your list of questions for your care team is kept.</p>",
+                            js_on_load=None)
+                    with gr.Row():
+                        yes_new = gr.Button("Yes, start a new conversation", variant="stop", size="sm", elem_id="confirm-new-yes")
+                        no_new = gr.Button("No, keep this conversation", variant="secondary", size="sm", elem_id="confirm-new-no")
                 transcript = gr.HTML(render_transcript([]), elem_id="transcript", js_on_load=TRANSCRIPT_JS)
                 question = gr.Textbox(
                     label="Your question",
                     placeholder="Type your question here…",
-                    info=f"Up to {limit:,} characters. Press Enter or the Send button to send.",
                     lines=1,
                     max_lines=8,
                     elem_id="question",
                 )
-                with gr.Row(elem_id="send-row"):
-                    send = gr.Button("Send", variant="primary", elem_id="send", min_width=120)
-                    clear_btn = gr.Button("Clear conversation", variant="secondary", elem_id="clear", min_width=120)
+                send = gr.Button("Send", variant="primary", elem_id="send")
+                gr.HTML('<p class="pending-note" hidden>Looking in the sources…</p>', elem_id="pending", js_on_load=None)
                 status = gr.HTML("", elem_id="status", js_on_load=STATUS_JS)
-                # Under the input, so on a phone the question box is on the first screen.
-                with gr.Column(elem_id="starters") as starters:
+                # Under the input, so on a phone the question box and two of them are on the first screen.
+                with gr.Column(elem_id="starters") as starters_col:
                     gr.HTML('<h2 class="starters-title">Suggested questions</h2>', js_on_load=None)
-                    starter_buttons = [gr.Button(s, size="sm", variant="secondary") for s in STARTER_QUESTIONS]
+                    starter_buttons = [gr.Button(s, size="sm", variant="secondary") for s in starters]
             with gr.Column(scale=2, min_width=280, elem_id="care-column"):
                 gr.HTML(
                     '<h2 class="care-title">Questions for my care team</h2>'
@@ -462,35 +638,54 @@ def create_app(assistant: AssistantLike, settings: Settings) -> gr.Blocks:
                     "to bring to your next appointment.</p>",
                     js_on_load=None,
                 )
-                care = gr.Textbox(
-                    label="My questions (one per line)",
-                    lines=6,
-                    max_lines=20,
-                    elem_id="care-list",
-                )
-                download = gr.DownloadButton(
-                    "Download my questions (.txt)", value=write_care_file(""), elem_id="care-download", size="md"
-                )
+                care = gr.Textbox(label="My questions (one per line)", lines=6, max_lines=20, elem_id="care-list")
+                care_status = gr.HTML("", elem_id="care-status", js_on_load=STATUS_JS)
+                download = gr.Button("Download my questions (.txt)", elem_id="care-download", size="md")
+                gr.HTML(f'<h2 class="privacy-title">What is kept, and where</h2><p class="privacy">{esc(PRIVACY_NOTE)}</p>',
+                        elem_id="privacy", js_on_load=None)
+                forget_btn = gr.Button("Forget everything on this device", variant="secondary", size="sm", elem_id="forget")
+                with gr.Group(visible=False, elem_id="confirm-forget") as confirm_forget:
+                    gr.HTML('<p class="confirm-text">Delete the conversation and your list of questions from this '
+                            "device? This cannot be undone.</p>", js_on_load=None)
+                    with gr.Row():
+                        yes_forget = gr.Button("Yes, forget everything", variant="stop", size="sm", elem_id="confirm-forget-yes")
+                        no_forget = gr.Button("No, keep them", variant="secondary", size="sm", elem_id="confirm-forget-no")
 
-        outputs = [transcript, turns_state, question, status, banner, starters, send]
-        send.click(ask, [question, turns_state], outputs, concurrency_limit=8)
-        question.submit(ask, [question, turns_state], outputs, concurrency_limit=8)
-        for b, text in zip(starter_buttons, STARTER_QUESTIONS, strict=True):
-            b.click(lambda t=text: t, None, question).then(ask, [question, turns_state], outputs, concurrency_limit=8)
-        clear_btn.click(clear, None, [transcript, turns_state, question, status, banner, starters])
-        transcript.click(on_action, [turns_state, care], [turns_state, care, download, status])
-        care.change(write_care_file, care, download)
+        page = [transcript, kept, question, status, banner, starters_col, new_row]
+        quiet = {"show_progress": "hidden", "concurrency_limit": None}
+        send.click(h.ask, [question, kept], page, js=PENDING_JS, api_name="ask", **quiet)
+        question.submit(h.ask, [question, kept], page, js=PENDING_JS, api_visibility="private", **quiet)
+        for b, text in zip(starter_buttons, starters, strict=True):
+            b.click(lambda k, t=text: h.ask_starter(t, k), [kept], page, api_visibility="private", **quiet)
+        app.load(h.restore, [kept, care_kept], [*page, care], api_visibility="private", show_progress="hidden")
+
+        new_btn.click(lambda: gr.update(visible=True), None, confirm_new, api_visibility="private", show_progress="hidden")
+        no_new.click(lambda: gr.update(visible=False), None, confirm_new, api_visibility="private", show_progress="hidden")
+        yes_new.click(h.start_over, None, [*page, confirm_new], api_visibility="private", show_progress="hidden")
+        forget_btn.click(lambda: gr.update(visible=True), None, confirm_forget, api_visibility="private", show_progress="hidden")
+        no_forget.click(lambda: gr.update(visible=False), None, confirm_forget, api_visibility="private", show_progress="hidden")
+        forget_out = [*page, confirm_forget, care, care_kept, care_status]
+        yes_forget.click(h.forget, None, forget_out, api_visibility="private", show_progress="hidden").then(
+            None, None, None, js=FORGET_JS
+        )
+
+        transcript.click(h.on_action, [kept, care], [kept, care, care_kept, status, ack],
+                         api_visibility="private", show_progress="hidden").then(None, [ack], None, js=ACK_JS)
+        care.input(h.save_care, care, [care_kept, care_status], api_visibility="private", show_progress="hidden",
+                   trigger_mode="always_last")
+        download.click(None, [care], None, js=DOWNLOAD_JS)
     return app
 
 
 def launch(app: gr.Blocks, settings: Settings, block: bool = True) -> None:
-    """Serve the page on settings.host:port (loopback by default), with an optional login."""
+    """Serve the page on settings.host:port (loopback by default), with an optional, throttled login."""
     auth = None
     if settings.auth_username or settings.auth_password:
         if not (settings.auth_username and settings.auth_password):
             raise SystemExit("Set both BOT_AUTH_USERNAME and BOT_AUTH_PASSWORD to turn on the login, or neither.")
         auth = (settings.auth_username, settings.auth_password)
-    app.queue(default_concurrency_limit=4)
+    throttle = LoginThrottle(free_attempts=settings.login_free_attempts, max_delay_s=settings.login_max_delay_s)
+    app.queue(default_concurrency_limit=8)
     app.launch(
         server_name=settings.host,
         server_port=settings.port,
@@ -507,4 +702,5 @@ def launch(app: gr.Blocks, settings: Settings, block: bool = True) -> None:
         show_error=False,
         inbrowser=False,
         prevent_thread_lock=not block,
+        app_kwargs={"middleware": [Middleware(LoginThrottleMiddleware, throttle=throttle)]},
     )

@@ -17,7 +17,7 @@ EXIT_OK, EXIT_THRESHOLD, EXIT_USAGE = 0, 1, 2
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m evals", description=__doc__)
     p.add_argument("--cases", type=Path, nargs="+", default=[DEFAULT_CASES],
-                   help="case files or folders (every *.yaml not starting with '_'); default evals/cases")
+                   help="case files or folders (every *.yaml not starting with '_'); default evals/cases/dev")
     p.add_argument("--corpus", type=Path, help="evaluate against this document folder (indexed in a temporary folder)")
     p.add_argument("--report", type=Path, default=Path("reports"), help="where report.json and report.html go")
     p.add_argument("--thresholds", type=Path, default=DEFAULT_THRESHOLDS, help="thresholds file")

@@ -16,7 +16,7 @@ from bot.schema import Answer, Turn
 from evals import metrics as m
 
 EVALS_DIR = Path(__file__).resolve().parent
-DEFAULT_CASES = EVALS_DIR / "cases"
+DEFAULT_CASES = EVALS_DIR / "cases" / "dev"  # the tuning split; evals/cases/test is run and reported on its own
 DEFAULT_THRESHOLDS = EVALS_DIR / "thresholds.yaml"
 
 Category = Literal["fact", "followup", "unknown", "out_of_scope", "urgent", "non_urgent", "personal", "error"]

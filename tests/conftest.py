@@ -45,3 +45,14 @@ def seeds_dir() -> Path:
     if not SEEDS.is_dir():
         pytest.skip(f"the seed articles are not beside the project ({SEEDS} is missing)")
     return SEEDS
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--screenshots", action="store_true", default=False,
+                     help="write the web screenshots to docs/screenshots (they are tracked; off by default)")
+
+
+@pytest.fixture(scope="session")
+def screenshots_dir(request: pytest.FixtureRequest) -> Path | None:
+    """docs/screenshots when --screenshots was given, else None (no test run rewrites tracked files)."""
+    return PROJECT / "docs" / "screenshots" if request.config.getoption("--screenshots") else None

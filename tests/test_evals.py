@@ -341,7 +341,7 @@ def real_assistant(real_settings):
     return build_assistant(settings=real_settings)
 
 
-DEFAULT_CASES_DIR = Path(__file__).resolve().parent.parent / "evals" / "cases"
+DEFAULT_CASES_DIR = Path(__file__).resolve().parent.parent / "evals" / "cases" / "dev"
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from bot.ingest import ingest
 from bot.settings import Settings
-from bot.store import Index, is_complete
+from bot.store import Index, is_complete, pointer_stamp, read_pointer
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -34,11 +34,11 @@ def test_reingesting_unchanged_documents_does_no_work(tmp_path, corpus, embedder
     first = ingest(s, embedder, progress=False)
     assert sorted(first.added) == ["glossary", "how-blinatumomab-was-given", "ward"]
     assert first.embedded > 0 and is_complete(s.index_dir)
-    stamp = (s.index_dir / "INDEX_COMPLETE").stat().st_mtime_ns
+    stamp = pointer_stamp(s.index_dir)
     again = ingest(s, embedder, progress=False)
     assert again.embedded == 0 and not again.changed
     assert sorted(again.unchanged) == sorted(first.added)
-    assert (s.index_dir / "INDEX_COMPLETE").stat().st_mtime_ns == stamp  # nothing was rewritten
+    assert pointer_stamp(s.index_dir) == stamp  # nothing was rewritten
 
 
 def test_changed_and_removed_documents_are_updated_with_little_embedding(tmp_path, corpus, embedder):
@@ -83,14 +83,14 @@ def test_a_failed_run_leaves_the_previous_index_whole(tmp_path, corpus, embedder
     s = settings_for(tmp_path, corpus)
     ingest(s, embedder, progress=False)
     before = Index(s.index_dir)
-    n_chunks = len(before.chunk_ids)
+    n_chunks = before.chunk_count
     for i in range(40):
         (corpus / f"extra-{i}.txt").write_text(f"Extra leaflet {i}.\n\n" + f"Sentence {i} about line care. " * 30)
     with pytest.raises(MemoryError):
         ingest(s, embedder=ExplodingEmbedder(embedder, fail_after=1), progress=False)
     after = Index(s.index_dir)
-    assert len(after.chunk_ids) == n_chunks and is_complete(s.index_dir)
-    assert not any(p.name.startswith(".index.building") for p in tmp_path.iterdir())
+    assert after.chunk_count == n_chunks and is_complete(s.index_dir)
+    assert [p.name for p in s.index_dir.glob("gen-*")] == [read_pointer(s.index_dir)["dir"]]  # nothing half-built left
 
 
 def test_folder_with_no_supported_files_reports_and_indexes_nothing(tmp_path, embedder):
@@ -129,9 +129,9 @@ def test_an_index_of_an_older_format_is_rebuilt_with_its_extra_files(tmp_path, c
     extra = tmp_path / "extra.txt"
     extra.write_text("Parking leaflet\n\nParents park free at the children's entrance.\n")
     ingest(s, embedder, paths=[extra], progress=False)
-    marker = s.index_dir / COMPLETE_MARKER
+    marker = s.index_dir / read_pointer(s.index_dir)["dir"] / COMPLETE_MARKER
     old = json.loads(marker.read_text())
-    marker.write_text(json.dumps(dict(old, format=1)))
+    marker.write_text(json.dumps(dict(old, format=2)))
     assert not is_complete(s.index_dir)
     res = ensure_index(s, embedder)
     assert res is not None and is_complete(s.index_dir)

@@ -11,7 +11,9 @@ import yaml
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 KNOWLEDGE_DIR = PROJECT_DIR / "knowledge"
-SEEDS_DIR = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+# The seed articles sit beside the project (../shared/seeds); a git worktree one level deeper finds them too.
+SEEDS_DIR = next((p / "shared" / "seeds" for p in Path(__file__).resolve().parents[2:4]
+                  if (p / "shared" / "seeds").is_dir()), Path(__file__).resolve().parents[2] / "shared" / "seeds")
 
 # Documents whose numbers must all be traceable to the seed articles about the study.
 STUDY_DOCS = [
@@ -114,8 +116,9 @@ def test_study_documents_exist() -> None:
     assert not missing, f"missing study documents: {missing}"
 
 
-@pytest.mark.parametrize("doc_id", STUDY_DOCS)
-def test_every_number_in_study_documents_is_in_a_seed(doc_id: str) -> None:
+@pytest.mark.parametrize("doc_id", [p.stem for p in knowledge_files()])
+def test_every_number_in_the_knowledge_is_in_a_seed(doc_id: str) -> None:
+    # Every document, not only the study ones: a figure in a home-care answer must be checkable too.
     seeds = seed_texts()
     seed_numbers = set().union(*(numbers_in(t) for t in seeds.values()))
     _, body = split_doc(KNOWLEDGE_DIR / f"{doc_id}.md")
@@ -140,3 +143,90 @@ def test_number_normalisation_catches_a_planted_number() -> None:
     assert {"93.3", "65.8", "214", "9", "16"} <= seed_numbers
     assert "77.7" not in seed_numbers
     assert numbers_in("CD19 and KMT2A on Interfant-06, 93.3% of nine babies") == {"93.3", "9"}
+
+
+# ---------------------------------------------------------------- reviewed answer entries
+
+LEANING = PROJECT_DIR / "prompts" / "leaning.yaml"
+
+
+def leaning_openers() -> list[str]:
+    """The words a sentence must not open with when it has to stand alone (prompts/leaning.yaml)."""
+    return [w.lower() for w in yaml.safe_load(LEANING.read_text(encoding="utf-8"))["leaning_openers"]]
+
+
+def entries_of(path: Path) -> list[tuple[str, object, str]]:
+    """(heading, Entry or None, section body) for every '## ...' section of a knowledge document."""
+    from bot.documents import parse_entry, split_sections
+
+    _, body = split_doc(path)
+    out = []
+    for heading, start, end in split_sections(body):
+        if not heading or body[start:end].lstrip().startswith("#"):
+            continue
+        level = re.search(rf"^(#+)[ \t]+{re.escape(heading)}[ \t]*$", body, re.M)
+        if level and len(level.group(1)) == 1:
+            continue  # the document title
+        section = body[start:end]
+        out.append((heading, parse_entry(heading, section), section))
+    return out
+
+
+# Names a family learns on the first day and cannot be said more simply. Flesch-Kincaid counts their
+# syllables as hard words, so the entry grade is measured with each one read as a two-syllable word;
+# every other word counts as written.
+NAMES_FAMILIES_LEARN = ("blinatumomab", "leukemia", "leukaemia", "chemotherapy", "immunotherapy", "Interfant-06",
+                        "cytokine", "lymphoblastic", "intrathecal", "dexamethasone", "Princess Maxima Center",
+                        "Children's Oncology Group", "New England Journal of Medicine", "rearrangement", "KMT2A-rearranged",
+                        "overall survival", "disease-free survival", "serious adverse event")
+
+
+def entry_grade(text: str) -> float:
+    """Reading grade of an answer, with the names in NAMES_FAMILIES_LEARN read as a two-syllable word."""
+    from bot.readability import reading_grade
+
+    for name in NAMES_FAMILIES_LEARN:
+        text = re.sub(re.escape(name), "medsname", text, flags=re.I)
+    return reading_grade(text)
+
+
+def answer_sentences(entry, section: str) -> list[str]:
+    from bot.documents import split_sentences
+
+    text = section[entry.answer_start:entry.answer_end]
+    return [text[s:e] for s, e in split_sentences(text)]
+
+
+@pytest.mark.parametrize("path", knowledge_files(), ids=lambda p: p.stem)
+def test_every_section_is_a_reviewed_answer_entry(path: Path) -> None:
+    openers = leaning_openers()
+    entries = entries_of(path)
+    assert entries, f"{path.name}: no entries"
+    for heading, entry, section in entries:
+        where = f"{path.name} / {heading!r}"
+        assert heading.endswith("?"), f"{where}: the heading must be a family's question"
+        assert entry is not None, f"{where}: must start with 'Also asked as:' and a list of phrasings"
+        assert len(entry.phrasings) >= 5, f"{where}: needs at least 5 'also asked as' phrasings"
+        assert all(p.endswith("?") for p in entry.phrasings), f"{where}: each phrasing is a question"
+        sentences = answer_sentences(entry, section)
+        assert 2 <= len(sentences) <= 5, f"{where}: the answer has {len(sentences)} sentences (2-5)"
+        for sent in sentences:
+            low = sent.lower()
+            leaning = [w for w in openers if re.match(rf"{re.escape(w)}\b", low)]
+            assert not leaning, f"{where}: {sent!r} opens with {leaning[0]!r}, so it cannot stand alone"
+            assert not sent.lstrip().startswith(("-", "*")), f"{where}: answers are sentences, not lists"
+        grade = entry_grade(" ".join(sentences))
+        assert grade <= 7.0, f"{where}: reading grade {grade:.1f} (at most 7)"
+
+
+def test_entry_parser_separates_phrasings_from_the_answer() -> None:
+    from bot.documents import SourceDocument, chunk_document
+
+    text = ("# T\n\n## How long is the drip?\nAlso asked as:\n- How long does it run?\n- Drip length?\n\n"
+            "The drip ran for 4 weeks. The drip ran day and night.\n\n## Plain section\nJust text here.\n")
+    doc = SourceDocument(doc_id="d", title="T", text=text, source="s", url=None, path="/x")
+    entry_chunk, plain = chunk_document(doc)
+    assert entry_chunk.keys == ("How long is the drip?", "How long does it run?", "Drip length?")
+    assert entry_chunk.text == "The drip ran for 4 weeks. The drip ran day and night."
+    assert text[entry_chunk.start:entry_chunk.end] == entry_chunk.text
+    assert plain.keys == () and plain.text == "Just text here."

@@ -1,0 +1,195 @@
+"""An index that cannot be lost: one writer at a time, kill -9 at any instant, damage, and a running app that follows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.ingest import IngestBusy, ensure_index, ingest
+from bot.settings import Settings
+from bot.store import CATALOG, CHROMA_DIR, Index, IndexDamaged, read_pointer
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def corpus(tmp_path) -> Path:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ["how-blinatumomab-was-given.md", "glossary.md"]:
+        shutil.copy(PROJECT / "knowledge" / name, folder / name)
+    (folder / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward phone line is open day and night for parents.\n")
+    return folder
+
+
+def settings_for(tmp_path: Path, corpus: Path, **kw) -> Settings:
+    return Settings(index_dir=tmp_path / "index", knowledge_dir=corpus, **kw)
+
+
+def env_for(s: Settings, **extra: str) -> dict[str, str]:
+    return dict(os.environ, BOT_INDEX_DIR=str(s.index_dir), BOT_KNOWLEDGE_DIR=str(s.knowledge_dir),
+                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ANONYMIZED_TELEMETRY="False", **extra)
+
+
+def start_ingest(s: Settings, *paths: Path, **extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bot", "ingest", *map(str, paths)], cwd=PROJECT,
+                            env=env_for(s, **extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"ingest ended before {path.name}: {proc.stderr.read() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{path} never appeared")
+        time.sleep(0.05)
+
+
+def leaflets(folder: Path, n: int) -> Path:
+    folder.mkdir(exist_ok=True)
+    for i in range(n):
+        (folder / f"leaflet-{i}.txt").write_text(f"Leaflet {i}\n\nParents on ward {i} may park in bay {i} by the door. "
+                                                 f"The ward {i} kitchen has a fridge for milk.\n")
+    return folder
+
+
+def test_a_second_ingest_waits_for_the_first_then_fails_clearly(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus, ingest_lock_timeout=0.5)
+    ingest(s, embedder, progress=False)
+    holder = start_ingest(s, leaflets(tmp_path / "more", 3), BOT_INGEST_PAUSE="swap")
+    try:
+        wait_for(s.index_dir / ".paused-swap", holder)
+        with pytest.raises(IngestBusy, match="another ingest is writing"):
+            ingest(s, embedder, paths=[tmp_path / "more"], progress=False)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def test_two_ingests_at_once_lose_no_document(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("Parking\n\nParents park free at the children's entrance.\n")
+    b.write_text("Kitchen\n\nThe parents' kitchen on ward 5 has a fridge for expressed milk.\n")
+    procs = [start_ingest(s, a), start_ingest(s, b)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        assert "1 added" in out
+    assert {"a", "b", "ward", "glossary"} <= set(Index(s.index_dir).doc_ids())
+
+
+@pytest.mark.parametrize("point", ["writing", "swap", "swapped"])
+def test_kill_9_at_any_point_leaves_the_old_or_the_new_index_and_the_next_run_completes(tmp_path, corpus, embedder,
+                                                                                          point):
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    before = set(Index(s.index_dir).doc_ids())
+    more = leaflets(tmp_path / "more", 5)
+    proc = start_ingest(s, more, BOT_INGEST_PAUSE=point)
+    wait_for(s.index_dir / f".paused-{point}", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    served = Index(s.index_dir)  # opens cleanly: a complete generation, never a half-written one
+    expected = before | {f"leaflet-{i}" for i in range(5)} if point == "swapped" else before
+    assert set(served.doc_ids()) == expected
+    assert served.keyword_chunks(["blinatumomab"], 3)  # and it answers searches
+    served.close()
+
+    again = ingest(s, embedder, paths=[more], progress=False)  # running again completes the work
+    assert set(Index(s.index_dir).doc_ids()) == before | {f"leaflet-{i}" for i in range(5)}
+    assert again.changed == (point != "swapped")
+    gens = sorted(p.name for p in s.index_dir.glob("gen-*"))
+    assert read_pointer(s.index_dir)["dir"] == gens[-1] and len(gens) <= 2  # the current one and the one it replaced
+    assert not list(s.index_dir.glob(".paused-*")) and not list(s.index_dir.glob(".CURRENT.*"))
+
+
+def test_a_one_document_change_rewrites_only_that_documents_records(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    old = Index(s.index_dir)
+    glossary = {c.chunk_id for c in old.chunks(_ids(old, "glossary")).values()}
+    (corpus / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward phone line is open day and night for parents.\n\n"
+                                     "Parking for parents is free at the children's entrance.\n")
+    res = ingest(s, embedder, progress=False)
+    assert res.updated == ["ward"] and res.added == [] and 0 < res.embedded <= 3
+    new = Index(s.index_dir)
+    assert {c.chunk_id for c in new.chunks(_ids(new, "glossary")).values()} == glossary
+    assert new.keyword_chunks(["park"], 5)[0][0].startswith("ward:")
+
+
+def _ids(index: Index, doc_id: str) -> list[str]:
+    return [r[0] for r in index._db().execute("SELECT chunk_id FROM chunks WHERE doc_id = ?", (doc_id,))]
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_damaged_index_is_reported_and_rebuilt_from_the_documents_it_recorded(tmp_path, corpus, embedder, damage,
+                                                                                capsys):
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    elsewhere = tmp_path / "hospital"
+    leaflets(elsewhere, 2)
+    ingest(s, embedder, paths=[elsewhere], progress=False)
+    db = s.index_dir / read_pointer(s.index_dir)["dir"] / CHROMA_DIR / "chroma.sqlite3"
+    if damage == "deleted":
+        db.unlink()
+    else:
+        with open(db, "r+b") as f:
+            f.truncate(db.stat().st_size // 3)
+    with pytest.raises(IndexDamaged, match="damaged.*python -m bot ingest"):
+        Index(s.index_dir)
+    res = ensure_index(s, embedder)  # what the next start does
+    assert res is not None and res.rebuilt
+    assert "Rebuilding the index" in capsys.readouterr().err
+    assert set(Index(s.index_dir).doc_ids()) == {"glossary", "how-blinatumomab-was-given", "ward",
+                                                "leaflet-0", "leaflet-1"}
+
+
+def test_documents_whose_files_are_gone_are_rebuilt_from_the_index_own_copy(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    elsewhere = leaflets(tmp_path / "hospital", 1)
+    ingest(s, embedder, paths=[elsewhere], progress=False)
+    shutil.rmtree(elsewhere)  # the hospital's folder is no longer mounted
+    gen = s.index_dir / read_pointer(s.index_dir)["dir"]
+    shutil.rmtree(gen / CHROMA_DIR)
+    ensure_index(s, embedder)
+    index = Index(s.index_dir)
+    assert "leaflet-0" in index.doc_ids() and "park in bay 0" in index.document_text("leaflet-0")
+    assert (gen.parent / read_pointer(s.index_dir)["dir"] / CATALOG).is_file()
+
+
+def test_a_running_assistant_answers_from_a_completed_ingest_without_a_restart(tmp_path, corpus, embedder):
+    from bot.assistant import build_assistant
+
+    s = settings_for(tmp_path, corpus)
+    assistant = build_assistant(s, embedder=embedder)
+    question = "Where can parents park their car at the hospital?"
+    assert not any(c.doc_id == "parking" for c in assistant.ask(question).citations)
+    extra = tmp_path / "parking.txt"
+    extra.write_text("Parking\n\nParents can park their car for free in the hospital car park by the children's entrance.\n")
+    ingest(s, embedder, paths=[extra], progress=False)
+    answer = assistant.ask(question)
+    assert answer.kind == "answer" and answer.citations[0].doc_id == "parking"
+    assert "park their car for free" in assistant.index.document_text("parking")
+
+
+def test_leftovers_of_killed_runs_are_cleaned_by_the_next_run(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    (s.index_dir / "gen-000077").mkdir()                     # a half-built generation
+    (s.index_dir / ".CURRENT.4242.tmp").write_text("{")      # a pointer killed before its rename
+    (corpus / "new.txt").write_text("New leaflet\n\nThe play room opens at nine every morning for children.\n")
+    ingest(s, embedder, progress=False)
+    assert sorted(p.name for p in s.index_dir.iterdir()) == ["CURRENT", "gen-000001", "gen-000002", "ingest.lock"]
