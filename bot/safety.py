@@ -304,7 +304,7 @@ class SafetyGate:
             local = {1: lang.messages.tier1, 2: lang.messages.tier2, 3: lang.messages.tier3}[a.tier]
             message = f"{local} {message}"
             reviewed = lang.reviewed
-        names = tuple(self.triage.by_id[i].card.name for i in a.fired)
+        names = tuple(self.triage.by_id[i].card.sign for i in a.fired)
         rule = a.fired[0] if a.fired else "tier3"
         return Verdict("urgent", rule, message, a.tier, tuple(a.fired), names, detected.code, reviewed, a)
 

@@ -84,6 +84,7 @@ class Examples(_Strict):
 class Card(_Strict):
     id: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_]*$")
     name: str = Field(min_length=1)
+    sign: str = Field(min_length=1, max_length=39)
     tier: Literal[1, 2, 3]
     message: str = Field(min_length=1)
     fires: str | None = None
@@ -438,10 +439,10 @@ class Triage:
         if not a.fired:
             return self.rules.tiers[3].message
         first = self.by_id[a.fired[0]].card
-        others = [self.by_id[i].card.name for i in a.fired[1:]]
+        others = [self.by_id[i].card.sign for i in a.fired[1:]]
         if not others:
             return first.message
-        return f"{first.message} Also tell them about: {'; '.join(o[0].lower() + o[1:] for o in others)}."
+        return f"{first.message} Also tell them about {_and(others)}."
 
     # -- start-up checks --
 
@@ -462,6 +463,10 @@ class Triage:
             raise RedFlagsError(f"{self.path}: the examples of {len(problems)} card(s) fail "
                                 f"(fix the card's patterns or its examples; `python -m bot explain \"...\"` shows why):\n  "
                                 + "\n  ".join(problems))
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def load_redflags(path: Path) -> RedFlagsFile:
