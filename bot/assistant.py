@@ -7,16 +7,18 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter, said_sentences
+from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter, label_citations, said_sentences
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
-from bot.prompts import Messages, load_messages, load_question_rules
+from bot.prompts import Messages, load_leaning_openers, load_messages, load_question_rules
 from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, Vocabulary, english_words, follow_up_context
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
+from bot.screen import Screen
 from bot.settings import Settings, get_settings
 from bot.store import Index, pointer_stamp
 from bot.validate import normalise
@@ -61,7 +63,8 @@ class Assistant:
     def __init__(self, settings: Settings, index: Index, embedder: Embedder, retriever: Retriever,
                  writer: AnswerWriter, safety: SafetyGate, messages: Messages, follow_up: FollowUpRules,
                  words: QuestionWords, vocabulary: Vocabulary,
-                 reload: Callable[[], tuple[Index, Retriever, AnswerWriter, Vocabulary]] | None = None) -> None:
+                 reload: Callable[[], tuple[Index, Retriever, AnswerWriter, Vocabulary]] | None = None,
+                 screen: Screen | None = None) -> None:
         self.settings = settings
         self.index = index
         self.embedder = embedder
@@ -72,6 +75,7 @@ class Assistant:
         self.follow_up = follow_up
         self.words = words
         self.vocabulary = vocabulary
+        self.screen = screen  # checks every document sentence before it is shown (None: no screening)
         self._reload = reload  # opens the newest index generation (None: keep the one given)
         self._reload_lock = threading.Lock()
         self._failed_stamp: object = None
@@ -152,6 +156,12 @@ class Assistant:
         off_topic_guess = verdict.kind == "out_of_scope" and verdict.rule in overridable
         if verdict.kind == "out_of_scope" and not off_topic_guess:
             return self._out_of_scope(qid, shown_text, verdict, timings, t0)
+        if verdict.kind != "urgent" and self.screen is not None and self.screen.is_contact_question(text):
+            # "Who do I call in an emergency?": from the safety messages, never from a document.
+            timings["total"] = _ms(t0)
+            return Answer(id=qid, question=shown_text, kind="answer", answer=self.screen.contact_answer(),
+                          disclaimer=self.messages.disclaimer, timings_ms=timings,
+                          safety={"rule": "emergency_contact", "kind": "contact"})
 
         t = time.perf_counter()
         context = "" if verdict.kind == "urgent" else follow_up_context(text, turns, self.follow_up)
@@ -164,6 +174,7 @@ class Assistant:
         said = said_sentences([t.content for t in turns if t.role == "assistant"])
         composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
                                      strict=verdict.kind in ("ok", "out_of_scope"), context=context, said=said)
+        composition = self._screened(composition, qid)
         timings["compose"] = _ms(t)
         if off_topic_guess:
             # The topic check judged the words; the sources say whether they really answer the question
@@ -180,6 +191,7 @@ class Assistant:
             if composition.statements and composition.best_score >= self.settings.urgent_note_min:
                 st = max(composition.statements, key=lambda x: x.score)
                 note, citations = Composition([st], composition.best_score).render()
+                citations = label_citations(citations, self.index)
                 answer = f"{verdict.message} {note}"
             timings["total"] = _ms(t0)
             return Answer(id=qid, question=shown_text, kind="urgent", answer=answer, citations=citations,
@@ -194,12 +206,27 @@ class Assistant:
                           disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
         answer, citations = composition.render()
+        citations = label_citations(citations, self.index)
         if verdict.kind == "personal" and verdict.message:
             answer = f"{answer} {verdict.message}"
         timings["total"] = _ms(t0)
         return Answer(id=qid, question=shown_text, kind="answer", answer=answer, citations=citations,
                       disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
+
+    def _screened(self, composition: Composition, qid: str | None) -> Composition:
+        """The composition without sentences that screening refuses (treatment changes, numbers not ours, ...)."""
+        if self.screen is None or not composition.statements:
+            return composition
+        kept = []
+        for st in composition.statements:
+            flags = self.screen.sentence(st.text)
+            if flags:
+                log.warning("question %s: left out a sentence of %s (%s)", qid or "-", st.hit.chunk.doc_id,
+                            "; ".join(str(f) for f in flags))
+            else:
+                kept.append(st)
+        return composition if len(kept) == len(composition.statements) else replace(composition, statements=kept)
 
     @staticmethod
     def _out_of_scope(qid: str | None, text: str, verdict: Verdict, timings: dict[str, float], t0: float) -> Answer:
@@ -242,6 +269,7 @@ def build_assistant(
     ensure_index(settings, embedder)
     params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
     given_retriever, given_writer = retriever, writer
+    leaning = load_leaning_openers(settings.prompts_dir)
 
     def open_parts() -> tuple[Index, Retriever, AnswerWriter, Vocabulary]:
         """The newest complete index and the retriever and writer over it."""
@@ -249,13 +277,14 @@ def build_assistant(
         hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
         return (index, given_retriever or hybrid,
                 given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words,
-                                                 params=params),
+                                                 params=params, leaning=leaning),
                 hybrid.vocabulary)
 
     index, retriever, writer, vocabulary = open_parts()
     english_words()  # load the word list now, not during a family's first question
     safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder, cache_dir=settings.cache_dir)
     reload = open_parts if given_retriever is None and given_writer is None else None
+    screen = Screen.from_dir(settings.prompts_dir)
     return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, vocabulary,
-                     reload=reload)
+                     reload=reload, screen=screen)
 

@@ -1,4 +1,4 @@
-"""Load source documents (Markdown, text, HTML, PDF) and cut them into cited chunks and sentences."""
+"""Load source documents (Markdown, text, HTML, Word, PDF) and cut them into cited chunks and sentences."""
 
 from __future__ import annotations
 
@@ -7,13 +7,19 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from bot.formats import (  # noqa: F401  (clean_text, DocumentError, split_front_matter: this module's interface)
+    SUPPORTED_NAMES,
+    SUPPORTED_SUFFIXES,
+    DocumentError,
+    Extracted,
+    clean_text,
+    extract_file,
+    split_front_matter,
+    visible_length,
+)
 
-SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
-
-
-class DocumentError(ValueError):
-    """A file that cannot be read as a source document; the message says why."""
+# A file that keeps less than this share of its visible text is flagged in the ingest summary.
+KEPT_WARNING = 0.5
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,7 @@ class SourceDocument:
     path: str
     sources: tuple[dict[str, str], ...] = ()
     reviewed: str | None = None
+    description: str | None = None  # a web page's <meta> description or a file's subject, when it has one
 
     @property
     def content_hash(self) -> str:
@@ -72,12 +79,83 @@ class Sentence:
     grade: float = 0.0  # Flesch-Kincaid reading grade, filled in at ingest
 
 
+@dataclass(frozen=True)
+class FileStats:
+    """What became of one file: its visible characters, the characters and passages indexed, or why not."""
+
+    path: str
+    doc_id: str | None = None
+    chars_in: int = 0
+    chars_indexed: int = 0
+    passages: int = 0
+    problem: str | None = None
+    title: str | None = None
+    url: str | None = None
+    description: str | None = None
+    held: bool = False  # flagged by screening: indexed only once staff approve it
+
+    @property
+    def kept(self) -> float:
+        """Share of the visible text that is indexed (1.0 for a file with no visible text but an index)."""
+        return self.chars_indexed / self.chars_in if self.chars_in else (1.0 if self.chars_indexed else 0.0)
+
+    @property
+    def warning(self) -> str | None:
+        """Why staff should look at this file, or None."""
+        if self.problem:
+            return f"skipped: {self.problem}"
+        if self.held:
+            return "held back for review (see below)"
+        if not self.passages:
+            return "nothing indexed"
+        if self.kept < KEPT_WARNING:
+            return f"only {self.kept:.0%} of its visible text was kept; check the file"
+        return None
+
+
 @dataclass
 class LoadReport:
-    """Documents loaded from some paths, and one line for each file that could not be."""
+    """Documents loaded from some paths, one line for each file that could not be, and per-file figures."""
 
     documents: list[SourceDocument] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    files: list[FileStats] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The per-file summary staff read after an ingest or a dry run."""
+        return format_file_table(self.files)
+
+
+def format_file_table(files: list[FileStats]) -> str:
+    """One line per file: characters in, characters indexed, passages, and a warning when needed."""
+    if not files:
+        return "no files"
+    rows = [("file", "chars in", "indexed", "kept", "passages", "")]
+    for f in files:
+        name = Path(f.path).name
+        kept = f"{f.kept:.0%}" if f.chars_in else "-"
+        note = f"WARNING: {f.warning}" if f.warning else ""
+        rows.append((name, str(f.chars_in), str(f.chars_indexed), kept, str(f.passages), note))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = []
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 5)] + [r[5]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def format_file_details(files: list[FileStats], width: int = 100) -> str:
+    """What each loaded file says about itself: the title, URL and description a citation will show."""
+    lines = []
+    for f in files:
+        if f.problem:
+            continue
+        parts = [f'"{f.title}"'] + ([f.url] if f.url else [])
+        lines.append(f"{Path(f.path).name}: {' · '.join(parts)}")
+        if f.description:
+            text = f.description if len(f.description) <= width else f.description[:width - 1].rstrip() + "…"
+            lines.append(f"    {text}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- loading
@@ -91,69 +169,85 @@ def find_files(paths: list[Path]) -> tuple[list[Path], list[str]]:
         if path.is_dir():
             files = sorted(
                 p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES and not p.name.startswith((".", "README"))
+                if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES and not p.name.startswith((".", "README", "~$"))
             )
             if not files:
-                problems.append(f"{path}: no supported files (.md, .txt, .html, .pdf) in this folder")
+                problems.append(f"{path}: no supported files ({SUPPORTED_NAMES}) in this folder")
             found.extend(files)
         elif path.is_file():
             if path.suffix.lower() in SUPPORTED_SUFFIXES:
                 found.append(path)
             else:
-                problems.append(f"{path}: unsupported file type {path.suffix or '(none)'}; use .md, .txt, .html or .pdf")
+                problems.append(f"{path}: unsupported file type {path.suffix or '(none)'}; use {SUPPORTED_NAMES}")
         else:
             problems.append(f"{path}: no such file or folder")
     return found, problems
 
 
-def load_paths(paths: list[Path]) -> LoadReport:
-    """Load every supported file; a bad file is reported and skipped, the rest go on."""
+_CONVERT_HINTS = {
+    ".doc": "an old Word file: save it as .docx", ".rtf": "save it as .docx", ".odt": "save it as .docx",
+    ".pages": "export it as .docx or PDF", ".pptx": "save it as PDF", ".ppt": "save it as PDF",
+    ".xps": "save it as PDF",
+}
+
+
+def unsupported_files(paths: list[Path]) -> list[FileStats]:
+    """A row for each file in the given folders that is not read, so that staff see what was left out."""
+    out: list[FileStats] = []
+    for folder in (p for p in paths if p.is_dir()):
+        for p in sorted(folder.rglob("*")):
+            rel = p.relative_to(folder).parts
+            if (not p.is_file() or p.suffix.lower() in SUPPORTED_SUFFIXES
+                    or any(part.startswith((".", "~$")) for part in rel) or p.name.startswith("README")):
+                continue
+            suffix = p.suffix.lower() or "(no extension)"
+            hint = _CONVERT_HINTS.get(suffix, f"use {SUPPORTED_NAMES}")
+            out.append(FileStats(path=str(p), problem=f"{suffix} files are not read; {hint}"))
+    return out
+
+
+def load_paths(paths: list[Path], chunk_size: int = 900, chunk_overlap: int = 120) -> LoadReport:
+    """Load every supported file; a bad file is reported and skipped, the rest go on.
+
+    `files` tells, per file, how much of its visible text became indexed text and how many passages
+    (cut with `chunk_size` and `chunk_overlap`, as ingest will cut them).
+    """
     files, problems = find_files(paths)
     report = LoadReport(problems=problems)
     seen: dict[str, Path] = {}
     for path in files:
         try:
-            doc = load_file(path)
+            extracted = extract_file(path)
+            doc = to_document(path, extracted)
         except DocumentError as exc:
             report.problems.append(f"{path}: {exc}")
+            report.files.append(FileStats(path=str(path), problem=str(exc)))
             continue
         if doc.doc_id in seen:
-            report.problems.append(f"{path}: document id {doc.doc_id!r} already used by {seen[doc.doc_id]}; skipped")
+            problem = f"document id {doc.doc_id!r} already used by {seen[doc.doc_id]}; skipped"
+            report.problems.append(f"{path}: {problem}")
+            report.files.append(FileStats(path=str(path), doc_id=doc.doc_id, problem=problem))
             continue
         seen[doc.doc_id] = path
         report.documents.append(doc)
+        report.files.append(FileStats(
+            path=str(path), doc_id=doc.doc_id, chars_in=extracted.visible_chars,
+            chars_indexed=visible_length(doc.text),
+            passages=len(chunk_document(doc, chunk_size, chunk_overlap)),
+            title=doc.title, url=doc.url, description=doc.description,
+        ))
+    report.files.extend(unsupported_files(paths))
     return report
-
-
-def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        # Keep the document usable: undecodable bytes become U+FFFD and are then dropped.
-        text = raw.decode("utf-8", errors="replace").replace("\ufffd", "")
-    return clean_text(text)
-
-
-def clean_text(text: str) -> str:
-    """Normalise newlines and drop control characters (tabs and newlines stay)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text)
 
 
 def load_file(path: Path) -> SourceDocument:
     """Read one file into a SourceDocument, or raise DocumentError with a one-line reason."""
-    suffix = path.suffix.lower()
-    if suffix in {".md", ".markdown"}:
-        meta, body = split_front_matter(_read_text(path))
-    elif suffix == ".txt":
-        meta, body = {}, _read_text(path)
-    elif suffix in {".html", ".htm"}:
-        meta, body = _html_to_text(_read_text(path))
-    elif suffix == ".pdf":
-        meta, body = _pdf_to_text(path)
-    else:
-        raise DocumentError(f"unsupported file type {suffix}")
+    return to_document(path, extract_file(path))
+
+
+def to_document(path: Path, extracted: Extracted) -> SourceDocument:
+    """A SourceDocument from a file's extracted text and what the file says about itself."""
+    meta, body = extracted.meta, extracted.body
     if not body.strip():
         raise DocumentError("the file has no text")
     title = str(meta.get("title") or _first_heading(body) or path.stem.replace("_", " ").replace("-", " "))
@@ -169,21 +263,8 @@ def load_file(path: Path) -> SourceDocument:
         path=str(path.resolve()),
         sources=sources,
         reviewed=str(meta["reviewed"]) if meta.get("reviewed") else None,
+        description=str(meta["description"]) if meta.get("description") else None,
     )
-
-
-def split_front_matter(text: str) -> tuple[dict, str]:
-    """YAML front matter between --- lines, and the body after it."""
-    match = re.match(r"^---[ \t]*\n(.*?)\n---[ \t]*\n", text, flags=re.S)
-    if not match:
-        return {}, text
-    try:
-        meta = yaml.safe_load(match.group(1)) or {}
-    except yaml.YAMLError as exc:
-        raise DocumentError(f"front matter is not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(meta, dict):
-        raise DocumentError("front matter must be a YAML mapping")
-    return meta, text[match.end():]
 
 
 def _normalise_sources(raw: object) -> list[dict[str, str]]:
@@ -206,50 +287,6 @@ def _first_heading(body: str) -> str | None:
         if line:
             return line.lstrip("#").strip()[:200] or None
     return None
-
-
-def _html_to_text(html: str) -> tuple[dict, str]:
-    """Visible text of an HTML page as Markdown-like text: headings become '#' lines."""
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(html, "html.parser")
-    for tag in soup(["script", "style", "noscript", "template", "nav", "footer", "header", "form"]):
-        tag.decompose()
-    meta: dict = {}
-    if soup.title and soup.title.get_text(strip=True):
-        meta["title"] = soup.title.get_text(" ", strip=True)
-    blocks: list[str] = []
-    for el in soup.find_all(["h1", "h2", "h3", "h4", "p", "li", "td", "blockquote", "pre"]):
-        if el.find_parent(["p", "li", "td", "blockquote"]) is not None:
-            continue
-        text = re.sub(r"\s+", " ", el.get_text(" ", strip=True)).strip()
-        if not text:
-            continue
-        if el.name in {"h1", "h2", "h3", "h4"}:
-            blocks.append("#" * int(el.name[1]) + " " + text)
-        else:
-            blocks.append(text)
-    return meta, "\n\n".join(blocks) + ("\n" if blocks else "")
-
-
-def _pdf_to_text(path: Path) -> tuple[dict, str]:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    if path.stat().st_size == 0:
-        raise DocumentError("the PDF file is empty (0 bytes): no text")
-    try:
-        reader = PdfReader(str(path))
-        pages = [clean_text(page.extract_text() or "") for page in reader.pages]
-        title = (reader.metadata or {}).get("/Title") if reader.metadata else None
-    except PdfReadError as exc:
-        raise DocumentError(f"cannot read this PDF ({exc.__class__.__name__}); is it damaged?") from exc
-    except Exception as exc:  # pypdf raises many kinds of errors on corrupt files
-        raise DocumentError(f"cannot read this PDF ({exc.__class__.__name__}); is it damaged?") from exc
-    if not any(p.strip() for p in pages):
-        raise DocumentError("the PDF has no extractable text (a scanned image?)")
-    body = "\n\n".join(f"## Page {i}\n\n{p.strip()}" for i, p in enumerate(pages, 1) if p.strip()) + "\n"
-    return ({"title": str(title)} if title else {}), body
 
 
 # ---------------------------------------------------------------- chunking

@@ -203,7 +203,7 @@ class HybridRetriever:
     """Dense passage search in Chroma, dense sentence search and BM25, fused by reciprocal rank fusion."""
 
     def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
-                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 1.0) -> None:
+                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 3.0) -> None:
         self.index = index
         self.key_weight = key_weight  # knowledge entries found by their question and phrasings
         self.sentence_weight = sentence_weight  # the sentence list counts half as much as each passage list

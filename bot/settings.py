@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     auth_password: str | None = Field(None, description="Optional password for the web app.")
     login_free_attempts: int = Field(5, description="Failed logins (per username and per client) before each try must wait.")
     login_max_delay_s: float = Field(300.0, description="Longest wait between login tries; it doubles after each failure.")
+    web_answer_slots: int = Field(4, description="Answers the web app computes at once (others wait their turn, in order).")
     care_list_max_chars: int = Field(10_000, description="Longest care-team question list (kept in the family's browser).")
     web_secret: str | None = Field(
         None, description="Key that signs answers kept in the browser, so feedback names what the bot really said; "

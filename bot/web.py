@@ -7,6 +7,7 @@ earlier turns the browser sends: the assistant is the one door that judges a mes
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import html
@@ -17,12 +18,14 @@ import re
 import secrets
 import sqlite3
 from datetime import date
+from functools import partial
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
 # Gradio reads this at import time; the app must never phone home.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import anyio
 import gradio as gr
 from pydantic import ValidationError
 from starlette.middleware import Middleware
@@ -96,9 +99,16 @@ element.addEventListener('click', (ev) => {
   if (note) note.textContent = 'Sending…';
   trigger('click', {action: btn.dataset.action, turn: turn, helpful: btn.dataset.helpful || '', comment: comment});
 });
+let shownTurns = null;
 watch('value', () => {  // a new transcript: whatever was pending has arrived
   const note = document.querySelector('#pending .pending-note');
   if (note) note.hidden = true;
+  const turns = element.querySelectorAll('article.turn');
+  // One new answer: bring its start into view (on a phone it would open below the fold's top).
+  if (shownTurns !== null && turns.length === shownTurns + 1) {
+    turns[turns.length - 1].scrollIntoView({block: 'start'});
+  }
+  shownTurns = turns.length;
 });
 element.addEventListener('input', (ev) => {
   if (!ev.target.matches('input[id^=comment-]')) return;
@@ -275,15 +285,22 @@ def render_citation(turn: int, c: Citation) -> str:
     )
 
 
-def render_signs(safety: dict[str, Any] | None) -> str:
-    """The signs the safety check matched, named one by one ('' when it names none)."""
-    raw = (safety or {}).get("signs")
+def sign_names(safety: dict[str, Any] | None) -> list[str]:
+    """The signs the safety check matched, in words: its `sign_names`, else its `signs`."""
+    safety = safety or {}
+    raw = safety.get("sign_names") or safety.get("signs")
     if isinstance(raw, str):
         signs = [s.strip() for s in re.split(r"[;\n]", raw) if s.strip()]
     elif isinstance(raw, list | tuple):
         signs = [str(s).strip() for s in raw if str(s).strip()]
     else:
         signs = []
+    return list(dict.fromkeys(signs))
+
+
+def render_signs(safety: dict[str, Any] | None) -> str:
+    """The signs the safety check matched, named one by one ('' when it names none)."""
+    signs = sign_names(safety)
     if not signs:
         return ""
     items = "".join(f"<li>{esc(s)}</li>" for s in signs)
@@ -399,7 +416,7 @@ def kept_turns(value: Any) -> list[dict[str, Any]]:
     """The turns in what the browser sent, keeping only well-formed ones (it may be old or edited)."""
     turns = value.get("turns") if isinstance(value, dict) else None
     out: list[dict[str, Any]] = []
-    for t in turns if isinstance(turns, list) else []:
+    for t in turns[-MAX_KEPT_TURNS:] if isinstance(turns, list) else []:
         if not (isinstance(t, dict) and isinstance(t.get("question"), str) and isinstance(t.get("answer"), dict)):
             continue
         try:
@@ -407,7 +424,7 @@ def kept_turns(value: Any) -> list[dict[str, Any]]:
         except ValidationError:
             continue
         out.append(t)
-    return out[-MAX_KEPT_TURNS:]
+    return out
 
 
 def kept_care(value: Any) -> str:
@@ -438,6 +455,9 @@ class ChatHandlers:
         self.settings = settings
         self.store = FeedbackStore(settings.feedback_db)
         self.key = (settings.web_secret or secrets.token_hex(32)).encode("utf-8")
+        # Not a lock around the assistant (it is safe to call from several threads): a small, fair limit
+        # on answers computed at once, so that under load each waits its turn instead of all slowing down.
+        self._slots = asyncio.Semaphore(max(1, settings.web_answer_slots))
 
     def _row_sig(self, row: int) -> str:
         """Proof that a feedback row was made for this browser's turn (so no one can rewrite another's)."""
@@ -456,7 +476,12 @@ class ChatHandlers:
             gr.update(visible=bool(turns)),
         )
 
-    def ask(self, question: str | None, kept: Any) -> tuple[Any, ...]:
+    async def ask(self, question: str | None, kept: Any) -> tuple[Any, ...]:
+        """Answer one message, in a worker thread once one of the answer slots is free (first come, first served)."""
+        async with self._slots:
+            return await anyio.to_thread.run_sync(self.answer, question, kept)
+
+    def answer(self, question: str | None, kept: Any) -> tuple[Any, ...]:
         """Answer one message with the conversation the browser holds; the whole answer at once."""
         turns = kept_turns(kept)
         q = question or ""
@@ -475,8 +500,8 @@ class ChatHandlers:
         # A message the assistant could not take stays in the box, so the family can change it.
         return self._page(turns, status, question=gr.update() if ans.kind == "error" else "")
 
-    def ask_starter(self, text: str, kept: Any) -> tuple[Any, ...]:
-        return self.ask(text, kept)
+    async def ask_starter(self, text: str, kept: Any) -> tuple[Any, ...]:
+        return await self.ask(text, kept)
 
     def restore(self, kept: Any, care: Any) -> tuple[Any, ...]:
         """On page load: show what this browser kept."""
@@ -498,9 +523,11 @@ class ChatHandlers:
             "",
         )
 
-    def save_care(self, text: str | None) -> tuple[Any, str]:
-        """Keep the edited list in the browser, unless it is over the size limit."""
+    def save_care(self, text: str | None, kept: Any = None) -> tuple[Any, str]:
+        """Keep the edited list in the browser, unless it is over the size limit (or already kept as it is)."""
         text = text or ""
+        if kept is not None and text == kept_care(kept):
+            return gr.update(), gr.update()
         limit = self.settings.care_list_max_chars
         if len(text) > limit:
             return gr.update(), (
@@ -524,7 +551,8 @@ class ChatHandlers:
             turn = turns[i] if 0 <= i < len(turns) else {}
             ack = {"turn": i, "action": action, "ok": ok, "message": message,
                    "saved": bool(turn.get("saved")), "helpful": turn.get("helpful")}
-            return {"v": 1, "turns": turns}, care_out, store_out, message, ack
+            # The message is shown and announced beside the button used (its own live region), not twice.
+            return {"v": 1, "turns": turns}, care_out, store_out, gr.update(), ack
 
         if not 0 <= i < len(turns):
             return reply(False, "That answer is no longer on the page.")
@@ -652,11 +680,11 @@ def create_app(assistant: AssistantLike, settings: Settings) -> gr.Blocks:
                         no_forget = gr.Button("No, keep them", variant="secondary", size="sm", elem_id="confirm-forget-no")
 
         page = [transcript, kept, question, status, banner, starters_col, new_row]
-        quiet = {"show_progress": "hidden", "concurrency_limit": None}
+        quiet = {"show_progress": "hidden", "queue": False}
         send.click(h.ask, [question, kept], page, js=PENDING_JS, api_name="ask", **quiet)
         question.submit(h.ask, [question, kept], page, js=PENDING_JS, api_visibility="private", **quiet)
         for b, text in zip(starter_buttons, starters, strict=True):
-            b.click(lambda k, t=text: h.ask_starter(t, k), [kept], page, api_visibility="private", **quiet)
+            b.click(partial(h.ask_starter, text), [kept], page, api_visibility="private", **quiet)
         app.load(h.restore, [kept, care_kept], [*page, care], api_visibility="private", show_progress="hidden")
 
         new_btn.click(lambda: gr.update(visible=True), None, confirm_new, api_visibility="private", show_progress="hidden")
@@ -671,8 +699,9 @@ def create_app(assistant: AssistantLike, settings: Settings) -> gr.Blocks:
 
         transcript.click(h.on_action, [kept, care], [kept, care, care_kept, status, ack],
                          api_visibility="private", show_progress="hidden").then(None, [ack], None, js=ACK_JS)
-        care.input(h.save_care, care, [care_kept, care_status], api_visibility="private", show_progress="hidden",
-                   trigger_mode="always_last")
+        # `change`, not `input`: a pasted list must be kept too. Values set by the page are already kept.
+        care.change(h.save_care, [care, care_kept], [care_kept, care_status], api_visibility="private",
+                    show_progress="hidden", trigger_mode="always_last")
         download.click(None, [care], None, js=DOWNLOAD_JS)
     return app
 

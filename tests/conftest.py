@@ -41,6 +41,31 @@ def assistant(knowledge_settings, embedder):
 
 
 @pytest.fixture(scope="session")
+def make_leaflets():
+    """tests/data/make_leaflets.py, which writes the realistic leaflets and names their boilerplate."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_leaflets", PROJECT / "tests" / "data" / "make_leaflets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def leaflets_dir(tmp_path_factory, make_leaflets) -> Path:
+    """The four realistic hospital leaflets (two web pages, a Word file, a PDF) in a temporary folder."""
+    out = tmp_path_factory.mktemp("leaflets")
+    make_leaflets.write_all(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def boilerplate(make_leaflets) -> list[str]:
+    """Page furniture of the leaflets (menus, footers, cookie banners, running headers): never indexed or quoted."""
+    return make_leaflets.BOILERPLATE
+
+
+@pytest.fixture(scope="session")
 def seeds_dir() -> Path:
     if not SEEDS.is_dir():
         pytest.skip(f"the seed articles are not beside the project ({SEEDS} is missing)")

@@ -77,7 +77,7 @@ def test_ingest_reports_unchanged_documents_without_work(env):
 
 
 def test_ingest_of_a_folder_without_documents_says_so(env, tmp_path):
-    (tmp_path / "notes.docx").write_bytes(b"PK")
+    (tmp_path / "notes.xlsx").write_bytes(b"PK")
     e = dict(env, BOT_INDEX_DIR=str(tmp_path / "idx"))
     p = run(["ingest", str(tmp_path)], e)
     assert p.returncode == 1 and "no supported files" in p.stderr.decode()

@@ -96,7 +96,7 @@ def test_a_failed_run_leaves_the_previous_index_whole(tmp_path, corpus, embedder
 def test_folder_with_no_supported_files_reports_and_indexes_nothing(tmp_path, embedder):
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "a.docx").write_bytes(b"PK")
+    (empty / "a.xlsx").write_bytes(b"PK")
     res = ingest(Settings(index_dir=tmp_path / "index", knowledge_dir=empty), embedder, progress=False)
     assert res.chunks == 0 and any("no supported files" in p for p in res.problems)
     assert not is_complete(tmp_path / "index")
