@@ -94,18 +94,21 @@ class CardFigures:
 
     card: str
     examples: int
-    recall_card: float      # its examples given this card
-    recall_any: float       # its examples given any card (still urgent)
-    false_alarms: float     # 'none' examples given this card
+    recall_card: float      # its examples given this card (probability >= sure)
+    recall_any: float       # its examples the classifier flags at all (all cards summed >= unsure)
+    false_alarms: float     # 'none' examples given this card (>= sure)
+    flagged_none: float     # 'none' examples whose best card is this one and that are flagged (summed >= unsure)
 
 
-def cross_validate(vectors: np.ndarray, labels: Sequence[str], sure: float, folds: int = 5,
-                   seed: int = 0) -> tuple[list[CardFigures], float, float]:
-    """Stratified k-fold figures per card at the `sure` threshold; also overall recall and false-alarm rate."""
+def cross_validate(vectors: np.ndarray, labels: Sequence[str], sure: float, unsure: float, folds: int = 5,
+                   seed: int = 0) -> tuple[list[CardFigures], dict[str, float]]:
+    """Stratified k-fold figures per card at the `sure` and `unsure` thresholds, and overall rates."""
     from sklearn.model_selection import StratifiedKFold
 
     y = np.array(labels)
     predicted = np.array([NONE] * len(y), dtype=object)
+    best_card = np.array([NONE] * len(y), dtype=object)
+    flagged = np.zeros(len(y), dtype=bool)
     for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(vectors, y):
         model = _model().fit(vectors[train], y[train])
         probs = model.predict_proba(vectors[test])
@@ -114,7 +117,10 @@ def cross_validate(vectors: np.ndarray, labels: Sequence[str], sure: float, fold
         masked = probs.copy()
         masked[:, none_col] = -1
         best = masked.argmax(axis=1)
+        card_sum = probs.sum(axis=1) - probs[:, none_col]
         for row, idx in enumerate(test):
+            best_card[idx] = classes[best[row]]
+            flagged[idx] = card_sum[row] >= unsure
             if masked[row, best[row]] >= sure:
                 predicted[idx] = classes[best[row]]
     cards = [c for c in dict.fromkeys(labels) if c != NONE]
@@ -123,6 +129,12 @@ def cross_validate(vectors: np.ndarray, labels: Sequence[str], sure: float, fold
     for c in cards:
         mine = y == c
         out.append(CardFigures(c, int(mine.sum()), float((predicted[mine] == c).mean()),
-                               float((predicted[mine] != NONE).mean()), float((predicted[none_mask] == c).mean())))
+                               float((flagged[mine] | (predicted[mine] != NONE)).mean()),
+                               float((predicted[none_mask] == c).mean()),
+                               float((flagged[none_mask] & (best_card[none_mask] == c)).mean())))
     urgent = ~none_mask
-    return out, float((predicted[urgent] != NONE).mean()), float((predicted[none_mask] != NONE).mean())
+    overall = {"recall_sure": float((predicted[urgent] != NONE).mean()),
+               "recall_flagged": float((flagged[urgent] | (predicted[urgent] != NONE)).mean()),
+               "false_alarms_sure": float((predicted[none_mask] != NONE).mean()),
+               "flagged_none": float(flagged[none_mask].mean())}
+    return out, overall
