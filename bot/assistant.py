@@ -52,6 +52,24 @@ def _turns(history: Sequence[Turn | dict[str, Any]] | None, max_turns: int, max_
     return out[::-1]
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def search_text(text: str, limit: int) -> str:
+    """What retrieval and composing read of a message: all of it up to `limit` characters; of a longer one,
+    its questions (sentences ending in '?', the last ones first) or else its end, within `limit`."""
+    if len(text) <= limit:
+        return text
+    sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
+    questions = [s for s in sentences if s.rstrip().endswith("?")]
+    picked: list[str] = []
+    for s in reversed(questions or sentences):
+        if len(" ".join([s, *picked])) > limit:
+            break
+        picked.insert(0, s)
+    return " ".join(picked) if picked else text[-limit:]
+
+
 def _matching_turns(turns: Sequence[Turn]) -> list[Turn]:
     """The conversation in the normal form used for matching (see bot/normal.py)."""
     return [Turn(role=t.role, content=for_matching(t.content)) for t in turns]
@@ -164,8 +182,10 @@ class Assistant:
                           safety={"rule": "emergency_contact", "kind": "contact"})
 
         t = time.perf_counter()
-        context = "" if verdict.kind == "urgent" else follow_up_context(text, turns, self.follow_up)
-        spelled = vocabulary.correct_text(text)
+        # Safety read all of the message; the search reads its question (a long message costs no more than that).
+        searched = search_text(text, self.settings.search_max_chars)
+        context = "" if verdict.kind == "urgent" else follow_up_context(searched, turns, self.follow_up)
+        spelled = vocabulary.correct_text(searched)
         query = f"{spelled} ({context})" if context else spelled
         hits = retriever.retrieve(self.words.expand(query), self.settings.top_k)
         timings["retrieve"] = _ms(t)

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(2000, description="Longest question answered (longer: still checked for emergencies).")
     cache_dir: Path | None = Field(PROJECT_DIR / ".cache",
                                    description="Vectors of the red-flag examples, kept between starts (none: recompute).")
+    search_max_chars: int = Field(
+        400, ge=50, description="Longest text retrieval and composing read of a message (its questions, else its end); "
+        "the safety checks read all of it."
+    )
     history_max_turns: int = Field(
         20, ge=0, description="Most recent conversation turns read with a question; older ones are ignored."
     )
