@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter, said_sentences
+from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter, label_citations, said_sentences
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
-from bot.prompts import Messages, load_messages, load_question_rules
+from bot.prompts import Messages, load_leaning_openers, load_messages, load_question_rules
 from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, Vocabulary, english_words, follow_up_context
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
@@ -50,6 +50,24 @@ def _turns(history: Sequence[Turn | dict[str, Any]] | None, max_turns: int, max_
         budget -= len(turn.content)
         out.append(turn)
     return out[::-1]
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def search_text(text: str, limit: int) -> str:
+    """What retrieval and composing read of a message: all of it up to `limit` characters; of a longer one,
+    its questions (sentences ending in '?', the last ones first) or else its end, within `limit`."""
+    if len(text) <= limit:
+        return text
+    sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
+    questions = [s for s in sentences if s.rstrip().endswith("?")]
+    picked: list[str] = []
+    for s in reversed(questions or sentences):
+        if len(" ".join([s, *picked])) > limit:
+            break
+        picked.insert(0, s)
+    return " ".join(picked) if picked else text[-limit:]
 
 
 def _matching_turns(turns: Sequence[Turn]) -> list[Turn]:
@@ -138,8 +156,10 @@ class Assistant:
                           safety={"rule": "emergency_contact", "kind": "contact"})
 
         t = time.perf_counter()
-        context = "" if verdict.kind == "urgent" else follow_up_context(text, turns, self.follow_up)
-        spelled = vocabulary.correct_text(text)
+        # Safety read all of the message; the search reads its question (a long message costs no more than that).
+        searched = search_text(text, self.settings.search_max_chars)
+        context = "" if verdict.kind == "urgent" else follow_up_context(searched, turns, self.follow_up)
+        spelled = vocabulary.correct_text(searched)
         query = f"{spelled} ({context})" if context else spelled
         hits = retriever.retrieve(self.words.expand(query), self.settings.top_k)
         timings["retrieve"] = _ms(t)
@@ -165,6 +185,7 @@ class Assistant:
             if composition.statements and composition.best_score >= self.settings.urgent_note_min:
                 st = max(composition.statements, key=lambda x: x.score)
                 note, citations = Composition([st], composition.best_score).render()
+                citations = label_citations(citations, self.index)
                 answer = f"{verdict.message} {note}"
             timings["total"] = _ms(t0)
             return Answer(id=qid, question=shown_text, kind="urgent", answer=answer, citations=citations,
@@ -179,6 +200,7 @@ class Assistant:
                           disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
         answer, citations = composition.render()
+        citations = label_citations(citations, self.index)
         if verdict.kind == "personal" and verdict.message:
             answer = f"{answer} {verdict.message}"
         timings["total"] = _ms(t0)
@@ -242,6 +264,7 @@ def build_assistant(
     ensure_index(settings, embedder)
     params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
     given_retriever, given_writer = retriever, writer
+    leaning = load_leaning_openers(settings.prompts_dir)
 
     def open_parts() -> tuple[Index, Retriever, AnswerWriter, Vocabulary]:
         """The newest complete index and the retriever and writer over it."""
@@ -249,7 +272,7 @@ def build_assistant(
         hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
         return (index, given_retriever or hybrid,
                 given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words,
-                                                 params=params),
+                                                 params=params, leaning=leaning),
                 hybrid.vocabulary)
 
     index, retriever, writer, vocabulary = open_parts()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import numpy as np
@@ -14,6 +18,36 @@ class Embedder(Protocol):
     """Anything that turns texts into unit-length vectors."""
 
     def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+class ShortestFirst:
+    """A lock that, when several threads wait, is given to the one with the least work first.
+
+    One model serves every conversation; with a plain lock, a short question waits behind every long
+    message queued before it. Here it waits only for the work already running when it arrived.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._waiting: list[tuple[int, int]] = []
+        self._order = itertools.count()
+
+    @contextmanager
+    def hold(self, cost: int) -> Iterator[None]:
+        with self._cond:
+            ticket = (cost, next(self._order))
+            heapq.heappush(self._waiting, ticket)
+            while self._busy or self._waiting[0] != ticket:
+                self._cond.wait()
+            heapq.heappop(self._waiting)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
 
 
 class SentenceEmbedder:
@@ -37,10 +71,11 @@ class SentenceEmbedder:
         self.model = SentenceTransformer(model_path, device="cpu")
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
-        self._lock = threading.Lock()  # the web app asks from several threads
+        self._lock = ShortestFirst()  # the web app asks from several threads; short requests go first
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        with self._lock:
+        texts = list(texts)
+        with self._lock.hold(sum(len(t) for t in texts)):
             return self._encode(texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:

@@ -133,6 +133,17 @@ def load_messages(prompts_dir: Path) -> Messages:
     return msgs
 
 
+def load_leaning_openers(prompts_dir: Path) -> tuple[str, ...]:
+    """Words that make a sentence lean on the one before it (prompts/leaning.yaml), longest first."""
+    path = prompts_dir / "leaning.yaml"
+    if not path.is_file():
+        return ()
+    words = read_yaml_mapping(path).get("leaning_openers")
+    if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
+        raise PromptError(f"{path}: 'leaning_openers' must be a list of words or phrases")
+    return tuple(sorted({w.strip().lower() for w in words}, key=len, reverse=True))
+
+
 def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords]:
     """Follow-up rules, filler words and synonyms from questions.yaml."""
     path = prompts_dir / "questions.yaml"

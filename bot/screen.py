@@ -26,7 +26,7 @@ from bot.normal import for_matching
 from bot.prompts import PromptError, read_yaml_mapping, validation_problems
 
 SCREEN_FILE = "screen.yaml"
-SAFETY_FILE = "safety.yaml"
+SAFETY_FILES = ("safety.yaml", "redflags.yaml")  # where the safety messages are (messages; red-flag cards and tiers)
 STATE_FILE = "screening.json"  # in the index folder: documents held back, and the versions staff approved
 
 _OPTIONS = re2.Options()
@@ -58,6 +58,28 @@ class Flag:
         return f"{RULE_LABELS.get(self.rule, self.rule)}: {self.excerpt!r}"
 
 
+def safety_messages(prompts_dir: Path) -> dict[str, str]:
+    """Every message the safety rules give families, by name: `messages` of safety.yaml, and the red-flag
+    cards (by id) and tiers (`tier1`, ...) of redflags.yaml, whichever of them exist."""
+    out: dict[str, str] = {}
+    for name in SAFETY_FILES:
+        path = Path(prompts_dir) / name
+        if not path.exists():
+            continue
+        data = read_yaml_mapping(path)
+        if isinstance(data.get("messages"), dict):
+            out.update({str(k): str(v) for k, v in data["messages"].items() if isinstance(v, str)})
+        for card in data.get("cards") or []:
+            if isinstance(card, dict) and isinstance(card.get("message"), str):
+                out[str(card.get("id"))] = card["message"]
+        for tier, spec in (data.get("tiers") or {}).items():
+            if isinstance(spec, dict):
+                text = spec.get("message") or spec.get("call")
+                if isinstance(text, str):
+                    out[f"tier{tier}"] = text
+    return out
+
+
 # --- the rules file -----------------------------------------------------------------------------
 
 
@@ -74,7 +96,8 @@ class PhoneRules(_Strict):
 class ContactRules(_Strict):
     questions: list[str] = Field(min_length=1)
     intro: str = ""
-    messages: list[str] = Field(min_length=1)
+    # Each item names a safety message; a list names alternatives, the first that exists is used.
+    messages: list[str | list[str]] = Field(min_length=1)
 
 
 class ScreenFile(_Strict):
@@ -123,11 +146,14 @@ class Screen:
         self.after_words = [compile_rule(p, f"{path}: phone.after_words[{i}]") for i, p in enumerate(rules.phone.after_words)]
         self.contact_questions = [compile_rule(p, f"{path}: emergency_contact.questions[{i}]")
                                   for i, p in enumerate(rules.emergency_contact.questions)]
-        missing = [m for m in rules.emergency_contact.messages if m not in safety_messages]
-        if missing:
-            raise PromptError(f"{path}: emergency_contact.messages: {missing} are not messages of {SAFETY_FILE} "
-                              f"(known: {', '.join(sorted(safety_messages))})")
-        self.contact_messages = [safety_messages[m] for m in rules.emergency_contact.messages]
+        self.contact_messages = []
+        for i, item in enumerate(rules.emergency_contact.messages):
+            names = [item] if isinstance(item, str) else item
+            found = next((safety_messages[n] for n in names if n in safety_messages), None)
+            if found is None:
+                raise PromptError(f"{path}: emergency_contact.messages[{i}]: none of {names} is a safety message "
+                                  f"in {' or '.join(SAFETY_FILES)} (known: {', '.join(sorted(safety_messages))})")
+            self.contact_messages.append(found)
         # Numbers our own safety messages give are allowed wherever they appear.
         ours = {_digits(n) for msg in safety_messages.values() for n in _NUMBER_IN_MESSAGE.findall(msg)}
         self.allowed_numbers = {_digits(n) for n in rules.phone.allowed_numbers} | {n for n in ours if len(n) >= 3}
@@ -140,9 +166,7 @@ class Screen:
             rules = ScreenFile.model_validate(read_yaml_mapping(path))
         except ValidationError as exc:
             raise PromptError(f"{path}: {validation_problems(exc)}") from exc
-        safety = read_yaml_mapping(Path(prompts_dir) / SAFETY_FILE)
-        messages = safety.get("messages") if isinstance(safety.get("messages"), dict) else {}
-        return cls(rules, {str(k): str(v) for k, v in messages.items()}, path)
+        return cls(rules, safety_messages(Path(prompts_dir)), path)
 
     # -- checks --
 

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     max_sentences: int = Field(4, description="Most sentences in an answer (2-5).")
 
     max_question_chars: int = Field(2000, description="Longest question accepted.")
+    search_max_chars: int = Field(
+        400, ge=50, description="Longest text retrieval and composing read of a message (its questions, else its end); "
+        "the safety checks read all of it."
+    )
     history_max_turns: int = Field(
         20, ge=0, description="Most recent conversation turns read with a question; older ones are ignored."
     )
