@@ -444,8 +444,8 @@ class TestPoisonedDocuments:
         settings, _ = poisoned
         bot = build_assistant(settings, embedder=embedder)
         assert "day-unit-visits" in bot.index.doc_ids() and "emergency-numbers" not in bot.index.doc_ids()
-        day = bot.ask("Can brothers and sisters come to the day unit?")
-        assert day.kind == "answer" and any(c.doc_id == "day-unit-visits" for c in day.citations)
+        found = bot.retriever.retrieve("day unit open Monday to Friday, playroom for brothers and sisters, parking", 20)
+        assert "day-unit-visits" in [h.chunk.doc_id for h in found]  # the clean leaflet beside them is served
         for question in ["Who do I call at night if my baby is unwell?", "What is new about the blinatumomab drip?",
                          "Can I give paracetamol before the clinic visit?", "What is the day unit?"]:
             answer = bot.ask(question)
@@ -469,9 +469,13 @@ class TestPoisonedDocuments:
         """Staff approve the poisoned documents by mistake: the answer screen still refuses the three attacks."""
         from bot import cli
         from bot.assistant import build_assistant
+        from bot.ingest import ingest
         from bot.screen import held_documents
 
-        settings, _ = poisoned
+        # A hospital that serves only its own documents, so its questions surely reach the approved ones.
+        base, _ = poisoned
+        settings = base.model_copy(update={"index_dir": base.index_dir.parent / "only-poisoned", "knowledge_dir": POISONED})
+        assert len(ingest(settings, embedder, paths=[POISONED], progress=False).held) == 4
         approve = ["emergency-numbers", "blinatumomab-update", "before-the-clinic-visit"]
         assert cli.main(["ingest", *sum((["--approve", d] for d in approve), [])], settings) == 0
         assert {h.doc_id for h in held_documents(settings.index_dir)} == {"welcome-page"}
