@@ -67,12 +67,13 @@ class Decision(_Strict):
 class ClassifierSettings(_Strict):
     sure: float = Field(gt=0, le=1)
     unsure: float = Field(gt=0, le=1)
+    reassuring_examples: list[str] = Field(default_factory=list)
     educational_examples: list[str] = Field(default_factory=list)
 
 
 class Tier(_Strict):
     name: str
-    call: str
+    text: str = Field(min_length=1, description="The call every message of this tier starts with.")
     message: str = ""
 
 
@@ -123,7 +124,7 @@ class RedFlagsFile(_Strict):
         if len(ids) != len(set(ids)):
             raise ValueError(f"card ids must be unique: {ids}")
         for c in self.cards:
-            call = self.tiers[c.tier].call
+            call = self.tiers[c.tier].text
             if c.tier < 3 and not c.message.startswith(call):
                 raise ValueError(f"cards[{c.id}].message must start with its tier's call: {call!r}")
         return self
