@@ -213,7 +213,8 @@ def build_assistant(
     settings = settings or get_settings()
     messages = load_messages(settings.prompts_dir)
     follow_up, words = load_question_rules(settings.prompts_dir)
-    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads)
+    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads,
+                                            cache_dir=settings.index_dir / "embedding-cache")
     ensure_index(settings, embedder)
     params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
     given_retriever, given_writer = retriever, writer

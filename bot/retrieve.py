@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -15,10 +16,27 @@ from bot.embed import Embedder
 from bot.schema import Turn
 from bot.store import Index
 
-try:  # scikit-learn (a dependency of sentence-transformers) ships a standard English stop-word list
-    from sklearn.feature_extraction._stop_words import ENGLISH_STOP_WORDS as _SKLEARN_STOP_WORDS
-except ImportError:  # pragma: no cover - the small list below still works
-    _SKLEARN_STOP_WORDS = frozenset()
+
+def _sklearn_stop_words() -> frozenset[str]:
+    """scikit-learn's standard English stop-word list, read from its source file without importing
+    scikit-learn (that import alone takes seconds and would slow every start)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - the small list below still works
+        return frozenset()
+    source = Path(next(iter(spec.submodule_search_locations))) / "feature_extraction" / "_stop_words.py"
+    try:
+        for node in ast.parse(source.read_text()).body:
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "ENGLISH_STOP_WORDS":
+                return frozenset(ast.literal_eval(node.value.args[0]))
+    except (OSError, SyntaxError, ValueError, AttributeError, IndexError):  # pragma: no cover
+        pass
+    return frozenset()
+
+
+_SKLEARN_STOP_WORDS = _sklearn_stop_words()
 
 STOPWORDS = _SKLEARN_STOP_WORDS | frozenset("""
 a about above after again against all also am an and any are as at be because been before being below between
