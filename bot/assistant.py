@@ -7,24 +7,26 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter, said_sentences
+from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter, label_citations, said_sentences
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
-from bot.prompts import Messages, load_messages, load_question_rules
+from bot.prompts import Messages, load_leaning_openers, load_messages, load_question_rules
 from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, Vocabulary, english_words, follow_up_context
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
+from bot.screen import Screen
 from bot.settings import Settings, get_settings
 from bot.store import Index, pointer_stamp
-from bot.validate import clean_question, normalise
+from bot.validate import normalise
 
 log = logging.getLogger(__name__)
 
-# Out-of-scope verdicts that only guess from the words of the question. A question the sources answer
-# strongly is answered anyway; role changes, prompt leaks and other diseases are never overridden.
+# Out-of-scope verdicts that only guess from the words of the question, for a gate that does not say
+# (the real gate reads them from prompts/redflags.yaml `retrieval_may_override`).
 OVERRIDABLE_SCOPE_RULES = frozenset({"off_topic"})
 
 
@@ -50,6 +52,24 @@ def _turns(history: Sequence[Turn | dict[str, Any]] | None, max_turns: int, max_
     return out[::-1]
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def search_text(text: str, limit: int) -> str:
+    """What retrieval and composing read of a message: all of it up to `limit` characters; of a longer one,
+    its questions (sentences ending in '?', the last ones first) or else its end, within `limit`."""
+    if len(text) <= limit:
+        return text
+    sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
+    questions = [s for s in sentences if s.rstrip().endswith("?")]
+    picked: list[str] = []
+    for s in reversed(questions or sentences):
+        if len(" ".join([s, *picked])) > limit:
+            break
+        picked.insert(0, s)
+    return " ".join(picked) if picked else text[-limit:]
+
+
 def _matching_turns(turns: Sequence[Turn]) -> list[Turn]:
     """The conversation in the normal form used for matching (see bot/normal.py)."""
     return [Turn(role=t.role, content=for_matching(t.content)) for t in turns]
@@ -61,7 +81,8 @@ class Assistant:
     def __init__(self, settings: Settings, index: Index, embedder: Embedder, retriever: Retriever,
                  writer: AnswerWriter, safety: SafetyGate, messages: Messages, follow_up: FollowUpRules,
                  words: QuestionWords, vocabulary: Vocabulary,
-                 reload: Callable[[], tuple[Index, Retriever, AnswerWriter, Vocabulary]] | None = None) -> None:
+                 reload: Callable[[], tuple[Index, Retriever, AnswerWriter, Vocabulary]] | None = None,
+                 screen: Screen | None = None) -> None:
         self.settings = settings
         self.index = index
         self.embedder = embedder
@@ -72,6 +93,7 @@ class Assistant:
         self.follow_up = follow_up
         self.words = words
         self.vocabulary = vocabulary
+        self.screen = screen  # checks every document sentence before it is shown (None: no screening)
         self._reload = reload  # opens the newest index generation (None: keep the one given)
         self._reload_lock = threading.Lock()
         self._failed_stamp: object = None
@@ -95,25 +117,30 @@ class Assistant:
 
     def ask(self, question: object, history: Sequence[Turn | dict[str, Any]] | None = None,
             qid: str | None = None) -> Answer:
-        """Answer one question; never raises for bad input (kind 'error' says what was wrong)."""
+        """Answer one question; never raises for bad input (kind 'error' says what was wrong).
+
+        One gate for every door (web, CLI, batch, evals): the safety gate sees every message that has
+        any text, before any check that could turn it away (too long, no words), so an emergency is
+        never lost behind "please shorten it"."""
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        shown = question if isinstance(question, str) else ""
-        text, problem = clean_question(question, self.settings.max_question_chars, self.messages)
-        if text is None:
-            if shown:
-                # Too long or odd, but it may still describe an emergency: that must not be lost.
-                urgent = self._urgent_in_rejected(shown, qid, t0)
-                if urgent is not None:
-                    return urgent
-            return Answer(id=qid, question=shown[:200], kind="error", answer=problem or "",
+        if not isinstance(question, str):
+            return Answer(id=qid, question="", kind="error", answer=self.messages.errors.not_text,
                           timings_ms={"total": _ms(t0)})
+        text = normalise(question)
+        if not text:
+            return Answer(id=qid, question="", kind="error", answer=self.messages.errors.empty,
+                          timings_ms={"total": _ms(t0)})
+        limit = self.settings.max_question_chars
+        too_long = len(text) > limit
         try:
             turns = _turns(history, self.settings.history_max_turns, self.settings.history_max_chars)
         except ValueError:
-            reason = "history must be a list of {role, content}"
-            return Answer(id=qid, question=text, kind="error", timings_ms={"total": _ms(t0)},
-                          answer=self.messages.render(self.messages.errors.bad_line, reason=reason))
+            turns = []
+            if not too_long:
+                reason = "history must be a list of {role, content}"
+                return Answer(id=qid, question=text[:200], kind="error", timings_ms={"total": _ms(t0)},
+                              answer=self.messages.render(self.messages.errors.bad_line, reason=reason))
 
         retriever, writer, vocabulary = self._parts()
         # Patterns and search see the normal form ('fe\u00adver', Cyrillic 'е', fullwidth letters -> 'fever');
@@ -121,15 +148,44 @@ class Assistant:
         shown_text, text = text, for_matching(text) or text
         turns = _matching_turns(turns)
         t = time.perf_counter()
-        verdict = self.safety.check(text, turns)
+        # A message over the limit is read by its beginning and its end (the cost of any message is bounded).
+        checked = text if len(text) <= 2 * limit else f"{text[:limit]} ... {text[-limit:]}"
+        verdict = self.safety.check(checked, turns)
         timings["safety"] = _ms(t)
-        off_topic_guess = verdict.kind == "out_of_scope" and verdict.rule in OVERRIDABLE_SCOPE_RULES
+        if verdict.kind == "urgent":
+            if too_long:
+                note = self.messages.render(self.messages.errors.too_long, limit=f"{limit:,}")
+                timings["total"] = _ms(t0)
+                return Answer(id=qid, question=shown_text[:200], kind="urgent", answer=f"{verdict.message} {note}",
+                              timings_ms=timings, safety=_safety(verdict))
+        elif too_long:
+            return Answer(id=qid, question=shown_text[:200], kind="error", timings_ms={"total": _ms(t0)},
+                          answer=self.messages.render(self.messages.errors.too_long, limit=f"{limit:,}"))
+        elif not re.search(r"\w", text):
+            # Emoji or punctuation only: a kind word asking for a question, not "could not be read".
+            no_words = getattr(self.safety, "no_words_message", "") or self.messages.errors.not_text
+            return Answer(id=qid, question=shown_text[:200], kind="error", answer=no_words, timings_ms={"total": _ms(t0)})
+        elif verdict.kind == "other_language":
+            timings["total"] = _ms(t0)
+            return Answer(id=qid, question=shown_text, kind="unknown", answer=verdict.message,
+                          disclaimer=self.messages.disclaimer, timings_ms=timings, safety=_safety(verdict))
+
+        overridable = getattr(self.safety, "retrieval_may_override", OVERRIDABLE_SCOPE_RULES)
+        off_topic_guess = verdict.kind == "out_of_scope" and verdict.rule in overridable
         if verdict.kind == "out_of_scope" and not off_topic_guess:
             return self._out_of_scope(qid, shown_text, verdict, timings, t0)
+        if verdict.kind != "urgent" and self.screen is not None and self.screen.is_contact_question(text):
+            # "Who do I call in an emergency?": from the safety messages, never from a document.
+            timings["total"] = _ms(t0)
+            return Answer(id=qid, question=shown_text, kind="answer", answer=self.screen.contact_answer(),
+                          disclaimer=self.messages.disclaimer, timings_ms=timings,
+                          safety={"rule": "emergency_contact", "kind": "contact"})
 
         t = time.perf_counter()
-        context = "" if verdict.kind == "urgent" else follow_up_context(text, turns, self.follow_up)
-        spelled = vocabulary.correct_text(text)
+        # Safety read all of the message; the search reads its question (a long message costs no more than that).
+        searched = search_text(text, self.settings.search_max_chars)
+        context = "" if verdict.kind == "urgent" else follow_up_context(searched, turns, self.follow_up)
+        spelled = vocabulary.correct_text(searched)
         query = f"{spelled} ({context})" if context else spelled
         hits = retriever.retrieve(self.words.expand(query), self.settings.top_k)
         timings["retrieve"] = _ms(t)
@@ -138,6 +194,7 @@ class Assistant:
         said = said_sentences([t.content for t in turns if t.role == "assistant"])
         composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
                                      strict=verdict.kind in ("ok", "out_of_scope"), context=context, said=said)
+        composition = self._screened(composition, qid)
         timings["compose"] = _ms(t)
         if off_topic_guess:
             # The topic check judged the words; the sources say whether they really answer the question
@@ -146,7 +203,7 @@ class Assistant:
                 return self._out_of_scope(qid, shown_text, verdict, timings, t0)
             verdict = Verdict(kind="ok")
         retrieved = [Retrieved(doc_id=h.chunk.doc_id, chunk_id=h.chunk.chunk_id, score=round(h.score, 5)) for h in hits]
-        safety = {"rule": verdict.rule or "", "kind": verdict.kind} if verdict.kind != "ok" else {}
+        safety = _safety(verdict) if verdict.kind != "ok" else {}
 
         if verdict.kind == "urgent":
             # Call-now first; then at most one short cited note from the sources.
@@ -154,6 +211,7 @@ class Assistant:
             if composition.statements and composition.best_score >= self.settings.urgent_note_min:
                 st = max(composition.statements, key=lambda x: x.score)
                 note, citations = Composition([st], composition.best_score).render()
+                citations = label_citations(citations, self.index)
                 answer = f"{verdict.message} {note}"
             timings["total"] = _ms(t0)
             return Answer(id=qid, question=shown_text, kind="urgent", answer=answer, citations=citations,
@@ -168,6 +226,7 @@ class Assistant:
                           disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
         answer, citations = composition.render()
+        citations = label_citations(citations, self.index)
         if verdict.kind == "personal" and verdict.message:
             answer = f"{answer} {verdict.message}"
         timings["total"] = _ms(t0)
@@ -175,26 +234,39 @@ class Assistant:
                       disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
 
-    def _urgent_in_rejected(self, raw: str, qid: str | None, t0: float) -> Answer | None:
-        """The call-now message for a question rejected as too long that describes an emergency."""
-        shown = normalise(raw)
-        text = for_matching(shown)
-        limit = self.settings.max_question_chars
-        if not text or not re.search(r"\w", text):
-            return None
-        head_and_tail = text if len(text) <= 2 * limit else f"{text[:limit]} ... {text[-limit:]}"
-        verdict = self.safety.check(head_and_tail, [])
-        if verdict.kind != "urgent":
-            return None
-        too_long = self.messages.render(self.messages.errors.too_long, limit=f"{limit:,}")
-        return Answer(id=qid, question=shown[:200], kind="urgent", answer=f"{verdict.message} {too_long}",
-                      timings_ms={"total": _ms(t0)}, safety={"rule": verdict.rule or "", "kind": verdict.kind})
+    def _screened(self, composition: Composition, qid: str | None) -> Composition:
+        """The composition without sentences that screening refuses (treatment changes, numbers not ours, ...)."""
+        if self.screen is None or not composition.statements:
+            return composition
+        kept = []
+        for st in composition.statements:
+            flags = self.screen.sentence(st.text)
+            if flags:
+                log.warning("question %s: left out a sentence of %s (%s)", qid or "-", st.hit.chunk.doc_id,
+                            "; ".join(str(f) for f in flags))
+            else:
+                kept.append(st)
+        return composition if len(kept) == len(composition.statements) else replace(composition, statements=kept)
 
     @staticmethod
     def _out_of_scope(qid: str | None, text: str, verdict: Verdict, timings: dict[str, float], t0: float) -> Answer:
         timings["total"] = _ms(t0)
         return Answer(id=qid, question=text, kind="out_of_scope", answer=verdict.message,
-                      timings_ms=timings, safety={"rule": verdict.rule or "", "kind": verdict.kind})
+                      timings_ms=timings, safety=_safety(verdict))
+
+
+def _safety(verdict: Verdict) -> dict[str, Any]:
+    """The `safety` field of an answer: the rule, and for red flags the tier and every sign that fired."""
+    out: dict[str, Any] = {"rule": verdict.rule or "", "kind": verdict.kind}
+    if getattr(verdict, "tier", None):
+        out["tier"] = verdict.tier
+        out["signs"] = list(getattr(verdict, "signs", ()))
+        out["sign_names"] = list(getattr(verdict, "sign_names", ()))
+    language = getattr(verdict, "language", "en")
+    if language != "en":
+        out["language"] = language
+        out["translation_reviewed"] = bool(getattr(verdict, "translation_reviewed", True))
+    return out
 
 
 def _ms(start: float) -> float:
@@ -208,16 +280,22 @@ def build_assistant(
     retriever: Retriever | None = None,
     writer: AnswerWriter | None = None,
     safety: SafetyGate | Any | None = None,
+    quick: bool = False,
 ) -> Assistant:
-    """Build the assistant; builds the index from the knowledge folder first if there is none."""
+    """Build the assistant; builds the index from the knowledge folder first if there is none.
+
+    `quick`: for a process that answers one question (the command line): the embedding model starts
+    without torch (see bot/embed.py).
+    """
     settings = settings or get_settings()
     messages = load_messages(settings.prompts_dir)
     follow_up, words = load_question_rules(settings.prompts_dir)
     embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads,
-                                            cache_dir=settings.index_dir / "embedding-cache")
+                                            cache_dir=settings.index_dir / "embedding-cache", quick=quick)
     ensure_index(settings, embedder)
     params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
     given_retriever, given_writer = retriever, writer
+    leaning = load_leaning_openers(settings.prompts_dir)
 
     def open_parts() -> tuple[Index, Retriever, AnswerWriter, Vocabulary]:
         """The newest complete index and the retriever and writer over it."""
@@ -225,13 +303,14 @@ def build_assistant(
         hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
         return (index, given_retriever or hybrid,
                 given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words,
-                                                 params=params),
+                                                 params=params, leaning=leaning),
                 hybrid.vocabulary)
 
     index, retriever, writer, vocabulary = open_parts()
     english_words()  # load the word list now, not during a family's first question
-    safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder)
+    safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder, cache_dir=settings.cache_dir)
     reload = open_parts if given_retriever is None and given_writer is None else None
+    screen = Screen.from_dir(settings.prompts_dir)
     return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, vocabulary,
-                     reload=reload)
+                     reload=reload, screen=screen)
 

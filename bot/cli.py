@@ -1,9 +1,10 @@
-"""Command line: python -m bot ask | ingest | feedback export (see ../shared/contract.md)."""
+"""Command line: python -m bot ask | explain | ingest | feedback export (see ../shared/contract.md)."""
 
 from __future__ import annotations
 
 import argparse
 import codecs
+import dataclasses
 import json
 import logging
 import os
@@ -23,9 +24,14 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("question", nargs="?", help="the question, in quotes")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     ask.add_argument("--batch", type=Path, metavar="FILE.jsonl", help='one {"id","question","history"} object per line')
+    exp_ = sub.add_parser("explain", help="show which red-flag cards, patterns and classifier scores fire for a message, and why")
+    exp_.add_argument("question", help="the message, in quotes")
     ing = sub.add_parser("ingest", help="index documents (default: the knowledge folder)")
     ing.add_argument("paths", nargs="*", type=Path, help="files or folders (.md, .txt, .html, .pdf, .docx)")
     ing.add_argument("--rebuild", action="store_true", help="start from an empty index")
+    ing.add_argument("--approve", metavar="DOC_ID", action="append", default=[],
+                     help="serve a document held back by screening, as it is now (after reading it)")
+    ing.add_argument("--held", action="store_true", help="list the documents held back by screening")
     ing.add_argument("--dry-run", action="store_true",
                      help="show what each file would give (characters in, indexed, passages); change nothing")
     fb = sub.add_parser("feedback", help="family feedback stored by the web app")
@@ -51,6 +57,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
             return _ask(args, settings)
         if args.command == "ingest":
             return _ingest(args, settings)
+        if args.command == "explain":
+            return _explain(args, settings)
         return _feedback_export(args, settings)
     except KeyboardInterrupt:
         if want_json:
@@ -107,7 +115,7 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
     if args.batch is not None and not args.batch.is_file():
         print(f"error: {args.batch}: no such file", file=sys.stderr)
         return 2
-    assistant = build_assistant(settings)
+    assistant = build_assistant(settings, quick=args.batch is None)  # one question: start fast
     if args.batch is not None:
         with args.batch.open("rb") as lines:
             for obj in run_batch(assistant, lines):
@@ -180,27 +188,74 @@ def format_answer(answer: Answer) -> str:
     return "\n".join(lines)
 
 
+def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    """For clinicians who edit prompts/redflags.yaml: what fired for one message, and why the verdict won."""
+    from bot.embed import SentenceEmbedder
+    from bot.safety import SafetyGate, explain
+
+    embedder = SentenceEmbedder(settings.embedding_model, threads=max(1, settings.torch_threads))
+    gate = SafetyGate.from_dir(settings.prompts_dir, embedder, cache_dir=settings.cache_dir)
+    print(explain(gate, args.question))
+    return 0
+
+
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from bot.documents import format_file_details, format_file_table
     from bot.ingest import ingest
 
+    if args.held:
+        return _list_held(settings)
+    paths = list(args.paths)
+    if args.approve:
+        approved = _approve(settings, args.approve)
+        if approved is None:
+            return 2
+        paths += approved
     if args.dry_run:  # no model and no writing: read the files and compare them with the index
-        result = ingest(settings, None, paths=args.paths or None, dry_run=True)
+        result = ingest(settings, None, paths=paths or None, dry_run=True)
     else:
         from bot.embed import SentenceEmbedder
 
         embedder = SentenceEmbedder(settings.embedding_model, threads=max(1, settings.torch_threads))
-        result = ingest(settings, embedder, paths=args.paths or None, rebuild=args.rebuild)
+        result = ingest(settings, embedder, paths=paths or None, rebuild=args.rebuild)
     for problem in result.problems:
         print(f"skipped: {problem}", file=sys.stderr)
-    if result.files:
-        print(format_file_table(result.files))
+    held = {h.doc_id for h in result.held}
+    files = [dataclasses.replace(f, held=True) if f.doc_id in held else f for f in result.files]
+    if files:
+        print(format_file_table(files))
     if args.dry_run and any(not f.problem for f in result.files):
         print("\n" + format_file_details(result.files) + "\n")
     print(result.summary())
     if args.dry_run:
         return 0 if any(f.passages for f in result.files) else 1
-    return 0 if result.chunks else 1
+    return 0 if result.chunks or result.held else 1
+
+
+def _approve(settings: Settings, doc_ids: list[str]) -> list[Path] | None:
+    """Record staff approval of held-back documents; the files to ingest now (None: nothing approved)."""
+    from bot.screen import approve
+
+    paths: list[Path] = []
+    for doc_id in doc_ids:
+        try:
+            held = approve(settings.index_dir, doc_id)
+        except KeyError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return None
+        print(f"approved {held.doc_id} ({held.path}); flagged for: " + "; ".join(held.flags), file=sys.stderr)
+        paths.append(Path(held.path))
+    return paths
+
+
+def _list_held(settings: Settings) -> int:
+    from bot.screen import held_documents
+
+    held = held_documents(settings.index_dir)
+    for h in held:
+        print(h.line())
+    print(f"{len(held)} document(s) held back" + (": approve one with python -m bot ingest --approve DOC_ID" if held else ""))
+    return 0
 
 
 def _feedback_export(args: argparse.Namespace, settings: Settings) -> int:

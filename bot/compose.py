@@ -11,7 +11,7 @@ import numpy as np
 
 from bot.documents import Chunk, Sentence
 from bot.retrieve import Hit, QuestionWords, Vocabulary, english_words, tokenize
-from bot.schema import Citation
+from bot.schema import BasedOn, Citation
 from bot.store import Index
 
 
@@ -32,6 +32,9 @@ class ComposeParams:
     w_hard: float = 0.012           # ... this much score per grade, so plainer near-equals win
     entry_min: float = 0.85         # a knowledge entry this close to the question is the answer, whole
     entry_margin: float = 0.03      # ... when no other entry is within this much of it
+    entry_min_unknown_word: float = 0.88  # the entry bar when one ordinary word of the question is in no document ...
+    unknown_word_evidence: float = 0.22  # extra evidence a sentence answer needs when one ordinary word is unknown
+    entry_margin_unknown_word: float = 0.12  # ... with a clearer lead over the next entry
     w_entry_key: float = 0.7        # entry match = this x cosine to its closest question key ...
     w_entry_words: float = 0.3      # ... + this x share of the question's words the entry (keys and answer) has
 
@@ -95,6 +98,30 @@ def add_marker(sentence: str, n: int) -> str:
     return f"{sentence} [{n}]."
 
 
+def label_citations(citations: list[Citation], index: Index) -> list[Citation]:
+    """Say where the quoted words are: our own summary (title, review date) with what it was based on,
+    or the ingested leaflet or article itself with its own link."""
+    out: list[Citation] = []
+    docs: dict[str, object] = {}
+    for c in citations:
+        if c.doc_id not in docs:
+            docs[c.doc_id] = index.document(c.doc_id)
+        doc = docs[c.doc_id]
+        if doc is None:
+            out.append(c)
+            continue
+        based_on = [BasedOn(citation=s["citation"], url=s.get("url")) for s in doc.sources if s.get("citation")]
+        if based_on:  # a document we wrote from these publications: the words are ours, not theirs
+            reviewed = f", reviewed {doc.reviewed}" if doc.reviewed else ""
+            out.append(c.model_copy(update={
+                "source": f"{doc.title} (our plain-language summary{reviewed})", "url": None,
+                "reviewed": doc.reviewed, "based_on": based_on}))
+        else:  # a leaflet or article ingested as it is: its own name and address
+            out.append(c.model_copy(update={"source": doc.source or doc.title, "url": doc.url,
+                                            "reviewed": doc.reviewed, "based_on": []}))
+    return out
+
+
 def _said_key(sentence: str) -> str:
     """How a sentence is compared with what was already said: its words, lower case."""
     return " ".join(re.findall(r"[a-z0-9]+", display_text(sentence).lower()))
@@ -126,8 +153,11 @@ class ExtractiveWriter:
     """Scores the sentences of the retrieved passages against the question and keeps the best few."""
 
     def __init__(self, index: Index, idf: Callable[[str], float], vocabulary: Vocabulary,
-                 words: QuestionWords | None = None, params: ComposeParams | None = None) -> None:
+                 words: QuestionWords | None = None, params: ComposeParams | None = None,
+                 leaning: tuple[str, ...] = ()) -> None:
         self.index = index
+        # A sentence opening with one of these ('This ...', 'They ...') is shown right after the one before it.
+        self._leaning = re.compile(r"^\W*(?:" + "|".join(re.escape(w) for w in leaning) + r")\b", re.I) if leaning else None
         self.idf = idf
         self.vocabulary = vocabulary
         self.words = words or QuestionWords()
@@ -148,10 +178,15 @@ class ExtractiveWriter:
         total = sum(w for _, w in weighted) or 1.0
         return sum(w for t, w in weighted if t in present) / total
 
-    def entry_matches(self, question: str, query_vector: np.ndarray, k: int = 3) -> list[tuple[float, Chunk]]:
-        """Knowledge entries closest to the question, best first, with their match score (0-1)."""
+    def entry_matches(self, question: str, query_vector: np.ndarray, k: int = 3,
+                      ignore: tuple[str, ...] = ()) -> list[tuple[float, Chunk]]:
+        """Knowledge entries closest to the question, best first, with their match score (0-1).
+
+        Words in `ignore` (ones no document uses) do not count against an entry's share of the question's words.
+        """
         p = self.params
-        q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
+        q_tokens = [t for t in dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question))))
+                    if t not in ignore]
         found = self.index.dense_keys(query_vector, k)
         chunks = self.index.chunks(cid for cid, _ in found)
         out = []
@@ -161,14 +196,23 @@ class ExtractiveWriter:
                 out.append((p.w_entry_key * cos + p.w_entry_words * words, chunks[cid]))
         return sorted(out, key=lambda x: -x[0])
 
-    def _entry_answer(self, question: str, query_vector: np.ndarray, said: frozenset[str]) -> Composition | None:
-        """The whole reviewed answer of the entry that matches the question strongly, or None."""
+    def _entry_answer(self, question: str, query_vector: np.ndarray, said: frozenset[str], hits: list[Hit],
+                      unknown_word: str | None = None) -> Composition | None:
+        """The whole reviewed answer of the entry that matches the question strongly, or None.
+
+        Only an entry the retriever returned can be the answer (the retriever searches the entries' keys).
+        """
         p = self.params
-        matches = self.entry_matches(question, query_vector)
-        if not matches or matches[0][0] < p.entry_min:
+        matches = self.entry_matches(question, query_vector, ignore=(unknown_word,) if unknown_word else ())
+        found = {h.chunk.chunk_id for h in hits}
+        if matches and matches[0][1].chunk_id not in found:
+            return None
+        bar, margin = ((p.entry_min_unknown_word, p.entry_margin_unknown_word) if unknown_word
+                       else (p.entry_min, p.entry_margin))
+        if not matches or matches[0][0] < bar:
             return None
         score, chunk = matches[0]
-        if len(matches) > 1 and score - matches[1][0] < p.entry_margin:
+        if len(matches) > 1 and score - matches[1][0] < margin:
             return None  # two entries fit about as well: let sentence choice take the best of both
         sents, _ = self.index.sentences_of([chunk.chunk_id])
         text = " ".join(s.text for s in sents)
@@ -193,14 +237,15 @@ class ExtractiveWriter:
         """
         p = self.params
         raw_tokens = list(dict.fromkeys(tokenize(question)))
-        entry = self._entry_answer(question, query_vector, said)
-        if strict:
-            uncovered = self.vocabulary.uncovered(raw_tokens, self.words)
-            # One ordinary English word the documents never use ('reliable') does not sink a question whose
-            # other words match an entry strongly; a name or a second unknown word does.
-            ordinary = len(uncovered) == 1 and uncovered[0] in english_words() and entry is not None
-            if uncovered and not ordinary:
-                return Composition([], 0.0, tuple(uncovered))
+        uncovered = self.vocabulary.uncovered(raw_tokens, self.words) if strict else []
+        # One ordinary English word the documents never use ('dependable') does not sink a question whose
+        # other words match an entry clearly; a name, a second unknown word or a weak match does.
+        ordinary = uncovered[0] if len(uncovered) == 1 and uncovered[0] in english_words() else None
+        entry = self._entry_answer(question, query_vector, said, hits, unknown_word=ordinary)
+        if uncovered and ordinary is None:
+            return Composition([], 0.0, tuple(uncovered))
+        # ... and without such an entry, the best sentence must clear a higher bar than usual.
+        min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary and entry is None else 0.0)
         if entry is not None:
             return entry
         q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
@@ -226,7 +271,7 @@ class ExtractiveWriter:
             return Composition([], 0.0)
         scored.sort(key=lambda x: -x[0])
         best = scored[0][0]
-        if best < p.min_evidence:
+        if best < min_evidence:
             return Composition([], best)
         chosen: list[tuple[float, int, int]] = [scored[0]]
         seen_text = {display_text(sents[scored[0][1]].text).lower()}
@@ -276,8 +321,23 @@ class ExtractiveWriter:
         for item in chosen:  # `chosen` is best-first, so group order follows the best sentence
             groups.setdefault(sents[item[1]].chunk_id, []).append(item)
         out: list[Statement] = []
+        by_place = {(s.chunk_id, s.position): i for i, s in enumerate(sents)}
         for items in groups.values():
-            for score, row, rank in sorted(items, key=lambda x: sents[x[1]].position):
+            keep: dict[int, tuple[float, int]] = {}
+            for score, row, rank in items:
+                # A sentence that leans on the one before it is shown with that sentence, or not at all.
+                chain, cur = [row], row
+                while self._leaning is not None and self._leaning.match(sents[cur].text):
+                    prev = by_place.get((sents[cur].chunk_id, sents[cur].position - 1))
+                    if prev is None:
+                        chain = []
+                        break
+                    chain.append(prev)
+                    cur = prev
+                for r in chain:
+                    keep.setdefault(r, (score, rank))
+            rows = [(score, r, rank) for r, (score, rank) in keep.items()]
+            for score, row, rank in sorted(rows, key=lambda x: sents[x[1]].position):
                 text = sents[row].text
                 out.append(Statement(text=display_text(text), quote=" ".join(text.split()), hit=hits[rank], score=score))
         return out

@@ -92,6 +92,7 @@ class FileStats:
     title: str | None = None
     url: str | None = None
     description: str | None = None
+    held: bool = False  # flagged by screening: indexed only once staff approve it
 
     @property
     def kept(self) -> float:
@@ -103,6 +104,8 @@ class FileStats:
         """Why staff should look at this file, or None."""
         if self.problem:
             return f"skipped: {self.problem}"
+        if self.held:
+            return "held back for review (see below)"
         if not self.passages:
             return "nothing indexed"
         if self.kept < KEPT_WARNING:
@@ -181,6 +184,28 @@ def find_files(paths: list[Path]) -> tuple[list[Path], list[str]]:
     return found, problems
 
 
+_CONVERT_HINTS = {
+    ".doc": "an old Word file: save it as .docx", ".rtf": "save it as .docx", ".odt": "save it as .docx",
+    ".pages": "export it as .docx or PDF", ".pptx": "save it as PDF", ".ppt": "save it as PDF",
+    ".xps": "save it as PDF",
+}
+
+
+def unsupported_files(paths: list[Path]) -> list[FileStats]:
+    """A row for each file in the given folders that is not read, so that staff see what was left out."""
+    out: list[FileStats] = []
+    for folder in (p for p in paths if p.is_dir()):
+        for p in sorted(folder.rglob("*")):
+            rel = p.relative_to(folder).parts
+            if (not p.is_file() or p.suffix.lower() in SUPPORTED_SUFFIXES
+                    or any(part.startswith((".", "~$")) for part in rel) or p.name.startswith("README")):
+                continue
+            suffix = p.suffix.lower() or "(no extension)"
+            hint = _CONVERT_HINTS.get(suffix, f"use {SUPPORTED_NAMES}")
+            out.append(FileStats(path=str(p), problem=f"{suffix} files are not read; {hint}"))
+    return out
+
+
 def load_paths(paths: list[Path], chunk_size: int = 900, chunk_overlap: int = 120) -> LoadReport:
     """Load every supported file; a bad file is reported and skipped, the rest go on.
 
@@ -211,6 +236,7 @@ def load_paths(paths: list[Path], chunk_size: int = 900, chunk_overlap: int = 12
             passages=len(chunk_document(doc, chunk_size, chunk_overlap)),
             title=doc.title, url=doc.url, description=doc.description,
         ))
+    report.files.extend(unsupported_files(paths))
     return report
 
 

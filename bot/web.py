@@ -99,9 +99,16 @@ element.addEventListener('click', (ev) => {
   if (note) note.textContent = 'Sending…';
   trigger('click', {action: btn.dataset.action, turn: turn, helpful: btn.dataset.helpful || '', comment: comment});
 });
+let shownTurns = null;
 watch('value', () => {  // a new transcript: whatever was pending has arrived
   const note = document.querySelector('#pending .pending-note');
   if (note) note.hidden = true;
+  const turns = element.querySelectorAll('article.turn');
+  // One new answer: bring its start into view (on a phone it would open below the fold's top).
+  if (shownTurns !== null && turns.length === shownTurns + 1) {
+    turns[turns.length - 1].scrollIntoView({block: 'start'});
+  }
+  shownTurns = turns.length;
 });
 element.addEventListener('input', (ev) => {
   if (!ev.target.matches('input[id^=comment-]')) return;
@@ -409,7 +416,7 @@ def kept_turns(value: Any) -> list[dict[str, Any]]:
     """The turns in what the browser sent, keeping only well-formed ones (it may be old or edited)."""
     turns = value.get("turns") if isinstance(value, dict) else None
     out: list[dict[str, Any]] = []
-    for t in turns if isinstance(turns, list) else []:
+    for t in turns[-MAX_KEPT_TURNS:] if isinstance(turns, list) else []:
         if not (isinstance(t, dict) and isinstance(t.get("question"), str) and isinstance(t.get("answer"), dict)):
             continue
         try:
@@ -417,7 +424,7 @@ def kept_turns(value: Any) -> list[dict[str, Any]]:
         except ValidationError:
             continue
         out.append(t)
-    return out[-MAX_KEPT_TURNS:]
+    return out
 
 
 def kept_care(value: Any) -> str:
@@ -516,9 +523,11 @@ class ChatHandlers:
             "",
         )
 
-    def save_care(self, text: str | None) -> tuple[Any, str]:
-        """Keep the edited list in the browser, unless it is over the size limit."""
+    def save_care(self, text: str | None, kept: Any = None) -> tuple[Any, str]:
+        """Keep the edited list in the browser, unless it is over the size limit (or already kept as it is)."""
         text = text or ""
+        if kept is not None and text == kept_care(kept):
+            return gr.update(), gr.update()
         limit = self.settings.care_list_max_chars
         if len(text) > limit:
             return gr.update(), (
@@ -542,7 +551,8 @@ class ChatHandlers:
             turn = turns[i] if 0 <= i < len(turns) else {}
             ack = {"turn": i, "action": action, "ok": ok, "message": message,
                    "saved": bool(turn.get("saved")), "helpful": turn.get("helpful")}
-            return {"v": 1, "turns": turns}, care_out, store_out, message, ack
+            # The message is shown and announced beside the button used (its own live region), not twice.
+            return {"v": 1, "turns": turns}, care_out, store_out, gr.update(), ack
 
         if not 0 <= i < len(turns):
             return reply(False, "That answer is no longer on the page.")
@@ -689,8 +699,9 @@ def create_app(assistant: AssistantLike, settings: Settings) -> gr.Blocks:
 
         transcript.click(h.on_action, [kept, care], [kept, care, care_kept, status, ack],
                          api_visibility="private", show_progress="hidden").then(None, [ack], None, js=ACK_JS)
-        care.input(h.save_care, care, [care_kept, care_status], api_visibility="private", show_progress="hidden",
-                   trigger_mode="always_last")
+        # `change`, not `input`: a pasted list must be kept too. Values set by the page are already kept.
+        care.change(h.save_care, [care, care_kept], [care_kept, care_status], api_visibility="private",
+                    show_progress="hidden", trigger_mode="always_last")
         download.click(None, [care], None, js=DOWNLOAD_JS)
     return app
 

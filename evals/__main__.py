@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--thresholds", type=Path, default=DEFAULT_THRESHOLDS, help="thresholds file")
     p.add_argument("--k", type=int, default=5, help="k of retrieval recall@k (default 5)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--replay-history", action="store_true",
+                   help="a case whose history holds only user turns gets the assistant's own answers to them first")
     return p.parse_args(argv)
 
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         assistant = _build(args.corpus, Path(tmp))
         build_s = time.perf_counter() - t0
         print(f"running {len(cases)} cases ...", file=sys.stderr)
-        result = run_suite(assistant, cases, thresholds, k=args.k, progress=progress)
+        result = run_suite(assistant, cases, thresholds, k=args.k, progress=progress, replay_history=args.replay_history)
     result.meta.update(
         corpus=str(args.corpus) if args.corpus else None,
         cases=[str(p) for p in args.cases],

@@ -220,3 +220,54 @@ def reading_grade(text: str) -> float | None:
     if not re.search(r"[^\W\d_]", clean):
         return None
     return fk_grade(clean)
+
+
+def load_leaning_openers(prompts_dir) -> list[str]:
+    """Words that make a sentence lean on the one before it (prompts/leaning.yaml; empty when absent)."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(prompts_dir) / "leaning.yaml" if prompts_dir else None
+    if path is None or not path.is_file():
+        return []
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return [str(w).lower() for w in data.get("leaning_openers", [])]
+
+
+def leaning_shown_alone(answer: Answer, openers: Sequence[str],
+                        document_text: Callable[[str], str | None]) -> list[str]:
+    """Shown sentences that open with a leaning word ('This ...', 'They ...') without the sentence they lean on
+    shown just before them (the previous cited quote must end where this one starts, in the same document)."""
+    if not openers:
+        return []
+    by_n = {c.n: c for c in answer.citations}
+    parts = statements(answer.answer)
+    out: list[str] = []
+    for i, (text, numbers) in enumerate(parts):
+        low = text.lower()
+        if not any(re.match(rf"{re.escape(w)}\b", low) for w in openers):
+            continue
+        cur = by_n.get(numbers[0]) if numbers else None
+        prev = by_n.get(parts[i - 1][1][0]) if i > 0 and parts[i - 1][1] else None
+        ok = False
+        if cur is not None and prev is not None and cur.doc_id == prev.doc_id:
+            doc = normalise_ws(document_text(cur.doc_id) or "")
+            p_at = doc.find(normalise_ws(prev.quote))
+            c_at = doc.find(normalise_ws(cur.quote), max(p_at, 0))
+            gap = doc[p_at + len(normalise_ws(prev.quote)):c_at] if p_at >= 0 and c_at >= 0 else "x"
+            ok = re.fullmatch(r"[\s\-*•\d.)]*", gap) is not None
+        if not ok:
+            out.append(text)
+    return out
+
+
+def mislabelled_citations(answer: Answer) -> list[Citation]:
+    """Citations whose label does not name the cited document (a quote from our summary labelled as the paper)."""
+    bad = []
+    for c in answer.citations:
+        if c.based_on and c.title.lower() not in c.source.lower():
+            bad.append(c)
+        elif any(c.source == b.citation for b in c.based_on) or (c.url and any(c.url == b.url for b in c.based_on)):
+            bad.append(c)
+    return bad

@@ -36,6 +36,8 @@ LABELS = {
     "latency_p50_ms": "Latency median (ms)",
     "latency_p95_ms": "Latency 95th percentile (ms)",
     "duration_s": "Whole run (s)",
+    "leaning_shown_alone": "Leaning sentences shown without the one before",
+    "citation_labels": "Citation labels name the cited document",
 }
 KIND_COLOURS = {
     "answer": "#2b6cb0",
@@ -106,6 +108,8 @@ def summary_table(result: SuiteResult) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("")
     lines.append("pass rate per category: " + ", ".join(f"{cat} {ok}/{n}" for cat, (ok, n) in result.categories().items()))
+    if result.tags():
+        lines.append("pass rate per tag: " + ", ".join(f"{tag} {ok}/{n}" for tag, (ok, n) in result.tags().items()))
     failed = [r for r in result.results if not r.passed]
     if failed:
         lines.append(f"{len(failed)} failed case(s):")
@@ -160,6 +164,7 @@ def to_json(result: SuiteResult) -> dict[str, Any]:
             for c in result.checks
         ],
         "categories": {cat: {"passed": ok, "cases": n} for cat, (ok, n) in result.categories().items()},
+        "tags": {tag: {"passed": ok, "cases": n} for tag, (ok, n) in result.tags().items()},
         "cases": [_case_dict(r) for r in result.results],
     }
 

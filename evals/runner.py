@@ -209,6 +209,7 @@ def metric_names() -> list[str]:
         "citation_markers", "must_not_clean", "recall_at_k", "mrr", "urgent_recall", "urgent_call_first",
         "false_alarm_rate", "out_of_scope_handling", "unknown_handling", "personal_referral",
         "disclaimer_presence", "template_leaks", "errors", "latency_p50_ms", "latency_p95_ms", "duration_s",
+        "leaning_shown_alone", "citation_labels",
     ]  # fmt: skip
     for kind in KINDS:
         names += [f"grade_median.{kind}", f"grade_p90.{kind}"]
@@ -266,6 +267,8 @@ class CaseResult:
     leaks: list[str] = field(default_factory=list)
     personal_ok: bool | None = None
     call_first_ok: bool | None = None
+    leaning_alone: list[str] = field(default_factory=list)
+    labels_ok: bool | None = None
 
     @property
     def passed(self) -> bool:
@@ -323,6 +326,15 @@ class SuiteResult:
     @property
     def failed_checks(self) -> list[ThresholdCheck]:
         return [c for c in self.checks if c.status == "fail"]
+
+    def tags(self) -> dict[str, tuple[int, int]]:
+        """tag -> (cases passed, cases), for cases that carry tags."""
+        out: dict[str, tuple[int, int]] = {}
+        for r in self.results:
+            for tag in r.case.tags:
+                ok, n = out.get(tag, (0, 0))
+                out[tag] = (ok + r.passed, n + 1)
+        return dict(sorted(out.items()))
 
     def categories(self) -> dict[str, tuple[int, int]]:
         """category -> (cases passed, cases)."""
@@ -385,9 +397,16 @@ def score_case(
     document_text: Any,
     checks: Checks,
     leak_lines: Sequence[str] = (),
+    leaning_openers: Sequence[str] = (),
 ) -> CaseResult:
     """Run every per-case check on one answer."""
     r = CaseResult(case=case, answer=answer, latency_ms=latency_ms)
+    if answer.kind in ("answer", "urgent") and answer.citations:
+        r.leaning_alone = m.leaning_shown_alone(answer, leaning_openers, document_text)
+        r.reasons += [f"a sentence that leans on the one before is shown without it: {s[:60]!r}" for s in r.leaning_alone]
+        bad_labels = m.mislabelled_citations(answer)
+        r.labels_ok = not bad_labels
+        r.reasons += [f"citation [{c.n}] is labelled {c.source[:60]!r}, not as the document {c.title!r}" for c in bad_labels]
     if not m.kind_ok(answer, case.kinds):
         r.reasons.append(f"kind is {answer.kind!r}, expected {' or '.join(case.kinds)}")
     for fact in case.facts:
@@ -463,6 +482,8 @@ def aggregate(results: Sequence[CaseResult], k: int, duration_s: float) -> dict[
         latency_p50_ms=m.percentile(latencies, 50),
         latency_p95_ms=m.percentile(latencies, 95),
         duration_s=duration_s,
+        leaning_shown_alone=(float(sum(len(r.leaning_alone) for r in answered)) if answered else None),
+        citation_labels=m.fraction([bool(r.labels_ok) for r in answered if r.labels_ok is not None]),
     )
     for kind in KINDS:
         grades = [r.grade for r in answered if r.kind == kind and r.grade is not None]
@@ -484,12 +505,14 @@ def run_suite(
     prompts_dir: Path | None = None,
     progress: Any = None,
     warm_up: bool = True,
+    replay_history: bool = False,
 ) -> SuiteResult:
     """Ask every case once on one assistant, score the answers and check the thresholds."""
     if prompts_dir is None:
         settings = getattr(assistant, "settings", None)
         prompts_dir = getattr(settings, "prompts_dir", None)
     leak_lines = template_lines(prompts_dir, thresholds.checks)
+    leaning = m.load_leaning_openers(prompts_dir)
     document_text = _document_text(assistant)
     if warm_up:  # first-call costs (lazy loads, caches) are not what a family waits for
         try:
@@ -500,6 +523,17 @@ def run_suite(
     started = time.perf_counter()
     for i, case in enumerate(cases, start=1):
         history = [t.model_dump() for t in case.history]
+        if replay_history and history and all(t["role"] == "user" for t in history):
+            # Only the family's earlier questions are given: replay them so the assistant's earlier answers
+            # are in the conversation too ("never repeat a sentence already said" is then tested).
+            replayed: list[dict] = []
+            for turn in history:
+                try:
+                    said = assistant.ask(turn["content"], history=list(replayed), qid=f"{case.id}-history")
+                    replayed += [turn, {"role": "assistant", "content": said.answer}]
+                except Exception:
+                    replayed.append(turn)
+            history = replayed
         t0 = time.perf_counter()
         try:
             answer = assistant.ask(case.question, history=history, qid=case.id)
@@ -509,7 +543,7 @@ def run_suite(
             results.append(r)
             continue
         latency = (time.perf_counter() - t0) * 1000
-        results.append(score_case(case, answer, latency, document_text, thresholds.checks, leak_lines))
+        results.append(score_case(case, answer, latency, document_text, thresholds.checks, leak_lines, leaning))
         if progress:
             progress(i, len(cases), results[-1])
     duration = time.perf_counter() - started

@@ -8,7 +8,8 @@ Stage 1: 20 conversations of 10 questions each, all at once. Stage 2: 50 convers
 endpoint and sends its kept conversation back with each question, as the browser does. Reports p50,
 p95 and errors per stage, and checks for cross-talk: every conversation has its own follow-up question,
 and each reply must carry exactly that conversation's questions, in order, ending with the one just
-sent. Targets (issue 13): 20 -> p95 <= 1 s and 0 errors;
+sent. `follow_ups_naming_topic` counts follow-up answers that name their conversation's topic; it is
+for information only (answer quality is measured by the evals). Targets (issue 13): 20 -> p95 <= 1 s and 0 errors;
 50 -> p95 <= 2 s. With --check the exit code is 1 when a target is missed.
 """
 
@@ -35,7 +36,10 @@ TOPICS = [
     ("What is MRD?", "mrd"),
     ("What is cytokine release syndrome?", "cytokine"),
 ]
-FOLLOW_UPS = ["Can you tell me more about it?", "Is it common in babies?", "How is it found?", "Why does it matter?"]
+FOLLOW_UPS = [
+    "Can you tell me more about it?", "Is it common?", "How is it found?", "Why does it matter?", "Is it safe?",
+    "How does it work?", "What does it mean for us?", "Who gets it?", "Can you explain it more simply?", "Is it serious?",
+]
 MORE = [
     "How is blinatumomab given to babies?",
     "What did the study find?",
@@ -54,8 +58,8 @@ TARGETS = {20: 1.0, 50: 2.0}  # conversations -> p95 target in seconds
 def conversation_questions(i: int, n: int) -> tuple[list[str], int, str]:
     """The questions of conversation i, the index of its own follow-up, and that follow-up's topic word."""
     opening, word = TOPICS[i % len(TOPICS)]
-    # Distinct for every conversation: a follow-up from the pool plus the baby's age in weeks.
-    follow = f"{FOLLOW_UPS[i % len(FOLLOW_UPS)][:-1]} for a baby who is {i + 2} weeks old?"
+    # Distinct for every conversation: the baby's age in weeks, then a follow-up about "it" from the pool.
+    follow = f"My baby is {i + 2} weeks old. {FOLLOW_UPS[(i // len(TOPICS) + i) % len(FOLLOW_UPS)]}"
     rest = [MORE[(i + k) % len(MORE)] for k in range(max(0, n - 2))]
     return [opening, follow, *rest][:n], 1, word
 

@@ -48,7 +48,9 @@ def test_answer_is_a_few_cited_sentences_not_whole_passages(assistant):
     assert re.search(r"4 weeks|four weeks", ans.answer)
     first = ans.citations[0]
     assert first.doc_id == "how-blinatumomab-was-given"
-    assert first.url and first.source and first.title
+    # The label names our document and its review date; the paper it was written from is "based on".
+    assert first.title in first.source and "reviewed" in first.source and first.url is None
+    assert first.reviewed and any("doi.org" in (b.url or "") for b in first.based_on)
     assert len(ans.answer) < 600
 
 
@@ -78,7 +80,8 @@ def test_follow_up_uses_the_conversation(assistant):
     ("   \n\t ", "type a question"),
     ("x" * 100_000, "too long"),
     ("\x00\x01\x02", "type a question"),
-    ("?!?", "could not be read"),
+    ("?!?", "type your question"),
+    ("\U0001F622\U0001F622", "type your question"),
 ])
 def test_bad_questions_get_one_clear_line(assistant, bad, expect):
     ans = assistant.ask(bad)
@@ -133,3 +136,25 @@ def test_misspelt_short_words_are_corrected_but_real_words_are_not(assistant):
     ans = assistant.ask("how meny babys were in the stuyd")
     assert ans.kind == "answer" and re.search(r"\b30\b", ans.answer)
     assert assistant.ask("What does blinatumomab cost?").kind == "unknown"  # 'cost' is not a typo of 'most'
+
+
+def test_each_starter_question_is_answered_by_the_entry_written_for_it(assistant):
+    from bot.starters import load_starters
+
+    for starter in load_starters(assistant.settings.prompts_dir):
+        question, wanted = starter.question, starter.answered_by
+        ans = assistant.ask(question)
+        assert ans.kind == "answer", question
+        assert {(c.doc_id, c.section) for c in ans.citations} == {(wanted.doc, wanted.section)}, question
+        entry = assistant.index.chunks([ans.citations[0].chunk_id])[ans.citations[0].chunk_id]
+        assert " ".join(c.quote for c in ans.citations) == " ".join(entry.text.split()), "the entry's answer, whole"
+
+
+def test_a_follow_up_never_repeats_a_sentence_already_said(assistant):
+    first = assistant.ask("What did the study find?")
+    history = [{"role": "user", "content": "What did the study find?"},
+               {"role": "assistant", "content": first.answer}]
+    again = assistant.ask("How many babies were alive after 2 years?", history=history)
+    said = {c.quote for c in first.citations}
+    assert again.kind == "answer" and not said & {c.quote for c in again.citations}
+

@@ -367,3 +367,86 @@ def test_outline_titles_are_found_with_their_number_or_over_two_lines():
     got = place_headings(lines, [(1, "Milk and bottles"), (2, "Solid food"), (1, "Not printed")])
     assert got == ["Intro line.", "## Milk and bottles", "Use boiled water.", "### Solid food", "## Not printed",
                    "Cook eggs well."]
+
+
+def test_pdf_lines_are_joined_into_paragraphs_and_sentences_run_on_across_pages(tmp_path):
+    import textwrap
+
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    sentences = [f"Sentence number {i} tells parents one more thing about keeping the line dry at home." for i in range(30)]
+    lines = textwrap.wrap(" ".join(sentences), 90)
+    path = tmp_path / "long.pdf"
+    c = canvas.Canvas(str(path), pagesize=A4)
+    c.bookmarkPage("p1")
+    c.addOutlineEntry("Keeping the line dry", "p1", level=0)
+    for page in (lines[:12], lines[12:]):  # one paragraph that goes on over the page break
+        y = 800
+        for line in page:
+            c.drawString(50, y, line)
+            y -= 15
+        c.showPage()
+    c.save()
+    doc = load_file(path)
+    assert doc.text.startswith("## Keeping the line dry\n\n")
+    assert " ".join(sentences) in doc.text  # one paragraph again, page break included
+    chunks = chunk_document(doc, chunk_size=400, chunk_overlap=50)
+    assert len(chunks) > 3 and {c.section for c in chunks} == {"Keeping the line dry"}
+    got = {s.text for c in chunks for s in chunk_sentences(c)}
+    assert got == set(sentences)  # no sentence cut at a printed line or at a passage boundary
+
+
+@pytest.mark.parametrize("html,expected", [
+    # An old page laid out with a one-column table: headings and paragraphs, not table rows.
+    ("<html><head><title>Old page</title></head><body><table width=800><tr><td><h2>Line care</h2>Keep the dressing "
+     "dry and clean every day.<br><br>Change it once a week.</td></tr></table></body></html>",
+     "## Line care\n\nKeep the dressing dry and clean every day.\n\nChange it once a week.\n"),
+    # A short page that is only a list: still a list, not one run-on line.
+    ("<html><body><h1>What to bring</h1><ul><li>The red book</li><li>Your feeding notes</li></ul></body></html>",
+     "- The red book.\n- Your feeding notes.\n"),
+    # Nested and numbered lists keep their order and depth.
+    ("<html><body><main><h2>Tips</h2><ol><li>Wash your hands first.<ul><li>Use soap and water</li></ul></li>"
+     "<li>Dry them well.</li></ol></main></body></html>",
+     "## Tips\n\n1. Wash your hands first.\n  - Use soap and water.\n2. Dry them well.\n"),
+])
+def test_short_and_old_fashioned_pages_keep_their_structure(html, expected):
+    from bot.formats import html_to_text
+
+    assert html_to_text(html).body == expected
+
+
+def test_the_summary_marks_files_held_back_by_screening(tmp_path, capsys):
+    from bot.cli import main
+    from bot.settings import Settings
+
+    settings = Settings(index_dir=tmp_path / "index", knowledge_dir=tmp_path / "none")
+    main(["ingest", "--dry-run", str(PROJECT / "tests" / "data" / "poisoned")], settings)
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if "%" in line}
+    assert "WARNING: held back for review" in rows["emergency-numbers.md"]
+    assert "WARNING" not in rows["day-unit-visits.md"]
+
+
+def test_files_of_other_types_in_a_folder_are_listed_as_not_read(tmp_path):
+    (tmp_path / "good.txt").write_text("The ward phone line is open day and night for parents.")
+    (tmp_path / "old leaflet.doc").write_bytes(b"\xd0\xcf\x11\xe0")
+    (tmp_path / "~$good.docx").write_bytes(b"lock")    # Word's lock file
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text("x")     # hidden folders are not documents
+    report = load_paths([tmp_path])
+    rows = {Path(f.path).name: f.warning for f in report.files}
+    assert rows == {"good.txt": None,
+                    "old leaflet.doc": "skipped: .doc files are not read; an old Word file: save it as .docx"}
+
+
+def test_a_password_protected_pdf_says_so(tmp_path):
+    from reportlab.lib import pdfencrypt
+    from reportlab.pdfgen import canvas
+
+    path = tmp_path / "locked.pdf"
+    c = canvas.Canvas(str(path), encrypt=pdfencrypt.StandardEncryption("secret", strength=128))
+    c.drawString(50, 800, "The drip runs for 4 weeks day and night.")
+    c.showPage()
+    c.save()
+    with pytest.raises(DocumentError, match="protected by a password; save a copy without one"):
+        load_file(path)

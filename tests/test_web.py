@@ -161,6 +161,8 @@ def test_what_the_browser_sends_back_is_checked() -> None:
     assert kept_turns(kept) == [good]
     for odd in (None, [], "x", {"turns": "x"}):
         assert kept_turns(odd) == []
+    many = kept_turns({"turns": [good] * 10_000})  # an edited browser copy cannot make the server work for long
+    assert len(many) == 50
     assert signature(b"k", "q", _answer()) != signature(b"k", "q", _answer(answer="Stop all treatment."))
 
 
@@ -174,8 +176,8 @@ def test_feedback_only_for_what_the_bot_said_and_only_on_ones_own_row(tmp_path: 
     h = ChatHandlers(assistant=None, settings=settings)  # type: ignore[arg-type]
     answer = _answer()
     turn = {"question": "q", "answer": answer, "sig": signature(h.key, "q", answer)}
-    kept, _, _, status, ack = h.on_action({"turns": [turn]}, "", _Event(action="vote", turn=0, helpful="1"))
-    assert ack["ok"] and status == "Thank you. Your feedback was saved."
+    kept, _, _, _, ack = h.on_action({"turns": [turn]}, "", _Event(action="vote", turn=0, helpful="1"))
+    assert ack["ok"] and ack["message"] == "Thank you. Your feedback was saved."
     row = kept["turns"][0]["feedback_id"]
     # An edited answer is refused; an edited row number makes a new row instead of rewriting another's.
     forged = {**kept["turns"][0], "answer": _answer(answer="Stop all treatment [1].")}
@@ -195,8 +197,8 @@ def test_care_list_has_a_size_limit_with_a_clear_message(tmp_path: Path) -> None
     assert "text" not in kept and "101 characters; the limit is 100" in msg
     answer = _answer(question="y" * 60)
     turn = {"question": "y" * 60, "answer": answer, "sig": signature(h.key, "y" * 60, answer)}
-    *_, status, ack = h.on_action({"turns": [turn]}, "z" * 60, _Event(action="save", turn=0))
-    assert not ack["ok"] and "full" in status
+    *_, ack = h.on_action({"turns": [turn]}, "z" * 60, _Event(action="save", turn=0))
+    assert not ack["ok"] and "full" in ack["message"]
 
 
 def test_login_throttle_grows_after_five_failures_per_username_and_per_client() -> None:
@@ -406,6 +408,8 @@ def test_whole_answer_soon_after_send_with_honest_sources(chat: Chat, assistant,
     assert sorted(times)[1] <= SEND_TO_ANSWER_MAX_MS, times
 
     turn = chat.turns().last
+    top = turn.bounding_box()["y"]
+    assert -2 <= top < 844 / 2, f"a new answer opens at its start, in view ({top:.0f} px)"
     assert turn.locator(".bot.kind-answer").count() == 1
     markers = turn.locator(".answer-text a.cite")
     sources = turn.locator("li.source")
@@ -512,6 +516,8 @@ def test_forget_everything_clears_both_from_the_device(chat: Chat) -> None:
     page.wait_for_function("q => document.querySelector('#care-list textarea').value.includes(q)", arg=TOPIC)
     assert "in this web browser" in page.locator("#privacy").inner_text()
     page.get_by_role("button", name="Forget everything on this device").click()
+    page.get_by_role("button", name="Yes, forget everything").wait_for()
+    _axe(page, "confirm before forgetting")
     page.get_by_role("button", name="Yes, forget everything").click()
     page.locator("#status", has_text="deleted").wait_for()
     page.wait_for_function("() => localStorage.length === 0")
@@ -610,8 +616,9 @@ def test_feedback_that_cannot_be_stored_is_not_reported_as_saved(chat: Chat, app
     db.mkdir()  # a folder where the database should be: SQLite cannot open it
     try:
         turn.get_by_role("button", name="Helpful", exact=True).click()
-        turn.locator(".note", has_text="could not be saved").wait_for()
-        assert "was saved" not in chat.page.locator("#status").inner_text()
+        note = turn.locator(".note", has_text="could not be saved")
+        note.wait_for()
+        assert "was saved" not in note.inner_text()
     finally:
         db.rmdir()
         if moved.exists():
@@ -646,10 +653,16 @@ def test_care_list_downloads_from_the_browser_and_has_a_limit(chat: Chat, tmp_pa
     assert content.startswith("Questions for my care team\nWritten on ")
     assert f"1. {FIRST_QUESTION}\n" in content and "2. Can we see the scan results?\n" in content
     assert fetched == [], f"the file is made in the browser, not fetched: {fetched}"
-    care.fill("x" * 9_999)
-    care.press("End")
-    care.type("yy")
-    page.locator("#care-status", has_text="the limit is 10,000").wait_for()
+    care.fill("")
+    care.focus()
+    page.keyboard.insert_text("x" * 10_001)  # as a paste does
+    page.locator("#care-status", has_text="10,001 characters; the limit is 10,000").wait_for()
+    care.fill("A pasted question?")
+    page.locator("#care-status", has_text="the limit").wait_for(state="hidden")
+    page.wait_for_timeout(500)
+    page.reload()
+    chat.open()
+    assert care.input_value() == "A pasted question?"
 
 
 @pytest.mark.browser
@@ -785,3 +798,19 @@ def test_login_is_optional_and_slows_down_after_five_failures(assistant, knowled
     half = knowledge_settings.model_copy(update={"auth_username": "family", "auth_password": None})
     with pytest.raises(SystemExit, match="BOT_AUTH_PASSWORD"):
         launch(create_app(assistant, half), half, block=False)
+
+
+def test_load_test_script_runs_conversations_without_cross_talk(app_server) -> None:
+    """scripts/loadtest.py, small: every conversation gets back exactly its own questions."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "scripts/loadtest.py", "--url", str(app_server["url"]), "--stages", "3,4", "--questions", "3",
+         "--max-seconds", "30"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=180, check=False,
+    )
+    stages = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [s["conversations"] for s in stages] == [3, 4], out.stdout + out.stderr
+    for s in stages:
+        assert s["errors"] == 0 and s["cross_talk"] == 0 and s["answers"] == s["conversations"] * 3, s
+        assert s["p50_ms"] is not None and s["p95_ms"] >= s["p50_ms"]
