@@ -140,7 +140,8 @@ class Assistant:
         retriever, writer, vocabulary = self._parts()
         # Patterns and search see the normal form ('fe\u00adver', Cyrillic 'е', fullwidth letters -> 'fever');
         # the question is shown back and quotes are shown as written.
-        shown_text, text = text, for_matching(text) or text
+        # (From the raw message: NFC for display would fuse a loose accent into 'ś' before it could be removed.)
+        shown_text, text = text, " ".join(for_matching(question.replace("\ufffd", "")).split()) or text
         turns = _matching_turns(turns)
         t = time.perf_counter()
         verdict = self.safety.check(text, turns)
@@ -225,7 +226,7 @@ class Assistant:
     def _urgent_in_rejected(self, raw: str, qid: str | None, t0: float) -> Answer | None:
         """The call-now message for a question rejected as too long that describes an emergency."""
         shown = normalise(raw)
-        text = for_matching(shown)
+        text = " ".join(for_matching(raw.replace("\ufffd", "")).split())
         limit = self.settings.max_question_chars
         if not text or not re.search(r"\w", text):
             return None
