@@ -32,7 +32,8 @@ class ComposeParams:
     w_hard: float = 0.012           # ... this much score per grade, so plainer near-equals win
     entry_min: float = 0.85         # a knowledge entry this close to the question is the answer, whole
     entry_margin: float = 0.03      # ... when no other entry is within this much of it
-    entry_min_unknown_word: float = 1.01  # bar when one ordinary word is in no document (off: 0.7-0.78 let unknowns in)
+    entry_min_unknown_word: float = 0.88  # the entry bar when one ordinary word of the question is in no document ...
+    unknown_word_evidence: float = 0.22  # extra evidence a sentence answer needs when one ordinary word is unknown
     entry_margin_unknown_word: float = 0.12  # ... with a clearer lead over the next entry
     w_entry_key: float = 0.7        # entry match = this x cosine to its closest question key ...
     w_entry_words: float = 0.3      # ... + this x share of the question's words the entry (keys and answer) has
@@ -241,8 +242,10 @@ class ExtractiveWriter:
         # other words match an entry clearly; a name, a second unknown word or a weak match does.
         ordinary = uncovered[0] if len(uncovered) == 1 and uncovered[0] in english_words() else None
         entry = self._entry_answer(question, query_vector, said, hits, unknown_word=ordinary)
-        if uncovered and (ordinary is None or entry is None):
+        if uncovered and ordinary is None:
             return Composition([], 0.0, tuple(uncovered))
+        # ... and without such an entry, the best sentence must clear a higher bar than usual.
+        min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary and entry is None else 0.0)
         if entry is not None:
             return entry
         q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
@@ -268,7 +271,7 @@ class ExtractiveWriter:
             return Composition([], 0.0)
         scored.sort(key=lambda x: -x[0])
         best = scored[0][0]
-        if best < p.min_evidence:
+        if best < min_evidence:
             return Composition([], best)
         chosen: list[tuple[float, int, int]] = [scored[0]]
         seen_text = {display_text(sents[scored[0][1]].text).lower()}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -15,24 +17,30 @@ from bot.embed import Embedder
 from bot.schema import Turn
 from bot.store import Index
 
-try:  # scikit-learn (a dependency of sentence-transformers) ships a standard English stop-word list
-    from sklearn.feature_extraction._stop_words import ENGLISH_STOP_WORDS as _SKLEARN_STOP_WORDS
-except ImportError:  # pragma: no cover - the small list below still works
-    _SKLEARN_STOP_WORDS = frozenset()
+STOP_WORDS_FILE = Path(__file__).resolve().parent.parent / "prompts" / "stopwords.yaml"
 
-STOPWORDS = _SKLEARN_STOP_WORDS | frozenset("""
-a about above after again against all also am an and any are as at be because been before being below between
-both but by can could did do does doing down during each few for from further had has have having he her here
-hers herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off
-on once only or other our ours ourselves out over own same she should so some such than that the their theirs
-them themselves then there these they this those through to too under until up very was we were what when where
-which while who whom why will with would you your yours yourself yourselves get got give given go going tell
-please know want need like much many thing things one really mean means s t wo ca
-""".split())
+
+@lru_cache(maxsize=1)
+def stop_words() -> frozenset[str]:
+    """The curated stop-word list (prompts/stopwords.yaml): words with no topic of their own.
+
+    It keeps words that change what is asked ('serious', 'side', 'back', 'not', 'none', numbers).
+    """
+    import yaml
+
+    data = yaml.safe_load(STOP_WORDS_FILE.read_text(encoding="utf-8")) or {}
+    return frozenset(str(data.get("stop_words", "")).lower().split())
+
+
+STOPWORDS = stop_words()
 
 
 def stem(word: str) -> str:
-    """A deliberately small stemmer: enough to match 'infusions' to 'infusion' and 'babies' to 'baby'."""
+    """A deliberately small stemmer: enough to match 'infusions' to 'infusion' and 'babies' to 'baby'.
+
+    (Snowball was tried: its stems, 'studi' for 'study', defeat the typo correction that compares a misspelt
+    word with the documents' own words; moving typo correction to surface words comes first.)
+    """
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
     if len(word) > 5 and word.endswith("ing"):
@@ -44,7 +52,9 @@ def stem(word: str) -> str:
     return word
 
 
-TOKENIZER_VERSION = 1  # raise when `tokenize` changes: the keyword index stores its output and is rebuilt
+# Raise the number when `tokenize` changes; an edit of the stop-word list changes the hash. Either way the
+# keyword index (which stores tokenize's output) is rebuilt on the next start.
+TOKENIZER_VERSION = f"2-{hashlib.sha256(' '.join(sorted(STOPWORDS)).encode()).hexdigest()[:8]}"
 
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[a-z0-9]+(?:'[a-z0-9]+)*")
 
