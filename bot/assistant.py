@@ -15,7 +15,17 @@ from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
 from bot.prompts import Messages, load_leaning_openers, load_messages, load_question_rules
-from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, Vocabulary, english_words, follow_up_context
+from bot.retrieve import (
+    FollowUpRules,
+    HybridRetriever,
+    QuestionWords,
+    Retriever,
+    Vocabulary,
+    english_words,
+    follow_up_context,
+    split_question,
+    topic_words,
+)
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.screen import Screen
@@ -192,8 +202,15 @@ class Assistant:
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
         said = said_sentences([t.content for t in turns if t.role == "assistant"])
-        composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
-                                     strict=verdict.kind in ("ok", "out_of_scope"), context=context, said=said)
+        strict = verdict.kind in ("ok", "out_of_scope")
+        parts = split_question(spelled) if verdict.kind != "urgent" else [spelled]
+        if len(parts) > 1:
+            # "Which hospital ran it and in how many countries?": each part is answered (at most 3), each part
+            # searched with the topic words of the others, and no sentence is said twice.
+            composition, hits = self._compose_parts(parts, context, retriever, writer, strict, said)
+        else:
+            composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
+                                         strict=strict, context=context, said=said)
         composition = self._screened(composition, qid)
         timings["compose"] = _ms(t)
         if off_topic_guess:
@@ -247,6 +264,23 @@ class Assistant:
             else:
                 kept.append(st)
         return composition if len(kept) == len(composition.statements) else replace(composition, statements=kept)
+
+    def _compose_parts(self, parts: list[str], context: str, retriever: Retriever, writer: AnswerWriter,
+                       strict: bool, said: frozenset[str]) -> tuple[Composition, list]:
+        """Each part of a multi-part question answered in turn; the statements joined in the order asked."""
+        statements, hits, best, uncovered = [], [], 0.0, []
+        for i, part in enumerate(parts):
+            others = " ".join(p for j, p in enumerate(parts) if j != i)
+            ctx = " ".join(x for x in (context, topic_words(others)) if x)
+            query = f"{part} ({ctx})" if ctx else part
+            part_hits = retriever.retrieve(self.words.expand(query), self.settings.top_k)
+            comp = writer.compose(part, self.embedder.encode([query])[0], part_hits, strict=strict, context=ctx,
+                                  said=said | said_sentences([s.text for s in statements]))
+            statements += comp.statements
+            uncovered += list(comp.uncovered)
+            best = max(best, comp.best_score)
+            hits += [h for h in part_hits if all(h.chunk.chunk_id != g.chunk.chunk_id for g in hits)]
+        return Composition(statements, best, tuple(uncovered) if not statements else ()), hits
 
     @staticmethod
     def _out_of_scope(qid: str | None, text: str, verdict: Verdict, timings: dict[str, float], t0: float) -> Answer:
