@@ -503,7 +503,8 @@ class TestPoisonedDocuments:
 # --- 6. no one can stall the others -----------------------------------------------------------------
 
 # The safety stage's cost for long messages is bounded by the triage work (issue 9 / 11.6: a bounded
-# number of embedded windows per message). Until bot/triage.py is on main, these would fail (25 s a message).
+# number of embedded windows per message). Until bot/triage.py is on main the 300 ms bound would fail
+# (about 670 ms CPU a message here, with the model fed in pieces of similar length).
 NEEDS_BOUNDED_TRIAGE = pytest.mark.skipif(not (PROJECT / "bot" / "triage.py").exists(),
                                           reason="the bounded safety stage (bot/triage.py) has not landed yet")
 _SHORT_WORDS = ("we are so sad he is ok she cried it hurts my son is tired i am scared is it bad why now "
@@ -542,7 +543,6 @@ class TestStalling:
         assert median_cpu <= 0.300, f"median cost {median_cpu * 1000:.0f} ms CPU (last: {answer.timings_ms})"
         assert median_wall <= 2.0, f"median {median_wall * 1000:.0f} ms wall"
 
-    @NEEDS_BOUNDED_TRIAGE
     def test_a_normal_question_is_answered_within_1_s_with_7_long_messages_in_flight(self, assistant) -> None:
         import threading
 
