@@ -15,18 +15,28 @@ from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
 from bot.prompts import Messages, load_leaning_openers, load_messages, load_question_rules
-from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, Vocabulary, english_words, follow_up_context
+from bot.retrieve import (
+    FollowUpRules,
+    HybridRetriever,
+    QuestionWords,
+    Retriever,
+    Vocabulary,
+    english_words,
+    follow_up_context,
+    split_question,
+    topic_words,
+)
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.screen import Screen
 from bot.settings import Settings, get_settings
 from bot.store import Index, pointer_stamp
-from bot.validate import clean_question, normalise
+from bot.validate import normalise
 
 log = logging.getLogger(__name__)
 
-# Out-of-scope verdicts that only guess from the words of the question. A question the sources answer
-# strongly is answered anyway; role changes, prompt leaks and other diseases are never overridden.
+# Out-of-scope verdicts that only guess from the words of the question, for a gate that does not say
+# (the real gate reads them from prompts/redflags.yaml `retrieval_may_override`).
 OVERRIDABLE_SCOPE_RULES = frozenset({"off_topic"})
 
 
@@ -117,35 +127,64 @@ class Assistant:
 
     def ask(self, question: object, history: Sequence[Turn | dict[str, Any]] | None = None,
             qid: str | None = None) -> Answer:
-        """Answer one question; never raises for bad input (kind 'error' says what was wrong)."""
+        """Answer one question; never raises for bad input (kind 'error' says what was wrong).
+
+        One gate for every door (web, CLI, batch, evals): the safety gate sees every message that has
+        any text, before any check that could turn it away (too long, no words), so an emergency is
+        never lost behind "please shorten it"."""
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        shown = question if isinstance(question, str) else ""
-        text, problem = clean_question(question, self.settings.max_question_chars, self.messages)
-        if text is None:
-            if shown:
-                # Too long or odd, but it may still describe an emergency: that must not be lost.
-                urgent = self._urgent_in_rejected(shown, qid, t0)
-                if urgent is not None:
-                    return urgent
-            return Answer(id=qid, question=shown[:200], kind="error", answer=problem or "",
+        if not isinstance(question, str):
+            return Answer(id=qid, question="", kind="error", answer=self.messages.errors.not_text,
                           timings_ms={"total": _ms(t0)})
+        limit = self.settings.max_question_chars
+        if len(question) > 4 * limit:  # only the beginning and the end of a huge message are read (bounded cost)
+            question = f"{question[:2 * limit]} ... {question[-2 * limit:]}"
+        text = normalise(question)
+        if not text:
+            return Answer(id=qid, question="", kind="error", answer=self.messages.errors.empty,
+                          timings_ms={"total": _ms(t0)})
+        too_long = len(text) > limit
         try:
             turns = _turns(history, self.settings.history_max_turns, self.settings.history_max_chars)
         except ValueError:
-            reason = "history must be a list of {role, content}"
-            return Answer(id=qid, question=text, kind="error", timings_ms={"total": _ms(t0)},
-                          answer=self.messages.render(self.messages.errors.bad_line, reason=reason))
+            turns = []
+            if not too_long:
+                reason = "history must be a list of {role, content}"
+                return Answer(id=qid, question=text[:200], kind="error", timings_ms={"total": _ms(t0)},
+                              answer=self.messages.render(self.messages.errors.bad_line, reason=reason))
 
         retriever, writer, vocabulary = self._parts()
         # Patterns and search see the normal form ('fe\u00adver', Cyrillic 'е', fullwidth letters -> 'fever');
         # the question is shown back and quotes are shown as written.
-        shown_text, text = text, for_matching(text) or text
+        # (From the raw message: NFC for display would fuse a loose accent into 'ś' before it could be removed.)
+        shown_text, text = text, " ".join(for_matching(question.replace("\ufffd", "")).split()) or text
         turns = _matching_turns(turns)
         t = time.perf_counter()
-        verdict = self.safety.check(text, turns)
+        # A message over the limit is read by its beginning and its end (the cost of any message is bounded).
+        checked = text if len(text) <= 2 * limit else f"{text[:limit]} ... {text[-limit:]}"
+        verdict = self.safety.check(checked, turns)
         timings["safety"] = _ms(t)
-        off_topic_guess = verdict.kind == "out_of_scope" and verdict.rule in OVERRIDABLE_SCOPE_RULES
+        if verdict.kind == "urgent":
+            if too_long:
+                note = self.messages.render(self.messages.errors.too_long, limit=f"{limit:,}")
+                timings["total"] = _ms(t0)
+                return Answer(id=qid, question=shown_text[:200], kind="urgent", answer=f"{verdict.message} {note}",
+                              timings_ms=timings, safety=_safety(verdict))
+        elif too_long:
+            return Answer(id=qid, question=shown_text[:200], kind="error", timings_ms={"total": _ms(t0)},
+                          answer=self.messages.render(self.messages.errors.too_long, limit=f"{limit:,}"))
+        elif not re.search(r"\w", text):
+            # Emoji or punctuation only: a kind word asking for a question, not "could not be read".
+            no_words = getattr(self.safety, "no_words_message", "") or self.messages.errors.not_text
+            return Answer(id=qid, question=shown_text[:200], kind="error", answer=no_words, timings_ms={"total": _ms(t0)})
+        elif verdict.kind == "other_language":
+            timings["total"] = _ms(t0)
+            return Answer(id=qid, question=shown_text, kind="unknown", answer=verdict.message,
+                          disclaimer=self.messages.disclaimer, timings_ms=timings, safety=_safety(verdict))
+
+        overridable = getattr(self.safety, "retrieval_may_override", OVERRIDABLE_SCOPE_RULES)
+        off_topic_guess = verdict.kind == "out_of_scope" and verdict.rule in overridable
         if verdict.kind == "out_of_scope" and not off_topic_guess:
             return self._out_of_scope(qid, shown_text, verdict, timings, t0)
         if verdict.kind != "urgent" and self.screen is not None and self.screen.is_contact_question(text):
@@ -166,8 +205,15 @@ class Assistant:
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
         said = said_sentences([t.content for t in turns if t.role == "assistant"])
-        composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
-                                     strict=verdict.kind in ("ok", "out_of_scope"), context=context, said=said)
+        strict = verdict.kind in ("ok", "out_of_scope")
+        parts = split_question(spelled) if verdict.kind != "urgent" else [spelled]
+        if len(parts) > 1:
+            # "Which hospital ran it and in how many countries?": each part is answered (at most 3), each part
+            # searched with the topic words of the others, and no sentence is said twice.
+            composition, hits = self._compose_parts(parts, context, retriever, writer, strict, said)
+        else:
+            composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
+                                         strict=strict, context=context, said=said)
         composition = self._screened(composition, qid)
         timings["compose"] = _ms(t)
         if off_topic_guess:
@@ -177,7 +223,7 @@ class Assistant:
                 return self._out_of_scope(qid, shown_text, verdict, timings, t0)
             verdict = Verdict(kind="ok")
         retrieved = [Retrieved(doc_id=h.chunk.doc_id, chunk_id=h.chunk.chunk_id, score=round(h.score, 5)) for h in hits]
-        safety = {"rule": verdict.rule or "", "kind": verdict.kind} if verdict.kind != "ok" else {}
+        safety = _safety(verdict) if verdict.kind != "ok" else {}
 
         if verdict.kind == "urgent":
             # Call-now first; then at most one short cited note from the sources.
@@ -222,26 +268,42 @@ class Assistant:
                 kept.append(st)
         return composition if len(kept) == len(composition.statements) else replace(composition, statements=kept)
 
-    def _urgent_in_rejected(self, raw: str, qid: str | None, t0: float) -> Answer | None:
-        """The call-now message for a question rejected as too long that describes an emergency."""
-        shown = normalise(raw)
-        text = for_matching(shown)
-        limit = self.settings.max_question_chars
-        if not text or not re.search(r"\w", text):
-            return None
-        head_and_tail = text if len(text) <= 2 * limit else f"{text[:limit]} ... {text[-limit:]}"
-        verdict = self.safety.check(head_and_tail, [])
-        if verdict.kind != "urgent":
-            return None
-        too_long = self.messages.render(self.messages.errors.too_long, limit=f"{limit:,}")
-        return Answer(id=qid, question=shown[:200], kind="urgent", answer=f"{verdict.message} {too_long}",
-                      timings_ms={"total": _ms(t0)}, safety={"rule": verdict.rule or "", "kind": verdict.kind})
+    def _compose_parts(self, parts: list[str], context: str, retriever: Retriever, writer: AnswerWriter,
+                       strict: bool, said: frozenset[str]) -> tuple[Composition, list]:
+        """Each part of a multi-part question answered in turn; the statements joined in the order asked."""
+        statements, hits, best, uncovered = [], [], 0.0, []
+        for i, part in enumerate(parts):
+            others = " ".join(p for j, p in enumerate(parts) if j != i)
+            ctx = " ".join(x for x in (context, topic_words(others)) if x)
+            query = f"{part} ({ctx})" if ctx else part
+            part_hits = retriever.retrieve(self.words.expand(query), self.settings.top_k)
+            comp = writer.compose(part, self.embedder.encode([query])[0], part_hits, strict=strict, context=ctx,
+                                  said=said | said_sentences([s.text for s in statements]))
+            statements += comp.statements
+            uncovered += list(comp.uncovered)
+            best = max(best, comp.best_score)
+            hits += [h for h in part_hits if all(h.chunk.chunk_id != g.chunk.chunk_id for g in hits)]
+        return Composition(statements, best, tuple(uncovered) if not statements else ()), hits
 
     @staticmethod
     def _out_of_scope(qid: str | None, text: str, verdict: Verdict, timings: dict[str, float], t0: float) -> Answer:
         timings["total"] = _ms(t0)
         return Answer(id=qid, question=text, kind="out_of_scope", answer=verdict.message,
-                      timings_ms=timings, safety={"rule": verdict.rule or "", "kind": verdict.kind})
+                      timings_ms=timings, safety=_safety(verdict))
+
+
+def _safety(verdict: Verdict) -> dict[str, Any]:
+    """The `safety` field of an answer: the rule, and for red flags the tier and every sign that fired."""
+    out: dict[str, Any] = {"rule": verdict.rule or "", "kind": verdict.kind}
+    if getattr(verdict, "tier", None):
+        out["tier"] = verdict.tier
+        out["signs"] = list(getattr(verdict, "signs", ()))
+        out["sign_names"] = list(getattr(verdict, "sign_names", ()))
+    language = getattr(verdict, "language", "en")
+    if language != "en":
+        out["language"] = language
+        out["translation_reviewed"] = bool(getattr(verdict, "translation_reviewed", True))
+    return out
 
 
 def _ms(start: float) -> float:
@@ -277,7 +339,8 @@ def build_assistant(
 
     index, retriever, writer, vocabulary = open_parts()
     english_words()  # load the word list now, not during a family's first question
-    safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder)
+    for_matching("fev\u00e9r b\u0430by")  # and the tables of the normal form
+    safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder, cache_dir=settings.cache_dir)
     reload = open_parts if given_retriever is None and given_writer is None else None
     screen = Screen.from_dir(settings.prompts_dir)
     return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, vocabulary,

@@ -1,4 +1,4 @@
-"""Command line: python -m bot ask | ingest | feedback export (see ../shared/contract.md)."""
+"""Command line: python -m bot ask | explain | ingest | feedback export (see ../shared/contract.md)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("question", nargs="?", help="the question, in quotes")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     ask.add_argument("--batch", type=Path, metavar="FILE.jsonl", help='one {"id","question","history"} object per line')
+    exp_ = sub.add_parser("explain", help="show which red-flag cards, patterns and classifier scores fire for a message, and why")
+    exp_.add_argument("question", help="the message, in quotes")
     ing = sub.add_parser("ingest", help="index documents (default: the knowledge folder)")
     ing.add_argument("paths", nargs="*", type=Path, help="files or folders (.md, .txt, .html, .pdf, .docx)")
     ing.add_argument("--rebuild", action="store_true", help="start from an empty index")
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
             return _ask(args, settings)
         if args.command == "ingest":
             return _ingest(args, settings)
+        if args.command == "explain":
+            return _explain(args, settings)
         return _feedback_export(args, settings)
     except KeyboardInterrupt:
         if want_json:
@@ -182,6 +186,17 @@ def format_answer(answer: Answer) -> str:
     if answer.disclaimer:
         lines.append("\n" + textwrap.fill(answer.disclaimer, width))
     return "\n".join(lines)
+
+
+def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    """For clinicians who edit prompts/redflags.yaml: what fired for one message, and why the verdict won."""
+    from bot.embed import SentenceEmbedder
+    from bot.safety import SafetyGate, explain
+
+    embedder = SentenceEmbedder(settings.embedding_model, threads=max(1, settings.torch_threads))
+    gate = SafetyGate.from_dir(settings.prompts_dir, embedder, cache_dir=settings.cache_dir)
+    print(explain(gate, args.question))
+    return 0
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:

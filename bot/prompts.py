@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.patterns import PatternError, compile_pattern
 from bot.retrieve import AnswerType, FollowUpRules, QuestionWords, stem
 
 
@@ -159,12 +160,12 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
     )
     types = []
     for i, t in enumerate(q.answer_types):
-        compiled = []
-        for key in ("question", "answer"):
-            try:
-                compiled.append(re.compile(getattr(t, key), re.I))
-            except re.error as exc:
-                raise PromptError(f"{path}: answer_types[{i}] ({t.name}).{key}: bad regular expression: {exc}") from exc
+        # Linear-time matching (RE2) for every editable pattern; an error names the file and the key.
+        try:
+            compiled = [compile_pattern(getattr(t, key), f"{path}: answer_types[{i}] ({t.name}).{key}")
+                        for key in ("question", "answer")]
+        except PatternError as exc:
+            raise PromptError(str(exc)) from None
         types.append(AnswerType(t.name, compiled[0], compiled[1], t.bonus))
     words = QuestionWords(
         filler=frozenset(stem(w.lower()) for w in q.filler_words.split()),

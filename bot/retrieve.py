@@ -359,3 +359,28 @@ def as_langchain_retriever(retriever: Retriever, k: int = 5):
             ]
 
     return _HybridLangChainRetriever()
+
+
+# ---------------------------------------------------------------- multi-part questions
+
+_PART_BREAK = re.compile(
+    r"\?\s+(?=\S)"                                             # "...given? How long ..."
+    r"|[,;]?\s+(?:and|also|plus)\s+(?=(?:(?:in|at|for|from|on|of|with|to)\s+)?"
+    r"(?:what|which|how|when|where|who|whom|whose|why|is|are|was|were|did|does|do|can|could|will|would|should)\b)"
+    r"|;\s+", re.I)
+
+
+def split_question(question: str, max_parts: int = 3) -> list[str]:
+    """The parts of a question that asks several things ('which hospital ran it and in how many countries?').
+
+    A part must carry a word of its own; otherwise the question is left whole. At most `max_parts` parts.
+    """
+    pieces = [p.strip(" ,;") for p in _PART_BREAK.split(question) if p and p.strip(" ,;?")]
+    if len(pieces) < 2 or any(not tokenize(p) for p in pieces):
+        return [question]
+    return pieces[:max_parts]
+
+
+def topic_words(text: str) -> str:
+    """The words of a text that carry a topic (stop words dropped), as typed."""
+    return " ".join(w for w in re.findall(r"[A-Za-z0-9][\w-]*", text) if w.lower() not in STOPWORDS)

@@ -1,142 +1,81 @@
-"""Triage, scope and personal-decision checks that run before retrieval (rules in prompts/safety.yaml)."""
+"""The safety gate, before retrieval: red flags (prompts/redflags.yaml, with a learned classifier beside
+the patterns), other languages (prompts/languages.yaml), role changes, scope and personal decisions
+(prompts/safety.yaml). The order of the checks is the `order` list of prompts/safety.yaml."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.embed import Embedder
+from bot.language import ENGLISH, Detected, LanguageGuide
+from bot.patterns import PatternError, PatternGroup, fold, group
 from bot.prompts import read_yaml_mapping
+from bot.query import Query
 from bot.schema import Turn
+from bot.triage import (  # noqa: F401  (TypoFixer, TemperatureParser: part of this module's interface)
+    REDFLAGS_FILE,
+    Assessment,
+    RedFlagsError,
+    TemperatureParser,
+    Triage,
+    TypoFixer,
+    load_redflags,
+)
+from bot.triage_model import RedFlagClassifier, cached_vectors, training_set
 
 SAFETY_FILE = "safety.yaml"
-_FLAGS = re.IGNORECASE
+CHECKS = ("urgent", "other_language", "role_change", "scope", "personal")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+# What the classifier embeds, which bounds the cost of any message: the first EMBED_CHARS characters, and
+# for a message no longer than that, each of its sentences (at most MAX_WINDOWS runs of sentences).
+EMBED_CHARS = 400
+MAX_WINDOWS = 4
 
 
 class SafetyRulesError(ValueError):
-    """prompts/safety.yaml is broken; the message names the file and the problem."""
+    """A safety rules file is broken; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)
 class Verdict:
     """What the safety gate decided about one message."""
 
-    kind: Literal["urgent", "out_of_scope", "personal", "ok"]
+    kind: Literal["urgent", "out_of_scope", "personal", "other_language", "ok"]
     rule: str | None = None
     message: str = ""
+    tier: int | None = None
+    signs: tuple[str, ...] = ()            # every red-flag card that fired, highest tier first
+    sign_names: tuple[str, ...] = ()       # their names, for the family
+    language: str = ENGLISH
+    translation_reviewed: bool = True      # False when a translated message has not been checked by a native-speaking clinician
+    assessment: Assessment | None = field(default=None, repr=False, compare=False)
 
 
-# --- the rules file ---------------------------------------------------------------------------
-
-
-def _compile(patterns: list[str]) -> list[re.Pattern[str]]:
-    return [re.compile(p, _FLAGS) for p in patterns]
+# --- prompts/safety.yaml ----------------------------------------------------------------------
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Patterns(_Strict):
-    """Base for sections whose `*patterns`-like lists are regexes that must compile."""
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _regexes_ok(cls, v: Any, info: Any) -> Any:
-        if info.field_name in _REGEX_FIELDS and isinstance(v, list):
-            for p in v:
-                if not isinstance(p, str) or not p.strip():
-                    raise ValueError(f"{info.field_name}: empty pattern")
-                try:
-                    re.compile(p, _FLAGS)
-                except re.error as exc:
-                    raise ValueError(f"{info.field_name}: bad regular expression {p!r}: {exc}") from exc
-        return v
-
-
-_REGEX_FIELDS = {
-    "patterns",
-    "strong",
-    "also",
-    "educational",
-    "situation",
-    "hypothetical",
-    "now",
-    "study_framing",
-    "context",
-    "topic",
-    "adult",
-    "illness",
-    "child",
-}
 NonEmpty = Field(min_length=1)
 
 
-class Typos(_Strict):
-    words: list[str] = NonEmpty
-    keep: list[str] = Field(default_factory=list)
-
-
-class RedFlag(_Patterns):
-    id: str = Field(min_length=1)
-    message: str = Field(min_length=1)
-    patterns: list[str] = NonEmpty
-    strong: list[str] = Field(default_factory=list)
-    also: list[str] = Field(default_factory=list)
-    examples: list[str] = Field(default_factory=list)
-
-
-class Temperature(_Patterns):
-    rule: str
-    message: str
-    fever_c: float = Field(gt=30, lt=45)
-    fever_f: float = Field(gt=86, lt=113)
-    celsius_below: float
-    fahrenheit_from: float
-    context: list[str] = NonEmpty
-    not_after: str = Field(min_length=1)
-    not_before: str = Field(min_length=1)
-
-    @field_validator("not_after", "not_before")
-    @classmethod
-    def _one_regex(cls, v: str) -> str:
-        try:
-            re.compile(v, _FLAGS)
-        except re.error as exc:
-            raise ValueError(f"bad regular expression {v!r}: {exc}") from exc
-        return v
-
-
-class Triage(_Patterns):
-    similarity_threshold: float = Field(gt=0, le=1)
-    similarity_margin: float = Field(ge=0, le=1)
-    typos: Typos
-    educational: list[str] = NonEmpty
-    situation: list[str] = NonEmpty
-    hypothetical: list[str] = NonEmpty
-    now: list[str] = NonEmpty
-    past: list[str] = Field(default_factory=list)
-    ongoing: list[str] = Field(default_factory=list)
-    educational_examples: list[str] = NonEmpty
-    study_framing: list[str] = NonEmpty
-    temperature: Temperature
-    rules: list[RedFlag] = NonEmpty
-
-
-class RoleChange(_Patterns):
+class RoleChange(_Strict):
     message: str
     patterns: list[str] = NonEmpty
     examples: list[str] = Field(default_factory=list)
     similarity_threshold: float = Field(gt=0, le=1)
 
 
-class Scope(_Patterns):
+class Scope(_Strict):
     message: str
     greeting_message: str = "out_of_scope"
     greetings: list[str] = Field(default_factory=list)
@@ -147,7 +86,7 @@ class Scope(_Patterns):
     off_topic: list[str] = NonEmpty
 
 
-class OtherDisease(_Patterns):
+class OtherDisease(_Strict):
     message: str
     patterns: list[str] = NonEmpty
     adult: list[str] = NonEmpty
@@ -155,7 +94,7 @@ class OtherDisease(_Patterns):
     child: list[str] = NonEmpty
 
 
-class PersonalRule(_Patterns):
+class PersonalRule(_Strict):
     id: str = Field(min_length=1)
     message: str
     patterns: list[str] = NonEmpty
@@ -169,12 +108,19 @@ class SafetyRules(_Strict):
     """prompts/safety.yaml"""
 
     version: int
+    order: list[str] = Field(default_factory=lambda: list(CHECKS))
     messages: dict[str, str] = NonEmpty
-    triage: Triage
     role_change: RoleChange
     scope: Scope
     other_disease: OtherDisease
     personal: Personal
+
+    @field_validator("order")
+    @classmethod
+    def _order(cls, v: list[str]) -> list[str]:
+        if sorted(v) != sorted(CHECKS) or v[0] != "urgent":
+            raise ValueError(f"must list each of {list(CHECKS)} once, starting with 'urgent'")
+        return v
 
     @model_validator(mode="after")
     def _messages_exist(self) -> SafetyRules:
@@ -182,22 +128,15 @@ class SafetyRules(_Strict):
         if empty:
             raise ValueError(f"messages {empty} are empty")
         used = {
-            "triage.temperature": self.triage.temperature.message,
             "role_change": self.role_change.message,
             "scope": self.scope.message,
             "scope.greeting": self.scope.greeting_message,
             "other_disease": self.other_disease.message,
         }
-        used.update({f"triage.rules[{r.id}]": r.message for r in self.triage.rules})
         used.update({f"personal.rules[{r.id}]": r.message for r in self.personal.rules})
         missing = {where: name for where, name in used.items() if name not in self.messages}
         if missing:
             raise ValueError(f"these refer to messages that do not exist: {missing}")
-        ids = [r.id for r in self.triage.rules]
-        if len(ids) != len(set(ids)):
-            raise ValueError(f"red-flag rule ids must be unique: {ids}")
-        if self.triage.temperature.rule not in ids:
-            raise ValueError(f"triage.temperature.rule {self.triage.temperature.rule!r} is not a red-flag rule id")
         return self
 
 
@@ -211,204 +150,131 @@ def load_rules(path: Path) -> SafetyRules:
         raise SafetyRulesError(f"{path}: {problems}") from exc
 
 
-# --- text helpers -----------------------------------------------------------------------------
-
-_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
-_WORD = re.compile(r"[A-Za-z]+")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+def _any(patterns: PatternGroup, text: str) -> bool:
+    return patterns.first(text) is not None
 
 
-def _osa_distance(a: str, b: str, limit: int) -> int:
-    """Edit distance with adjacent swaps (optimal string alignment), stopping early past `limit`."""
-    if abs(len(a) - len(b)) > limit:
-        return limit + 1
-    prev2: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        cur = [i] + [0] * len(b)
-        for j in range(1, len(b) + 1):
-            cost = 0 if a[i - 1] == b[j - 1] else 1
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                cur[j] = min(cur[j], prev2[j - 2] + 1)
-        if min(cur) > limit:
-            return limit + 1
-        prev2, prev = prev, cur
-    return prev[-1]
-
-
-class TypoFixer:
-    """Reads common misspellings of red-flag words as the words themselves."""
-
-    def __init__(self, typos: Typos) -> None:
-        self.words = sorted({w.lower() for w in typos.words})
-        self.keep = {w.lower() for w in typos.keep} | set(self.words)
-        self._cache: dict[str, str] = {}
-
-    def word(self, token: str) -> str:
-        low = token.lower()
-        if len(low) < 4 or low in self.keep:
-            return token
-        if low not in self._cache:
-            best, best_distance = token, 99
-            for w in self.words:
-                # Typos rarely change the first letter; insisting on it avoids "leading" -> "bleeding".
-                if w[0] != low[0]:
-                    continue
-                limit = 2 if len(w) >= 8 else 1
-                distance = _osa_distance(low, w, limit)
-                if distance <= limit and distance < best_distance:
-                    best, best_distance = w, distance
-            self._cache[low] = best
-        return self._cache[low]
-
-    def fix(self, text: str) -> str:
-        return _WORD.sub(lambda m: self.word(m.group(0)), text)
-
-
-_NUMBER = re.compile(r"(?<![\d.,])(\d{2,3})(?:\s*(?:[.,]|\bpoint\b)\s*(\d{1,2}))?(?!\d)", _FLAGS)
-_UNIT = re.compile(r"^\s*(°|º|degrees?\b|deg\b)?\s*(celsius|centigrade|fahrenheit|c|f)?(?![a-z])", _FLAGS)
-
-
-@dataclass(frozen=True)
-class Reading:
-    """A temperature found in a message."""
-
-    value: float
-    unit: Literal["C", "F"]
-
-
-class TemperatureParser:
-    """Finds body temperatures in free text: '38,5', '39C', '101.2F', 'temp of 38.4', '39' near 'fever'."""
-
-    def __init__(self, rule: Temperature) -> None:
-        self.rule = rule
-        self.context = _compile(rule.context)
-        self.not_after = re.compile(rule.not_after, _FLAGS)
-        self.not_before = re.compile(rule.not_before, _FLAGS)
-
-    def readings(self, text: str, extra_context: str = "") -> list[Reading]:
-        has_context = any(p.search(text) or (extra_context and p.search(extra_context)) for p in self.context)
-        out: list[Reading] = []
-        for m in _NUMBER.finditer(text):
-            value = float(m.group(1) + ("." + m.group(2) if m.group(2) else ""))
-            after, before = text[m.end() :], text[: m.start()]
-            unit_m = _UNIT.match(after)
-            degree, unit = (unit_m.group(1), unit_m.group(2)) if unit_m else (None, None)
-            rest = after[unit_m.end() :] if unit_m else after
-            if not (degree or unit) and (self.not_after.match(after) or not has_context):
-                continue
-            if self.not_before.search(before) or (not unit and self.not_after.match(rest) and not degree):
-                continue
-            if unit:
-                u: Literal["C", "F"] = "F" if unit.lower().startswith("f") else "C"
-            elif value < self.rule.celsius_below:
-                u = "C"
-            elif value >= self.rule.fahrenheit_from:
-                u = "F"
-            else:
-                continue
-            # Only body temperatures: 30-45 C or 86-113 F.
-            if (u == "C" and 30 <= value < 45) or (u == "F" and 86 <= value <= 113):
-                out.append(Reading(value, u))
-        return out
-
-    def is_fever(self, r: Reading) -> bool:
-        return r.value >= (self.rule.fever_c if r.unit == "C" else self.rule.fever_f)
-
-
-def _any(patterns: Sequence[re.Pattern[str]], text: str) -> bool:
-    return any(p.search(text) for p in patterns)
-
-
-@dataclass(frozen=True)
-class _Flag:
-    id: str
-    message: str
-    patterns: list[re.Pattern[str]]
-    strong: list[re.Pattern[str]]
-    also: list[re.Pattern[str]]
+def _embedded(text: str) -> list[str]:
+    """The texts the classifier reads for a message: its head, and for a short message its sentences."""
+    out = [text[:EMBED_CHARS]]
+    if len(text) > EMBED_CHARS:
+        return out  # the patterns read all of a long message; the classifier its beginning
+    sentences = [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+    if len(sentences) > 1:
+        size = max(1, -(-len(sentences) // MAX_WINDOWS))
+        out += [" ".join(sentences[i : i + size]) for i in range(0, len(sentences), size)]
+    return out
 
 
 # --- the gate ---------------------------------------------------------------------------------
 
 
 class SafetyGate:
-    """Decides, before retrieval, whether a message is urgent, out of scope or a personal decision."""
+    """Decides, before retrieval, whether a message is urgent, in another language, out of scope or a personal decision."""
 
-    def __init__(self, rules: SafetyRules, embedder: Embedder) -> None:
+    def __init__(self, rules: SafetyRules, embedder: Embedder, triage: Triage, languages: LanguageGuide,
+                 cache_dir: Path | None = None, path: Path | str = SAFETY_FILE, check_examples: bool = True) -> None:
         self.rules = rules
         self.embedder = embedder
-        t = rules.triage
-        self.typos = TypoFixer(t.typos)
-        self.temperature = TemperatureParser(t.temperature)
-        self.educational = _compile(t.educational)
-        self.situation = _compile(t.situation)
-        self.hypothetical = _compile(t.hypothetical)
-        self.now = _compile(t.now)
-        self.past = _compile(t.past)
-        self.ongoing = _compile(t.ongoing)
-        self.study = _compile(t.study_framing)
-        self.flags = [
-            _Flag(r.id, rules.messages[r.message], _compile(r.patterns), _compile(r.strong), _compile(r.also)) for r in t.rules
-        ]
-        self.role_change = _compile(rules.role_change.patterns)
-        self.topic = _compile(rules.scope.topic)
-        self.greetings = _compile(rules.scope.greetings)
-        od = rules.other_disease
-        self.other_cancer = _compile(od.patterns)
-        self.adult, self.illness, self.child = _compile(od.adult), _compile(od.illness), _compile(od.child)
-        self.personal = [(r.id, rules.messages[r.message], _compile(r.patterns)) for r in rules.personal.rules]
+        self.triage = triage
+        self.languages = languages
+        self.typos = triage.typos
+        self.temperature = triage.temperature
+        where = str(path)
+        try:
+            self.role_change = group(rules.role_change.patterns, f"{where}: role_change.patterns")
+            self.topic = group(rules.scope.topic, f"{where}: scope.topic")
+            self.greetings = group(rules.scope.greetings, f"{where}: scope.greetings")
+            od = rules.other_disease
+            self.other_cancer = group(od.patterns, f"{where}: other_disease.patterns")
+            self.adult = group(od.adult, f"{where}: other_disease.adult")
+            self.illness = group(od.illness, f"{where}: other_disease.illness")
+            self.child = group(od.child, f"{where}: other_disease.child")
+            self.personal = [(r.id, rules.messages[r.message],
+                              group(r.patterns, f"{where}: personal.rules[{r.id}].patterns"))
+                             for r in rules.personal.rules]
+        except PatternError as exc:
+            raise SafetyRulesError(str(exc)) from None
+        if check_examples:
+            try:
+                triage.check_examples()
+            except RedFlagsError as exc:
+                raise SafetyRulesError(str(exc)) from None
 
-        # Example phrasings are embedded once, here; check() embeds only the message.
-        self._urgent_ids = [r.id for r in t.rules for _ in r.examples]
-        groups = {
-            "urgent": [e for r in t.rules for e in r.examples],
-            "educational": t.educational_examples,
-            "role_change": rules.role_change.examples,
-            "on_topic": rules.scope.on_topic,
-            "off_topic": rules.scope.off_topic,
-        }
-        texts = [x for g in groups.values() for x in g]
-        vectors = embedder.encode(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+        # Example phrasings are embedded once (and kept in cache_dir between starts); check() embeds only the message.
+        groups = {"role_change": rules.role_change.examples, "on_topic": rules.scope.on_topic,
+                  "off_topic": rules.scope.off_topic}
+        texts, labels = training_set(triage.rules, [x for g in groups.values() for x in g])
+        all_texts = texts + [x for g in groups.values() for x in g]
+        model_key = str(getattr(embedder, "model_path", "")) or type(embedder).__name__
+        vectors = cached_vectors(all_texts, embedder, cache_dir, model_key)
+        self.classifier = RedFlagClassifier(vectors[: len(texts)], labels)
         self._vectors: dict[str, np.ndarray] = {}
-        start = 0
+        start = len(texts)
         for name, items in groups.items():
             self._vectors[name] = vectors[start : start + len(items)]
             start += len(items)
 
     @classmethod
-    def from_dir(cls, prompts_dir: Path, embedder: Embedder) -> SafetyGate:
-        """Load and validate prompts/safety.yaml and embed its example phrasings."""
-        return cls(load_rules(Path(prompts_dir) / SAFETY_FILE), embedder)
+    def from_dir(cls, prompts_dir: Path, embedder: Embedder, cache_dir: Path | None = None,
+                 check_examples: bool = True) -> SafetyGate:
+        """Load and check prompts/safety.yaml, redflags.yaml and languages.yaml; train the classifier."""
+        prompts_dir = Path(prompts_dir)
+        path = prompts_dir / SAFETY_FILE
+        rules = load_rules(path)
+        try:
+            languages = LanguageGuide.from_dir(prompts_dir)
+            red_path = prompts_dir / REDFLAGS_FILE
+            triage = Triage(load_redflags(red_path), red_path, languages.extra_patterns(), languages.extra_also())
+        except (RedFlagsError, ValueError) as exc:
+            raise SafetyRulesError(str(exc)) from None
+        return cls(rules, embedder, triage, languages, cache_dir, path, check_examples)
+
+    @property
+    def no_words_message(self) -> str:
+        """What to say to a message with no words (emoji or punctuation only): a kind request for a question."""
+        return self.rules.messages.get("no_words", "")
+
+    @property
+    def retrieval_may_override(self) -> frozenset[str]:
+        """Verdict rules the sources may overrule (prompts/redflags.yaml: retrieval_may_override)."""
+        return frozenset(self.triage.rules.retrieval_may_override)
 
     # -- public --
 
-    def check(self, question: str, history: Sequence[Turn] = ()) -> Verdict:
-        """The verdict for one message: urgent, then role change, then scope, then personal, else ok."""
-        raw = question.translate(_QUOTES)
-        text = self.typos.fix(raw)
+    def check(self, question: str | Query, history: Sequence[Turn | dict] = ()) -> Verdict:
+        """The verdict for one message; the order of the checks is prompts/safety.yaml `order`."""
+        if isinstance(question, Query):
+            history = history or question.history
+            question = question.text
+        raw = fold(question)
         previous = self._previous_user_text(history)
-        sentences = [s for s in _SENTENCE.split(text) if s.strip()]
-        vectors = self.embedder.encode([text, *sentences] if len(sentences) > 1 else [text])
+        detected = self.languages.detect(question)  # accents help to tell languages apart
+        vectors = self.embedder.encode(_embedded(raw))
 
-        verdict = self._urgent(text, previous, vectors)
-        if verdict:
-            return verdict
-        verdict = self._role_change(raw, vectors[0])
-        if verdict:
-            return verdict
-        verdict = self._scope(raw, vectors[0], history)
-        if verdict:
-            return verdict
-        for rule_id, message, patterns in self.personal:
-            if _any(patterns, text):
-                return Verdict("personal", rule_id, message)
-        return Verdict("ok")
+        steps = {
+            "urgent": lambda: self._urgent(raw, previous, vectors, detected),
+            "other_language": lambda: self._other_language(detected),
+            "role_change": lambda: self._role_change(raw, vectors[0]),
+            "scope": lambda: self._scope(raw, vectors[0], history),
+            "personal": lambda: self._personal(self.typos.fix(raw)),
+        }
+        for name in self.rules.order:
+            verdict = steps[name]()
+            if verdict is not None:
+                return verdict
+        return Verdict("ok", language=detected.code)
 
-    def temperatures(self, text: str, previous: str = "") -> list[Reading]:
+    def assess(self, question: str, history: Sequence[Turn | dict] = ()) -> tuple[Assessment, Detected]:
+        """What the red-flag step saw (for `python -m bot explain`)."""
+        raw = fold(question)
+        detected = self.languages.detect(question)
+        probs = self._probabilities(raw, detected)
+        return self.triage.assess(raw, self._previous_user_text(history), probs), detected
+
+    def temperatures(self, text: str, previous: str = ""):
         """Temperatures the gate would read in a message (exposed for tests and staff tools)."""
-        return self.temperature.readings(self.typos.fix(text.translate(_QUOTES)), previous)
+        return self.temperature.readings(self.triage.prepare(text), self.triage.prepare(previous) if previous else "")
 
     # -- the steps --
 
@@ -417,44 +283,39 @@ class SafetyGate:
             role = turn.get("role") if isinstance(turn, dict) else turn.role
             content = turn.get("content", "") if isinstance(turn, dict) else turn.content
             if role == "user":
-                return self.typos.fix(str(content).translate(_QUOTES))
+                return str(content)[:2000]
         return ""
 
-    def _urgent(self, text: str, previous: str, vectors: np.ndarray) -> Verdict | None:
-        if _any(self.past, text) and not _any(self.now, text) and not _any(self.ongoing, text):
-            return None  # something that happened days or more ago and is over is history, not an emergency
-        situation = _any(self.situation, text) and (_any(self.now, text) or not _any(self.hypothetical, text))
-        educational = not situation and _any(self.educational, text)
-        study = not situation and _any(self.study, text)
-        temp_rule = self.rules.triage.temperature
-        readings = self.temperature.readings(text, previous)
-        fever = any(self.temperature.is_fever(r) for r in readings)
-        for flag in self.flags:
-            if flag.id == temp_rule.rule:
-                if fever and not study:
-                    return Verdict("urgent", flag.id, self.rules.messages[temp_rule.message])
-                if readings and not fever:
-                    continue  # a measured temperature below the threshold overrides "hot" or "fever"
-            if flag.also and not _any(flag.also, text):
-                continue
-            if (flag.strong and not study and _any(flag.strong, text)) or (not educational and _any(flag.patterns, text)):
-                return Verdict("urgent", flag.id, flag.message)
-        if educational or not len(self._vectors["urgent"]):
+    def _probabilities(self, raw: str, detected: Detected, vectors: np.ndarray | None = None) -> dict[str, float]:
+        if detected.code != ENGLISH:
+            return {}  # the sentence model knows English only; other languages rely on their word lists
+        if vectors is None:
+            vectors = self.embedder.encode(_embedded(raw))
+        return self.classifier.probabilities(vectors)
+
+    def _urgent(self, raw: str, previous: str, vectors: np.ndarray, detected: Detected) -> Verdict | None:
+        a = self.triage.assess(raw, previous, self._probabilities(raw, detected, vectors))
+        if a.tier is None:
             return None
-        # Paraphrases and typos the keywords miss: close to an urgent example, and closer to it
-        # than to any question about the topic.
-        sims = vectors @ self._vectors["urgent"].T
-        edu = float((vectors @ self._vectors["educational"].T).max()) if len(self._vectors["educational"]) else 0.0
-        row, col = np.unravel_index(int(np.argmax(sims)), sims.shape)
-        best = float(sims[row, col])
-        t = self.rules.triage
-        if best >= t.similarity_threshold and best - edu >= t.similarity_margin:
-            rule_id = self._urgent_ids[col]
-            if rule_id == temp_rule.rule and readings and not fever:
-                return None
-            flag = next(f for f in self.flags if f.id == rule_id)
-            return Verdict("urgent", flag.id, flag.message)
-        return None
+        message = self.triage.message(a)
+        lang = self.languages.language(detected.code)
+        reviewed = True
+        if lang is not None:
+            local = {1: lang.messages.tier1, 2: lang.messages.tier2, 3: lang.messages.tier3}[a.tier]
+            message = f"{local} {message}"
+            reviewed = lang.reviewed
+        names = tuple(self.triage.by_id[i].card.sign for i in a.fired)
+        rule = a.fired[0] if a.fired else "tier3"
+        return Verdict("urgent", rule, message, a.tier, tuple(a.fired), names, detected.code, reviewed, a)
+
+    def _other_language(self, detected: Detected) -> Verdict | None:
+        lang = self.languages.language(detected.code)
+        if lang is None:
+            return None
+        message = (f"{lang.messages.english_only} This assistant answers in English only. "
+                   "If you are worried about your baby, call your care team.")
+        return Verdict("other_language", f"language_{detected.code}", message, language=detected.code,
+                       translation_reviewed=lang.reviewed)
 
     def _role_change(self, raw: str, vector: np.ndarray) -> Verdict | None:
         rc = self.rules.role_change
@@ -465,11 +326,11 @@ class SafetyGate:
             return Verdict("out_of_scope", "prompt_injection", message)
         return None
 
-    def _scope(self, raw: str, vector: np.ndarray, history: Sequence[Turn]) -> Verdict | None:
+    def _scope(self, raw: str, vector: np.ndarray, history: Sequence[Turn | dict]) -> Verdict | None:
         if _any(self.greetings, raw):  # "hello", "thank you": a kind word back, not a refusal
             return Verdict("out_of_scope", "greeting", self.rules.messages[self.rules.scope.greeting_message])
         od = self.rules.other_disease
-        if _any(self.other_cancer, raw):
+        if _any(self.other_cancer, raw) and not re.search(r"\blymphoma society\b", raw, re.IGNORECASE):
             return Verdict("out_of_scope", "other_cancer", self.rules.messages[od.message])
         if _any(self.adult, raw) and _any(self.illness, raw) and not _any(self.child, raw):
             return Verdict("out_of_scope", "adult_disease", self.rules.messages[od.message])
@@ -487,6 +348,49 @@ class SafetyGate:
         # A follow-up ("how many countries were they from?") leans on an on-topic conversation:
         # only a message clearly closer to an off-topic example leaves the subject.
         earlier = [t.get("content", "") if isinstance(t, dict) else t.content for t in history]
-        if any(_any(self.topic, self.typos.fix(c)) for c in earlier) and off - on < self.rules.scope.follow_up_margin:
+        if any(_any(self.topic, self.typos.fix(fold(str(c)))) for c in earlier) and off - on < self.rules.scope.follow_up_margin:
             return None
         return Verdict("out_of_scope", "off_topic", self.rules.messages[self.rules.scope.message])
+
+    def _personal(self, text: str) -> Verdict | None:
+        for rule_id, message, patterns in self.personal:
+            if _any(patterns, text):
+                return Verdict("personal", rule_id, message)
+        return None
+
+
+def explain(gate: SafetyGate, question: str, history: Sequence[Turn | dict] = ()) -> str:
+    """A plain report of what fired for one message and why the verdict won (for clinicians who edit the rules)."""
+    a, detected = gate.assess(question, history)
+    verdict = gate.check(question, history)
+    t = gate.triage
+    lines = [f"message (as the rules read it): {a.text!r}",
+             f"language: {detected.code} (confidence {detected.confidence:.2f})"]
+    lines.append("context signs:" + ("" if a.signs else " none"))
+    lines += [f"  {name}: {pattern}" for name, pattern in a.signs.items()]
+    if a.readings:
+        lines.append("temperatures: " + ", ".join(f"{r.value:g} {r.unit}" + (" (fever)" if t.temperature.is_fever(r) else "")
+                                                  for r in a.readings))
+    named = {k: v for k, v in a.names.items() if k in t.names or k in ("measured_fever", "measured_normal")}
+    lines.append("names: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in named.items()))
+    lines.append("cards with a match:" + ("" if any(r.matched for r in a.cards) else " none"))
+    for r in a.cards:
+        if not r.matched:
+            continue
+        card = t.by_id[r.id]
+        rule = card.card.fires or t.rules.decision.card_fires
+        lines.append(f"  {r.id} (tier {r.tier}): {'FIRED' if r.fired else 'did not fire'}  [fires when: {rule}]")
+        lines += [f"    {key}: {pattern}" for key, pattern in r.matched.items()]
+    top = sorted(a.probabilities.items(), key=lambda kv: -kv[1])[:3]
+    clf = t.rules.classifier
+    lines.append("classifier: " + (", ".join(f"{k} {v:.2f}" for k, v in top) if top else "not used (not English)")
+                 + f"  (sure >= {clf.sure}, unsure when all cards sum >= {clf.unsure}; "
+                 f"sum {sum(a.probabilities.values()):.2f})")
+    step = t.rules.decision.steps[a.step] if a.step < len(t.rules.decision.steps) else None
+    lines.append(f"decided by step {a.step + 1}: when {step.when if step else '-'} -> {a.verdict} ({a.why})")
+    lines.append(f"verdict: {verdict.kind}" + (f", rule {verdict.rule}" if verdict.rule else "")
+                 + (f", tier {verdict.tier}" if verdict.tier else "")
+                 + (f", signs {list(verdict.signs)}" if verdict.signs else ""))
+    if verdict.message:
+        lines.append(f"message: {verdict.message}")
+    return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -58,7 +58,9 @@ class Answer(BaseModel):
     disclaimer: str = ""
     timings_ms: dict[str, float] = Field(default_factory=dict)
     retrieved: list[Retrieved] = Field(default_factory=list)
-    safety: dict[str, str] = Field(default_factory=dict, description="Which safety rule fired, if any.")
+    safety: dict[str, Any] = Field(default_factory=dict, description=(
+        "Which safety rule fired, if any; for red flags also `tier` (1-3), `signs` (every card that fired) and "
+        "`sign_names`; for another language `language` and `translation_reviewed`."))
 
     def to_json_dict(self) -> dict:
         return self.model_dump(mode="json")

@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     urgent_note_min: float = Field(0.60, description="Score a sentence needs to be added under an emergency message.")
     max_sentences: int = Field(4, description="Most sentences in an answer (2-5).")
 
-    max_question_chars: int = Field(2000, description="Longest question accepted.")
+    max_question_chars: int = Field(2000, description="Longest question answered (longer: still checked for emergencies).")
+    cache_dir: Path | None = Field(PROJECT_DIR / ".cache",
+                                   description="Vectors of the red-flag examples, kept between starts (none: recompute).")
     search_max_chars: int = Field(
         400, ge=50, description="Longest text retrieval and composing read of a message (its questions, else its end); "
         "the safety checks read all of it."

@@ -81,7 +81,8 @@ def test_follow_up_uses_the_conversation(assistant):
     ("   \n\t ", "type a question"),
     ("x" * 100_000, "too long"),
     ("\x00\x01\x02", "type a question"),
-    ("?!?", "could not be read"),
+    ("?!?", "type your question"),
+    ("\U0001F622\U0001F622", "type your question"),
 ])
 def test_bad_questions_get_one_clear_line(assistant, bad, expect):
     ans = assistant.ask(bad)
@@ -158,3 +159,11 @@ def test_a_follow_up_never_repeats_a_sentence_already_said(assistant):
     said = {c.quote for c in first.citations}
     assert again.kind == "answer" and not said & {c.quote for c in again.citations}
 
+
+
+def test_each_part_of_a_multi_part_question_is_answered(assistant):
+    ans = assistant.ask("Which hospital ran the study and in how many countries?")
+    assert ans.kind == "answer"
+    assert "Princess Maxima" in ans.answer and re.search(r"\b9 countries", ans.answer)
+    quotes = [c.quote for c in ans.citations]
+    assert len(quotes) == len(set(quotes)), "no sentence twice"

@@ -1,0 +1,154 @@
+"""Other languages (prompts/languages.yaml): which language a message is in, offline, and what to say.
+
+Detection uses lingua-language-detector built from English and only the languages in the file, so
+it loads little and never guesses a language we have no words for. A message counts as another
+language only when the detector says so with enough confidence AND one of that language's common
+words is in it, so short English messages ("ok", "temp 39") stay English.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot.patterns import fold
+from bot.prompts import read_yaml_mapping
+
+LANGUAGES_FILE = "languages.yaml"
+ENGLISH = "en"
+_WORDS = re.compile(r"[a-z]+")
+
+
+class LanguagesError(ValueError):
+    """prompts/languages.yaml is broken; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LanguageMessages(_Strict):
+    tier1: str = Field(min_length=1)
+    tier2: str = Field(min_length=1)
+    tier3: str = Field(min_length=1)
+    english_only: str = Field(min_length=1)
+
+
+class CardPatterns(_Strict):
+    patterns: list[str] = Field(min_length=1)
+    also: list[str] = Field(default_factory=list)
+
+
+class Language(_Strict):
+    name: str
+    reviewed: bool = False
+    words: list[str] = Field(min_length=5)
+    messages: LanguageMessages
+    context: dict[str, list[str]] = Field(default_factory=dict)
+    cards: dict[str, list[str] | CardPatterns] = Field(default_factory=dict)
+
+
+class LanguagesFile(_Strict):
+    """prompts/languages.yaml"""
+
+    version: int
+    detector: Literal["lingua"] = "lingua"
+    min_confidence: float = Field(0.5, gt=0, le=1)
+    languages: dict[str, Language]
+
+    @field_validator("languages")
+    @classmethod
+    def _codes(cls, v: dict[str, Language]) -> dict[str, Language]:
+        from lingua import IsoCode639_1
+
+        for code in v:
+            if code == ENGLISH or not hasattr(IsoCode639_1, code.upper()):
+                raise ValueError(f"{code!r} is not a two-letter language code other than 'en'")
+        return v
+
+
+def load_languages(path: Path) -> LanguagesFile:
+    data = read_yaml_mapping(path, LanguagesError)
+    try:
+        return LanguagesFile.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise LanguagesError(f"{path}: {problems}") from None
+
+
+@dataclass(frozen=True)
+class Detected:
+    code: str           # 'en' or a code of the file
+    confidence: float
+
+
+class LanguageGuide:
+    """Detects the language of a message and holds the replies in that language."""
+
+    def __init__(self, spec: LanguagesFile, path: Path | str = LANGUAGES_FILE) -> None:
+        self.spec = spec
+        self.path = str(path)
+        self.words = {code: {fold(w).lower() for w in lang.words} for code, lang in spec.languages.items()}
+
+    @classmethod
+    def from_dir(cls, prompts_dir: Path) -> LanguageGuide:
+        path = Path(prompts_dir) / LANGUAGES_FILE
+        return cls(load_languages(path), path)
+
+    @cached_property
+    def _detector(self):
+        from lingua import IsoCode639_1, LanguageDetectorBuilder
+        from lingua import Language as L
+
+        langs = [L.from_iso_code_639_1(getattr(IsoCode639_1, c.upper())) for c in [ENGLISH, *self.spec.languages]]
+        return LanguageDetectorBuilder.from_languages(*langs).build()
+
+    def warm_up(self) -> None:
+        """Load the language models now, not during a family's first message."""
+        self.detect("mijn baby heeft koorts")
+
+    def detect(self, text: str) -> Detected:
+        """The message's language; English unless another is clear."""
+        sample = text[:400]
+        words = set(_WORDS.findall(fold(sample).lower()))
+        if len(words) < 2:
+            return Detected(ENGLISH, 1.0)
+        values = self._detector.compute_language_confidence_values(sample)
+        if not values:
+            return Detected(ENGLISH, 1.0)
+        top = values[0]
+        code = top.language.iso_code_639_1.name.lower()
+        hits = len(words & self.words.get(code, set()))
+        # Confident and one word of the language, or less sure but two of its words (short messages).
+        clear = (top.value >= self.spec.min_confidence and hits >= 1) or (top.value >= self.spec.min_confidence / 2 and hits >= 2)
+        if code == ENGLISH or not clear:
+            return Detected(ENGLISH, 1.0 if code == ENGLISH else 1.0 - top.value)
+        return Detected(code, round(float(top.value), 3))
+
+    def language(self, code: str) -> Language | None:
+        return self.spec.languages.get(code)
+
+    def extra_patterns(self) -> dict[str, dict[str, list[str]]]:
+        """{card id or context sign: {'languages.yaml: nl.cards.fever': [patterns]}} for the triage."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for code, lang in self.spec.languages.items():
+            for sign, pats in lang.context.items():
+                out.setdefault(sign, {})[f"{self.path}: {code}.context.{sign}"] = pats
+            for card, value in lang.cards.items():
+                pats = value if isinstance(value, list) else value.patterns
+                out.setdefault(card, {})[f"{self.path}: {code}.cards.{card}"] = pats
+        return out
+
+    def extra_also(self) -> dict[str, dict[str, list[str]]]:
+        """{card id: {where: [also patterns]}} for cards that need a second sign."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for code, lang in self.spec.languages.items():
+            for card, value in lang.cards.items():
+                if isinstance(value, CardPatterns) and value.also:
+                    out.setdefault(card, {})[f"{self.path}: {code}.cards.{card}.also"] = value.also
+        return out

@@ -1,0 +1,495 @@
+"""Red-flag triage from the cards in prompts/redflags.yaml: which cards fire for a message, and why.
+
+The combination logic (past / now / situation / hypothetical / educational, the fever line, the order
+of the steps) is data in the cards file; this module only evaluates it. `Triage.assess` returns an
+`Assessment` that says everything that fired, for the gate and for `python -m bot explain`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bot.patterns import PatternError, PatternGroup, compile_all, compile_pattern, fold
+from bot.prompts import read_yaml_mapping
+
+REDFLAGS_FILE = "redflags.yaml"
+CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study")
+CARD_NAMES = ("pattern", "strong", "also", "negated")
+MEASURED = ("measured_fever", "measured_normal")
+STEP_NAMES = ("cards", "classifier_sure", "classifier_unsure")
+
+
+class RedFlagsError(ValueError):
+    """The cards file is broken or a card's examples fail; the message names the file and the card."""
+
+
+# --- the file ----------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Typos(_Strict):
+    words: list[str] = Field(min_length=1)
+    keep: list[str] = Field(default_factory=list)
+
+
+class Temperature(_Strict):
+    fever_c: float = Field(gt=30, lt=45)
+    fever_f: float = Field(gt=86, lt=113)
+    celsius_below: float
+    fahrenheit_from: float
+    context: list[str] = Field(min_length=1)
+    not_after: str = Field(min_length=1)
+    not_before: str = Field(min_length=1)
+
+
+class Step(_Strict):
+    when: str
+    verdict: Literal["none", "cards", "classifier", "tier3"]
+    why: str = ""
+
+
+class Decision(_Strict):
+    names: dict[str, str] = Field(default_factory=dict)
+    card_fires: str
+    steps: list[Step] = Field(min_length=1)
+
+
+class ClassifierSettings(_Strict):
+    sure: float = Field(gt=0, le=1)
+    unsure: float = Field(gt=0, le=1)
+    educational_examples: list[str] = Field(default_factory=list)
+
+
+class Tier(_Strict):
+    name: str
+    call: str
+    message: str = ""
+
+
+class Examples(_Strict):
+    match: list[str] = Field(min_length=25)
+    no_match: list[str] = Field(min_length=15)
+
+
+class Card(_Strict):
+    id: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(min_length=1)
+    sign: str = Field(min_length=1, max_length=39)
+    tier: Literal[1, 2, 3]
+    message: str = Field(min_length=1)
+    fires: str | None = None
+    patterns: list[str] = Field(min_length=1)
+    strong: list[str] = Field(default_factory=list)
+    also: list[str] = Field(default_factory=list)
+    negated: list[str] = Field(default_factory=list)
+    examples: Examples
+
+
+class RedFlagsFile(_Strict):
+    """prompts/redflags.yaml"""
+
+    version: int
+    vocabularies: dict[str, list[str]] = Field(default_factory=dict)
+    typos: Typos
+    context: dict[str, list[str]]
+    temperature: Temperature
+    decision: Decision
+    classifier: ClassifierSettings
+    retrieval_may_override: list[str] = Field(default_factory=list)
+    tiers: dict[int, Tier]
+    cards: list[Card] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RedFlagsFile:
+        missing = [s for s in CONTEXT_SIGNS if s not in self.context]
+        extra = [s for s in self.context if s not in CONTEXT_SIGNS]
+        if missing or extra:
+            raise ValueError(f"context must have exactly {list(CONTEXT_SIGNS)}; missing {missing}, unknown {extra}")
+        if sorted(self.tiers) != [1, 2, 3]:
+            raise ValueError("tiers must be 1, 2 and 3")
+        if not self.tiers[3].message:
+            raise ValueError("tiers.3.message: the tier-3 message is needed (it is shown when the classifier is unsure)")
+        ids = [c.id for c in self.cards]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"card ids must be unique: {ids}")
+        for c in self.cards:
+            call = self.tiers[c.tier].call
+            if c.tier < 3 and not c.message.startswith(call):
+                raise ValueError(f"cards[{c.id}].message must start with its tier's call: {call!r}")
+        return self
+
+
+# --- a tiny logic language: and, or, not, brackets, names -------------------------------------
+
+
+def _logic(expr: str, known: set[str], where: str) -> Callable[[Mapping[str, bool]], bool]:
+    """Compile 'a and (b or not c)' over known names; anything else is an error naming `where`."""
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise RedFlagsError(f"{where}: cannot read {expr!r}: {exc.msg}") from None
+
+    def build(node: ast.AST) -> Callable[[Mapping[str, bool]], bool]:
+        if isinstance(node, ast.BoolOp):
+            parts = [build(v) for v in node.values]
+            if isinstance(node.op, ast.And):
+                return lambda env: all(p(env) for p in parts)
+            return lambda env: any(p(env) for p in parts)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            inner = build(node.operand)
+            return lambda env: not inner(env)
+        if isinstance(node, ast.Name):
+            name = node.id
+            if name in ("true", "false"):
+                return lambda env: name == "true"
+            if name not in known:
+                raise RedFlagsError(f"{where}: unknown name {name!r} in {expr!r}; known: {', '.join(sorted(known))}")
+            return lambda env: bool(env[name])
+        if isinstance(node, ast.Constant) and isinstance(node.value, bool):
+            value = node.value
+            return lambda env: value
+        raise RedFlagsError(f"{where}: only names, and, or, not and brackets are allowed in {expr!r}")
+
+    return build(tree.body)
+
+
+# --- typos and temperatures -------------------------------------------------------------------
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def _osa_distance(a: str, b: str, limit: int) -> int:
+    """Edit distance with adjacent swaps (optimal string alignment), stopping early past `limit`."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        if min(cur) > limit:
+            return limit + 1
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+class TypoFixer:
+    """Reads common misspellings of red-flag words as the words themselves."""
+
+    def __init__(self, typos: Typos) -> None:
+        self.words = sorted({w.lower() for w in typos.words})
+        self.keep = {w.lower() for w in typos.keep} | set(self.words)
+        self._cache: dict[str, str] = {}
+
+    def word(self, token: str) -> str:
+        low = token.lower()
+        if len(low) < 4 or len(low) > 20 or low in self.keep:
+            return token
+        if low not in self._cache:
+            best, best_distance = token, 99
+            for w in self.words:
+                # Typos rarely change the first letter; insisting on it avoids "leading" -> "bleeding".
+                if w[0] != low[0]:
+                    continue
+                limit = 2 if len(w) >= 8 else 1
+                distance = _osa_distance(low, w, limit)
+                if distance <= limit and distance < best_distance:
+                    best, best_distance = w, distance
+            if len(self._cache) < 50_000:
+                self._cache[low] = best
+            return best
+        return self._cache[low]
+
+    def fix(self, text: str) -> str:
+        return _WORD.sub(lambda m: self.word(m.group(0)), text)
+
+
+_NUMBER = re.compile(r"(?<![\d.,])(\d{2,3})(?:\s*(?:[.,]|\bpoint\b)\s*(\d{1,2}))?(?!\d)", re.IGNORECASE)
+_UNIT = re.compile(r"^\s*(°|º|degrees?\b|deg\b|graden\b|grad\b|grados\b|gradi\b|graus\b|stopni\w*)?"
+                   r"\s*(celsius|centigrade|fahrenheit|c|f)?(?![a-z])", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A temperature found in a message."""
+
+    value: float
+    unit: Literal["C", "F"]
+
+
+class TemperatureParser:
+    """Finds body temperatures in free text: '38,5', '39C', '101.2F', 'temp of 38.4', '39' near 'fever'."""
+
+    def __init__(self, rule: Temperature, where: str = f"{REDFLAGS_FILE}: temperature") -> None:
+        self.rule = rule
+        self.context = compile_all(rule.context, f"{where}.context")
+        self.not_after = compile_pattern(rule.not_after, f"{where}.not_after")
+        self.not_before = compile_pattern(rule.not_before, f"{where}.not_before")
+
+    def readings(self, text: str, extra_context: str = "") -> list[Reading]:
+        has_context = any(p.search(text) or (extra_context and p.search(extra_context)) for p in self.context)
+        out: list[Reading] = []
+        for m in _NUMBER.finditer(text):
+            value = float(m.group(1) + ("." + m.group(2) if m.group(2) else ""))
+            after, before = text[m.end() :], text[max(0, m.start() - 40) : m.start()]
+            unit_m = _UNIT.match(after)
+            degree, unit = (unit_m.group(1), unit_m.group(2)) if unit_m else (None, None)
+            rest = after[unit_m.end() :] if unit_m else after
+            if not (degree or unit) and (self.not_after.search(after[:40]) or not has_context):
+                continue
+            if self.not_before.search(before) or (not unit and not degree and self.not_after.search(rest[:40])):
+                continue
+            if unit:
+                u: Literal["C", "F"] = "F" if unit.lower().startswith("f") else "C"
+            elif value < self.rule.celsius_below:
+                u = "C"
+            elif value >= self.rule.fahrenheit_from:
+                u = "F"
+            else:
+                continue
+            # Only body temperatures: 30-45 C or 86-113 F.
+            if (u == "C" and 30 <= value < 45) or (u == "F" and 86 <= value <= 113):
+                out.append(Reading(value, u))
+        return out
+
+    def is_fever(self, r: Reading) -> bool:
+        return r.value >= (self.rule.fever_c if r.unit == "C" else self.rule.fever_f)
+
+
+# --- compiled cards ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompiledCard:
+    card: Card
+    patterns: PatternGroup
+    strong: PatternGroup
+    also: PatternGroup
+    negated: PatternGroup
+    fires: Callable[[Mapping[str, bool]], bool]
+
+    @property
+    def id(self) -> str:
+        return self.card.id
+
+
+@dataclass
+class CardResult:
+    """What one card saw in a message."""
+
+    id: str
+    tier: int
+    fired: bool
+    matched: dict[str, str] = field(default_factory=dict)  # pattern / strong / also / negated -> the pattern that matched
+
+
+@dataclass
+class Assessment:
+    """Everything triage saw in one message, and the verdict."""
+
+    text: str                                  # the message as the rules read it (folded, typos fixed)
+    signs: dict[str, str]                      # context sign -> the pattern that matched
+    names: dict[str, bool]                     # every name the decision used
+    readings: list[Reading]
+    cards: list[CardResult]
+    probabilities: dict[str, float]            # classifier: card id -> probability
+    step: int                                  # index of the step that decided
+    verdict: Literal["none", "cards", "classifier", "tier3"]
+    why: str
+    tier: int | None = None                    # 1, 2, 3, or None (not urgent)
+    fired: list[str] = field(default_factory=list)  # card ids named to the family, highest tier first
+
+    @property
+    def urgent(self) -> bool:
+        return self.tier is not None
+
+
+def _group(patterns: Sequence[str], where: str, vocab: Mapping[str, Sequence[str]],
+           extra: Mapping[str, Sequence[str]] | None = None) -> PatternGroup:
+    """The patterns at `where` plus any from the language file ({where: [patterns]}), as one group."""
+    sources = list(patterns)
+    compiled = compile_all(patterns, where, vocab)
+    for key, pats in (extra or {}).items():
+        sources += list(pats)
+        compiled += compile_all(pats, key, vocab)
+    return PatternGroup(sources, compiled, where)
+
+
+class Triage:
+    """The cards, compiled; `assess` applies them to one message."""
+
+    def __init__(self, rules: RedFlagsFile, path: Path | str = REDFLAGS_FILE,
+                 extra_patterns: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+                 extra_also: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> None:
+        """`extra_patterns` / `extra_also`: {card id or context sign: {where: [patterns]}} from the language file."""
+        self.rules = rules
+        self.path = str(path)
+        vocab = rules.vocabularies
+        where = f"{self.path}"
+        self.typos = TypoFixer(rules.typos)
+        try:
+            self.temperature = TemperatureParser(rules.temperature, f"{where}: temperature")
+            extra = extra_patterns or {}
+            also_extra = extra_also or {}
+            ids = {c.id for c in rules.cards}
+            for key, wheres in [*extra.items(), *also_extra.items()]:
+                if key not in ids and key not in CONTEXT_SIGNS:
+                    raise RedFlagsError(f"{next(iter(wheres), key)}: {key!r} is neither a card of {self.path} nor a context sign")
+            self.context = {name: _group(rules.context[name], f"{where}: context.{name}", vocab, extra.get(name))
+                            for name in CONTEXT_SIGNS}
+            self.names = dict(rules.decision.names)
+            known = set(CONTEXT_SIGNS) | set(MEASURED)
+            self._names: list[tuple[str, Callable[[Mapping[str, bool]], bool]]] = []
+            for name, expr in self.names.items():
+                self._names.append((name, _logic(expr, known, f"{where}: decision.names.{name}")))
+                known.add(name)
+            card_known = known | set(CARD_NAMES)
+            default_fires = _logic(rules.decision.card_fires, card_known, f"{where}: decision.card_fires")
+            self.cards: list[CompiledCard] = []
+            for c in rules.cards:
+                cw = f"{where}: card {c.id}"
+                fires = _logic(c.fires, card_known, f"{cw}.fires") if c.fires else default_fires
+                self.cards.append(CompiledCard(c, _group(c.patterns, f"{cw}.patterns", vocab, extra.get(c.id)),
+                                               _group(c.strong, f"{cw}.strong", vocab),
+                                               _group(c.also, f"{cw}.also", vocab, also_extra.get(c.id)),
+                                               _group(c.negated, f"{cw}.negated", vocab), fires))
+            step_known = known | set(STEP_NAMES)
+            self.steps = [(s, _logic(s.when, step_known, f"{where}: decision.steps[{i}].when"))
+                          for i, s in enumerate(rules.decision.steps)]
+        except PatternError as exc:
+            raise RedFlagsError(str(exc)) from None
+        self.by_id = {c.id: c for c in self.cards}
+
+    # -- reading a message --
+
+    def prepare(self, text: str) -> str:
+        """The message as the rules read it: accents folded, typos of red-flag words fixed."""
+        return self.typos.fix(fold(text))
+
+    def assess(self, text: str, previous: str = "", probabilities: Mapping[str, float] | None = None,
+               prepared: bool = False) -> Assessment:
+        """Apply the signs, the cards and the steps to one message (classifier probabilities optional)."""
+        t = text if prepared else self.prepare(text)
+        prev = self.prepare(previous) if previous else ""
+        signs = {}
+        env: dict[str, bool] = {}
+        for name, patterns in self.context.items():
+            hit = patterns.first(t)
+            env[name] = hit is not None
+            if hit is not None:
+                signs[name] = hit
+        readings = self.temperature.readings(t, prev)
+        env["measured_fever"] = any(self.temperature.is_fever(r) for r in readings)
+        env["measured_normal"] = bool(readings) and not env["measured_fever"]
+        for name, fn in self._names:
+            env[name] = fn(env)
+
+        results: list[CardResult] = []
+        for c in self.cards:
+            matched = {}
+            for key, patterns in (("pattern", c.patterns), ("strong", c.strong), ("also", c.also), ("negated", c.negated)):
+                hit = patterns.first(t)
+                if hit is not None:
+                    matched[key] = hit
+            card_env = dict(env, pattern="pattern" in matched, strong="strong" in matched,
+                            also=("also" in matched) or not c.also, negated="negated" in matched)
+            results.append(CardResult(c.id, c.card.tier, bool(c.fires(card_env)), matched))
+
+        probs = dict(probabilities or {})
+        sure = self.rules.classifier.sure
+        best_card, best_p = max(probs.items(), key=lambda kv: kv[1]) if probs else (None, 0.0)
+        env["cards"] = any(r.fired for r in results)
+        env["classifier_sure"] = best_p >= sure
+        env["classifier_unsure"] = not env["classifier_sure"] and sum(probs.values()) >= self.rules.classifier.unsure
+
+        for i, (step, fn) in enumerate(self.steps):
+            if not fn(env):
+                continue
+            a = Assessment(t, signs, env, readings, results, probs, i, step.verdict, step.why)
+            if step.verdict == "cards":
+                fired = sorted((r for r in results if r.fired), key=lambda r: r.tier)
+                a.fired = [r.id for r in fired]
+                a.tier = fired[0].tier
+            elif step.verdict == "classifier" and best_card is not None:
+                a.fired = [best_card]
+                a.tier = self.by_id[best_card].card.tier
+            elif step.verdict == "tier3":
+                a.tier = 3
+            return a
+        return Assessment(t, signs, env, readings, results, probs, len(self.steps), "none", "no step applied")
+
+    def message(self, a: Assessment) -> str:
+        """The family's message for an urgent assessment: the winning card's, plus every other sign named."""
+        if a.tier is None:
+            return ""
+        if not a.fired:
+            return self.rules.tiers[3].message
+        first = self.by_id[a.fired[0]].card
+        others = [self.by_id[i].card.sign for i in a.fired[1:]]
+        if not others:
+            return first.message
+        return f"{first.message} Also tell them about {_and(others)}."
+
+    # -- start-up checks --
+
+    def check_examples(self) -> None:
+        """Every card's `match` examples make it fire, and no `no_match` example does; else stop, naming the card."""
+        problems = []
+        for c in self.cards:
+            missed = [e for e in c.card.examples.match if c.id not in self.assess(e).fired]
+            wrong = [e for e in c.card.examples.no_match if c.id in self.assess(e).fired]
+            if missed or wrong:
+                parts = []
+                if missed:
+                    parts.append(f"{len(missed)} 'match' example(s) do not fire it: {missed[:5]}")
+                if wrong:
+                    parts.append(f"{len(wrong)} 'no_match' example(s) fire it: {wrong[:5]}")
+                problems.append(f"card {c.id!r}: " + "; ".join(parts))
+        if problems:
+            raise RedFlagsError(f"{self.path}: the examples of {len(problems)} card(s) fail "
+                                f"(fix the card's patterns or its examples; `python -m bot explain \"...\"` shows why):\n  "
+                                + "\n  ".join(problems))
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def load_redflags(path: Path) -> RedFlagsFile:
+    """Read and validate the cards file; errors name the file and the key."""
+    data = read_yaml_mapping(path, RedFlagsError)
+    try:
+        return RedFlagsFile.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_where(data, e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise RedFlagsError(f"{path}: {problems}") from None
+
+
+def _where(data: Any, loc: Sequence[Any]) -> str:
+    """'cards[fever].examples.match' rather than 'cards.16.examples.match'."""
+    out: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            item = node[part]
+            label = item.get("id") if isinstance(item, dict) else None
+            out[-1:] = [f"{out[-1] if out else ''}[{label or part}]"]
+            node = item
+        else:
+            out.append(str(part))
+            node = node.get(part) if isinstance(node, dict) else None
+    return ".".join(out) or "(top)"
