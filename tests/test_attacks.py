@@ -1,13 +1,25 @@
 """Every attack of issue 11 ("Why"), as a test that fails if the defence breaks.
 
-Where each attack is tested (some live beside the code they exercise):
-  1. poisoned documents ............ here (TestPoisonedDocuments)
-  2. invisible / look-alike text ... here (TestDisguisedText)
-  3. batch contract, history ....... here (TestBatch)
-  4. index loss .................... tests/test_ingest.py and the index tests (owned by the index work)
-  5. rules files ................... here (TestRulesFiles); linear-time patterns in tests/test_safety.py
-  6. stalling ...................... here (TestStalling); web load in tests/test_web.py / scripts/loadtest.py
-  7. web login and files ........... tests/test_web.py
+Where each attack is tested:
+  1. poisoned documents (555-0100, "SYSTEM: ... stop all treatment", "paracetamol to hide a fever")
+       here: TestPoisonedDocuments (held back at ingest, --approve, answer screen, emergency contact)
+  2. invisible / look-alike characters, ANSI escapes: here, TestDisguisedText (incl. hypothesis properties)
+  3. lone surrogate, 100,000 brackets, invalid UTF-8 argument, 53 MB history: here, TestBatch
+  4. the index (tests/test_index_safety.py, tests/test_documents.py, owned by the index and docs work):
+       two ingests at once ........... test_two_ingests_at_once_lose_no_document
+       kill -9 at the swap ........... test_kill_9_at_any_point_leaves_the_old_or_the_new_index_...
+       chroma.sqlite3 deleted/truncated test_a_damaged_index_is_reported_and_rebuilt_from_the_documents_it_recorded
+       one unreadable file, binary .md test_a_binary_renamed_md_is_skipped_and_the_rest_are_loaded (test_documents)
+       a running app sees an ingest .. test_a_running_assistant_answers_from_a_completed_ingest_without_a_restart
+  5. Jinja in messages.yaml, load errors naming file and key: here, TestRulesFiles;
+       `(a+)+$` and RE2 for every pattern: here and tests/test_safety.py (test_a_catastrophic_pattern_...,
+       test_every_clinician_editable_pattern_goes_through_re2)
+  6. 2,000-character message <= 300 ms, normal question <= 1 s with 7 in flight: here, TestStalling;
+       web load (20 x 10 conversations): scripts/loadtest.py and tests/test_web.py
+  7. web login throttle, care-team file, list size (tests/test_web.py, owned by the web work):
+       test_login_throttle_grows_after_five_failures_per_username_and_per_client,
+       test_login_is_optional_and_slows_down_after_five_failures, test_care_list_has_a_size_limit_with_a_clear_message,
+       test_reload_and_a_closed_tab_keep_the_conversation_and_the_list (no care-team file on the server)
 """
 
 from __future__ import annotations
