@@ -15,7 +15,17 @@ from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
 from bot.prompts import Messages, load_leaning_openers, load_messages, load_question_rules
-from bot.retrieve import FollowUpRules, HybridRetriever, QuestionWords, Retriever, Vocabulary, english_words, follow_up_context
+from bot.retrieve import (
+    FollowUpRules,
+    HybridRetriever,
+    QuestionWords,
+    Retriever,
+    Vocabulary,
+    english_words,
+    follow_up_context,
+    split_question,
+    topic_words,
+)
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.screen import Screen
@@ -127,11 +137,13 @@ class Assistant:
         if not isinstance(question, str):
             return Answer(id=qid, question="", kind="error", answer=self.messages.errors.not_text,
                           timings_ms={"total": _ms(t0)})
+        limit = self.settings.max_question_chars
+        if len(question) > 4 * limit:  # only the beginning and the end of a huge message are read (bounded cost)
+            question = f"{question[:2 * limit]} ... {question[-2 * limit:]}"
         text = normalise(question)
         if not text:
             return Answer(id=qid, question="", kind="error", answer=self.messages.errors.empty,
                           timings_ms={"total": _ms(t0)})
-        limit = self.settings.max_question_chars
         too_long = len(text) > limit
         try:
             turns = _turns(history, self.settings.history_max_turns, self.settings.history_max_chars)
@@ -145,7 +157,8 @@ class Assistant:
         retriever, writer, vocabulary = self._parts()
         # Patterns and search see the normal form ('fe\u00adver', Cyrillic 'е', fullwidth letters -> 'fever');
         # the question is shown back and quotes are shown as written.
-        shown_text, text = text, for_matching(text) or text
+        # (From the raw message: NFC for display would fuse a loose accent into 'ś' before it could be removed.)
+        shown_text, text = text, " ".join(for_matching(question.replace("\ufffd", "")).split()) or text
         turns = _matching_turns(turns)
         t = time.perf_counter()
         # A message over the limit is read by its beginning and its end (the cost of any message is bounded).
@@ -192,8 +205,15 @@ class Assistant:
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
         said = said_sentences([t.content for t in turns if t.role == "assistant"])
-        composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
-                                     strict=verdict.kind in ("ok", "out_of_scope"), context=context, said=said)
+        strict = verdict.kind in ("ok", "out_of_scope")
+        parts = split_question(spelled) if verdict.kind != "urgent" else [spelled]
+        if len(parts) > 1:
+            # "Which hospital ran it and in how many countries?": each part is answered (at most 3), each part
+            # searched with the topic words of the others, and no sentence is said twice.
+            composition, hits = self._compose_parts(parts, context, retriever, writer, strict, said)
+        else:
+            composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
+                                         strict=strict, context=context, said=said)
         composition = self._screened(composition, qid)
         timings["compose"] = _ms(t)
         if off_topic_guess:
@@ -247,6 +267,23 @@ class Assistant:
             else:
                 kept.append(st)
         return composition if len(kept) == len(composition.statements) else replace(composition, statements=kept)
+
+    def _compose_parts(self, parts: list[str], context: str, retriever: Retriever, writer: AnswerWriter,
+                       strict: bool, said: frozenset[str]) -> tuple[Composition, list]:
+        """Each part of a multi-part question answered in turn; the statements joined in the order asked."""
+        statements, hits, best, uncovered = [], [], 0.0, []
+        for i, part in enumerate(parts):
+            others = " ".join(p for j, p in enumerate(parts) if j != i)
+            ctx = " ".join(x for x in (context, topic_words(others)) if x)
+            query = f"{part} ({ctx})" if ctx else part
+            part_hits = retriever.retrieve(self.words.expand(query), self.settings.top_k)
+            comp = writer.compose(part, self.embedder.encode([query])[0], part_hits, strict=strict, context=ctx,
+                                  said=said | said_sentences([s.text for s in statements]))
+            statements += comp.statements
+            uncovered += list(comp.uncovered)
+            best = max(best, comp.best_score)
+            hits += [h for h in part_hits if all(h.chunk.chunk_id != g.chunk.chunk_id for g in hits)]
+        return Composition(statements, best, tuple(uncovered) if not statements else ()), hits
 
     @staticmethod
     def _out_of_scope(qid: str | None, text: str, verdict: Verdict, timings: dict[str, float], t0: float) -> Answer:
@@ -308,6 +345,7 @@ def build_assistant(
 
     index, retriever, writer, vocabulary = open_parts()
     english_words()  # load the word list now, not during a family's first question
+    for_matching("fev\u00e9r b\u0430by")  # and the tables of the normal form
     safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder, cache_dir=settings.cache_dir)
     reload = open_parts if given_retriever is None and given_writer is None else None
     screen = Screen.from_dir(settings.prompts_dir)

@@ -90,6 +90,10 @@ class SentenceEmbedder:
         self._cache_size = cache_size
         self._lock = ShortestFirst()  # the web app asks from several threads; short requests go first
 
+    # Texts given to the model at one turn: a big request gives way to short ones between pieces, so a
+    # family's question waits for at most one piece of someone else's long message.
+    PIECE = 16
+
     def _torch(self):
         """The sentence-transformers model, loaded on first use (quietly)."""
         if self._st is None:
@@ -129,8 +133,21 @@ class SentenceEmbedder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         texts = list(texts)
-        with self._lock.hold(sum(len(t) for t in texts)):
-            return self._encode(texts)
+        if len(texts) <= self.PIECE:
+            with self._lock.hold(sum(len(t) for t in texts)):
+                return self._encode(texts)
+        # Pieces of similar length (little padding), put back in the order asked.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: np.ndarray | None = None
+        for start in range(0, len(order), self.PIECE):
+            idx = order[start:start + self.PIECE]
+            piece = [texts[i] for i in idx]
+            with self._lock.hold(sum(len(t) for t in piece)):
+                vectors = self._encode(piece)
+            if out is None:
+                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[idx] = vectors
+        return out
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]

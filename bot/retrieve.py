@@ -213,9 +213,13 @@ class HybridRetriever:
     """Dense passage search in Chroma, dense sentence search and BM25, fused by reciprocal rank fusion."""
 
     def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
-                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 3.0) -> None:
+                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 3.0,
+                 key_min: float = 0.5) -> None:
         self.index = index
         self.key_weight = key_weight  # knowledge entries found by their question and phrasings
+        # ... only when a phrasing is close to the question: the 20 nearest keys of an unrelated question
+        # would otherwise outrank every document without entries (a hospital's own leaflets).
+        self.key_min = key_min
         self.sentence_weight = sentence_weight  # the sentence list counts half as much as each passage list
         self.embedder = embedder
         self.candidate_k = candidate_k
@@ -249,7 +253,8 @@ class HybridRetriever:
             if len(seen) >= self.candidate_k:
                 break
         # Knowledge entries whose question or "also asked as" phrasings are closest to the query.
-        for rank, (cid, _) in enumerate(self.index.dense_keys(qvec, self.candidate_k)):
+        close = [cid for cid, sim in self.index.dense_keys(qvec, self.candidate_k) if sim >= self.key_min]
+        for rank, cid in enumerate(close):
             fused[cid] = fused.get(cid, 0.0) + self.key_weight / (self.rrf_k + rank + 1)
         tokens = self.vocabulary.correct_all(tokenize(query))
         if tokens:
@@ -354,3 +359,28 @@ def as_langchain_retriever(retriever: Retriever, k: int = 5):
             ]
 
     return _HybridLangChainRetriever()
+
+
+# ---------------------------------------------------------------- multi-part questions
+
+_PART_BREAK = re.compile(
+    r"\?\s+(?=\S)"                                             # "...given? How long ..."
+    r"|[,;]?\s+(?:and|also|plus)\s+(?=(?:(?:in|at|for|from|on|of|with|to)\s+)?"
+    r"(?:what|which|how|when|where|who|whom|whose|why|is|are|was|were|did|does|do|can|could|will|would|should)\b)"
+    r"|;\s+", re.I)
+
+
+def split_question(question: str, max_parts: int = 3) -> list[str]:
+    """The parts of a question that asks several things ('which hospital ran it and in how many countries?').
+
+    A part must carry a word of its own; otherwise the question is left whole. At most `max_parts` parts.
+    """
+    pieces = [p.strip(" ,;") for p in _PART_BREAK.split(question) if p and p.strip(" ,;?")]
+    if len(pieces) < 2 or any(not tokenize(p) for p in pieces):
+        return [question]
+    return pieces[:max_parts]
+
+
+def topic_words(text: str) -> str:
+    """The words of a text that carry a topic (stop words dropped), as typed."""
+    return " ".join(w for w in re.findall(r"[A-Za-z0-9][\w-]*", text) if w.lower() not in STOPWORDS)

@@ -46,3 +46,17 @@ def test_usable_as_a_langchain_runnable_retriever(assistant):
     assert len(docs) == 3
     assert docs[0].metadata["doc_id"] and docs[0].metadata["title"]
     assert any("MRD" in d.page_content for d in docs)
+
+
+def test_a_question_that_asks_several_things_is_split_into_its_parts():
+    from bot.retrieve import split_question
+
+    assert split_question("which hospital ran it and in how many countries") == ["which hospital ran it",
+                                                                                "in how many countries"]
+    assert split_question("What is MRD? How is it measured?") == ["What is MRD", "How is it measured?"]
+    assert split_question("What are the signs and symptoms of ALL?") == ["What are the signs and symptoms of ALL?"]
+
+
+def test_tokenize_keeps_words_that_change_what_is_asked():
+    assert tokenize("What serious side effects did babies get?") == ["serious", "side", "effect", "baby"]
+    assert {"not", "back", "none", "two", "four"} <= set(tokenize("none came back, not two or four"))
