@@ -137,11 +137,13 @@ class Assistant:
         if not isinstance(question, str):
             return Answer(id=qid, question="", kind="error", answer=self.messages.errors.not_text,
                           timings_ms={"total": _ms(t0)})
+        limit = self.settings.max_question_chars
+        if len(question) > 4 * limit:  # only the beginning and the end of a huge message are read (bounded cost)
+            question = f"{question[:2 * limit]} ... {question[-2 * limit:]}"
         text = normalise(question)
         if not text:
             return Answer(id=qid, question="", kind="error", answer=self.messages.errors.empty,
                           timings_ms={"total": _ms(t0)})
-        limit = self.settings.max_question_chars
         too_long = len(text) > limit
         try:
             turns = _turns(history, self.settings.history_max_turns, self.settings.history_max_chars)
@@ -155,7 +157,8 @@ class Assistant:
         retriever, writer, vocabulary = self._parts()
         # Patterns and search see the normal form ('fe\u00adver', Cyrillic 'е', fullwidth letters -> 'fever');
         # the question is shown back and quotes are shown as written.
-        shown_text, text = text, for_matching(text) or text
+        # (From the raw message: NFC for display would fuse a loose accent into 'ś' before it could be removed.)
+        shown_text, text = text, " ".join(for_matching(question.replace("\ufffd", "")).split()) or text
         turns = _matching_turns(turns)
         t = time.perf_counter()
         # A message over the limit is read by its beginning and its end (the cost of any message is bounded).
@@ -314,12 +317,18 @@ def build_assistant(
     retriever: Retriever | None = None,
     writer: AnswerWriter | None = None,
     safety: SafetyGate | Any | None = None,
+    quick: bool = False,
 ) -> Assistant:
-    """Build the assistant; builds the index from the knowledge folder first if there is none."""
+    """Build the assistant; builds the index from the knowledge folder first if there is none.
+
+    `quick`: for a process that answers one question (the command line): the embedding model starts
+    without torch (see bot/embed.py).
+    """
     settings = settings or get_settings()
     messages = load_messages(settings.prompts_dir)
     follow_up, words = load_question_rules(settings.prompts_dir)
-    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads)
+    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads,
+                                            cache_dir=settings.index_dir / "embedding-cache", quick=quick)
     ensure_index(settings, embedder)
     params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
     given_retriever, given_writer = retriever, writer
@@ -336,6 +345,7 @@ def build_assistant(
 
     index, retriever, writer, vocabulary = open_parts()
     english_words()  # load the word list now, not during a family's first question
+    for_matching("fev\u00e9r b\u0430by")  # and the tables of the normal form
     safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder, cache_dir=settings.cache_dir)
     reload = open_parts if given_retriever is None and given_writer is None else None
     screen = Screen.from_dir(settings.prompts_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from functools import cache
 
 __all__ = ["for_matching", "strip_invisible"]
@@ -43,14 +44,38 @@ def _drop(ch: str) -> bool:
     return cat == "Cc" and ch not in "\r\x0b\x0c"  # other line and page breaks become spaces below
 
 
+def _char_class(keep: Callable[[str], bool]) -> re.Pattern[str]:
+    """A regex matching every code point for which `keep` is true (built once: matching then runs in C)."""
+    ranges: list[str] = []
+    start = None
+    for cp in range(0x110000 + 1):
+        inside = cp < 0x110000 and keep(chr(cp))
+        if inside and start is None:
+            start = cp
+        elif not inside and start is not None:
+            a, b = re.escape(chr(start)), re.escape(chr(cp - 1))
+            ranges.append(a if start == cp - 1 else f"{a}-{b}")
+            start = None
+    return re.compile(f"[{''.join(ranges)}]+")
+
+
+@cache
+def _invisible() -> re.Pattern[str]:
+    return _char_class(_drop)
+
+
+@cache
+def _marks() -> re.Pattern[str]:
+    return _char_class(lambda ch: unicodedata.category(ch) in ("Mn", "Me"))
+
+
 def strip_invisible(text: str) -> str:
     """The text without terminal escapes, format characters (soft hyphen, zero-width, bidi marks), controls
     and lone surrogates.
 
     Safe for what is shown: nothing a reader could see is changed.
     """
-    text = _ANSI.sub("", text)
-    return "".join(ch for ch in text if not _drop(ch))
+    return _invisible().sub("", _ANSI.sub("", text))
 
 
 @cache
@@ -167,11 +192,14 @@ def for_matching(text: str) -> str:
     """
     if not text:
         return ""
-    text = _drop_loose_marks(strip_invisible(text))
-    # Look-alikes first: NFKC would split some of them ('ͺ' -> ' ι') before they could be recognised.
-    latin_text = _latin_dominant(text)
-    text = _LETTER_RUN.sub(lambda m: _unmask_token(m.group(0), latin_text), text)
-    text = unicodedata.normalize("NFKC", text)
-    text = _LETTER_RUN.sub(lambda m: _unmark_if_word(m.group(0)), text)
+    text = strip_invisible(text)
+    if not text.isascii():
+        if _marks().search(text):
+            text = _drop_loose_marks(text)
+        # Look-alikes first: NFKC would split some of them ('ͺ' -> ' ι') before they could be recognised.
+        latin_text = _latin_dominant(text)
+        text = _LETTER_RUN.sub(lambda m: _unmask_token(m.group(0), latin_text), text)
+        text = unicodedata.normalize("NFKC", text)
+        text = _LETTER_RUN.sub(lambda m: _unmark_if_word(m.group(0)), text)
     text = _HSPACE.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
     return _BLANK_LINES.sub("\n", text).strip()
