@@ -317,12 +317,18 @@ def build_assistant(
     retriever: Retriever | None = None,
     writer: AnswerWriter | None = None,
     safety: SafetyGate | Any | None = None,
+    quick: bool = False,
 ) -> Assistant:
-    """Build the assistant; builds the index from the knowledge folder first if there is none."""
+    """Build the assistant; builds the index from the knowledge folder first if there is none.
+
+    `quick`: for a process that answers one question (the command line): the embedding model starts
+    without torch (see bot/embed.py).
+    """
     settings = settings or get_settings()
     messages = load_messages(settings.prompts_dir)
     follow_up, words = load_question_rules(settings.prompts_dir)
-    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads)
+    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads,
+                                            cache_dir=settings.index_dir / "embedding-cache", quick=quick)
     ensure_index(settings, embedder)
     params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
     given_retriever, given_writer = retriever, writer

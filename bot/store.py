@@ -41,7 +41,7 @@ LOCK_FILE = "ingest.lock"
 COMPLETE_MARKER = "INDEX_COMPLETE"  # written last in a generation folder
 CATALOG = "catalog.sqlite3"
 CHROMA_DIR = "chroma"
-INDEX_FORMAT = 4  # 4: knowledge entries' question keys (catalog column + *_keys collection).
+INDEX_FORMAT = 5  # 4: knowledge entries' question keys (catalog column + *_keys collection); 5: file stamps.
 # raise when what ingest stores changes; an index of another format is rebuilt
 GEN_PREFIX = "gen-"
 SQL_BATCH = 500  # ids per SQL `IN (...)` or Chroma `get`, far below SQLite's variable limit
@@ -131,7 +131,8 @@ CATALOG_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE documents (
     doc_id TEXT PRIMARY KEY, title TEXT NOT NULL, source TEXT NOT NULL, url TEXT, path TEXT NOT NULL,
-    text TEXT NOT NULL, content_hash TEXT NOT NULL, sources TEXT NOT NULL, reviewed TEXT);
+    text TEXT NOT NULL, content_hash TEXT NOT NULL, sources TEXT NOT NULL, reviewed TEXT,
+    file_stamp TEXT NOT NULL DEFAULT '');  -- size and mtime of the file when it was read: unchanged files are not re-read
 CREATE TABLE chunks (
     row INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL, title TEXT NOT NULL,
     section TEXT NOT NULL, text TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
@@ -333,6 +334,10 @@ class Index:
         """doc_id -> (content hash, path) of every indexed document."""
         return {r[0]: (r[1], r[2]) for r in self._db().execute("SELECT doc_id, content_hash, path FROM documents")}
 
+    def file_stamps(self) -> dict[str, tuple[str, str]]:
+        """path -> (doc_id, size:mtime stamp of the file when it was read), for skipping unchanged files."""
+        return {r[0]: (r[1], r[2]) for r in self._db().execute("SELECT path, doc_id, file_stamp FROM documents")}
+
     # ------------------------------------------------------------ passages and sentences
 
     @property
@@ -516,12 +521,12 @@ class IndexWriter:
 
     # ------------------------------------------------------------ changing it
 
-    def put_document(self, doc) -> None:
+    def put_document(self, doc, file_stamp: str = "") -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO documents (doc_id, title, source, url, path, text, content_hash, sources, reviewed) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO documents (doc_id, title, source, url, path, text, content_hash, sources, reviewed, "
+            "file_stamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (doc.doc_id, doc.title, doc.source, doc.url or "", doc.path, doc.text, doc.content_hash,
-             json.dumps(list(doc.sources)), getattr(doc, "reviewed", None)))
+             json.dumps(list(doc.sources)), getattr(doc, "reviewed", None), file_stamp))
 
     def delete_document(self, doc_id: str) -> None:
         chunks, sentences = self.doc_records(doc_id)

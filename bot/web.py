@@ -720,7 +720,12 @@ def launch(app: gr.Blocks, settings: Settings, block: bool = True) -> None:
         server_port=settings.port,
         share=False,
         auth=auth,
-        auth_message="Please sign in to use the family chat." if auth else None,
+        # Gradio's login page says nothing on HTTP 429, so the wait after wrong tries is explained up front.
+        auth_message=(
+            "Please sign in to use the family chat. After "
+            f"{settings.login_free_attempts} wrong tries, each new try has to wait a little longer "
+            f"(from 1 second up to {settings.login_max_delay_s / 60:g} minutes), so if nothing happens, wait and try again."
+        ) if auth else None,
         theme=getattr(app, "_bot_theme", None),
         css_paths=[CSS_PATH],
         footer_links=[],

@@ -193,3 +193,23 @@ def test_leftovers_of_killed_runs_are_cleaned_by_the_next_run(tmp_path, corpus, 
     (corpus / "new.txt").write_text("New leaflet\n\nThe play room opens at nine every morning for children.\n")
     ingest(s, embedder, progress=False)
     assert sorted(p.name for p in s.index_dir.iterdir()) == ["CURRENT", "gen-000001", "gen-000002", "ingest.lock"]
+
+
+def test_files_unchanged_since_they_were_indexed_are_not_read_again(tmp_path, corpus, embedder, monkeypatch):
+    import bot.ingest
+
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    read: list[list[str]] = []
+    real = bot.ingest.load_paths
+
+    def spy(paths, *args):
+        read.append(sorted(Path(p).name for p in paths))
+        return real(paths, *args)
+
+    monkeypatch.setattr(bot.ingest, "load_paths", spy)
+    (corpus / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward phone line is open all day and all night.\n")
+    res = ingest(s, embedder, progress=False)
+    assert read == [["ward.txt"]] and res.updated == ["ward"]
+    assert sorted(res.unchanged) == ["glossary", "how-blinatumomab-was-given"]
+    assert ensure_index(s, embedder).embedded == 0 and read == [["ward.txt"]]  # a start reads nothing

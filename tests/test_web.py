@@ -789,6 +789,7 @@ def test_login_is_optional_and_slows_down_after_five_failures(assistant, knowled
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             assert client.get("/config").status_code == 401
+            assert "wrong tries" in client.get("/").text  # the login page explains the wait
             assert client.post("/login", data={"username": "family", "password": "pw-123456"}).status_code == 200
             assert client.get("/config").status_code == 200
             started = time.monotonic()
