@@ -270,7 +270,8 @@ class SafetyGate:
         raw = fold(question)
         detected = self.languages.detect(question)
         probs = self._probabilities(raw, detected)
-        return self.triage.assess(raw, self._previous_user_text(history), probs), detected
+        return self.triage.assess(raw, self._previous_user_text(history), probs,
+                                  other_language=detected.code != ENGLISH), detected
 
     def temperatures(self, text: str, previous: str = ""):
         """Temperatures the gate would read in a message (exposed for tests and staff tools)."""
@@ -294,7 +295,8 @@ class SafetyGate:
         return self.classifier.probabilities(vectors)
 
     def _urgent(self, raw: str, previous: str, vectors: np.ndarray, detected: Detected) -> Verdict | None:
-        a = self.triage.assess(raw, previous, self._probabilities(raw, detected, vectors))
+        a = self.triage.assess(raw, previous, self._probabilities(raw, detected, vectors),
+                               other_language=detected.code != ENGLISH)
         if a.tier is None:
             return None
         message = self.triage.message(a)

@@ -22,7 +22,7 @@ from bot.prompts import read_yaml_mapping
 REDFLAGS_FILE = "redflags.yaml"
 CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study")
 CARD_NAMES = ("pattern", "strong", "also", "negated")
-MEASURED = ("measured_fever", "measured_normal")
+MEASURED = ("measured_fever", "measured_normal", "other_language")
 STEP_NAMES = ("cards", "classifier_sure", "classifier_unsure")
 
 
@@ -67,12 +67,13 @@ class Decision(_Strict):
 class ClassifierSettings(_Strict):
     sure: float = Field(gt=0, le=1)
     unsure: float = Field(gt=0, le=1)
+    reassuring_examples: list[str] = Field(default_factory=list)
     educational_examples: list[str] = Field(default_factory=list)
 
 
 class Tier(_Strict):
     name: str
-    call: str
+    text: str = Field(min_length=1, description="The call every message of this tier starts with.")
     message: str = ""
 
 
@@ -123,7 +124,7 @@ class RedFlagsFile(_Strict):
         if len(ids) != len(set(ids)):
             raise ValueError(f"card ids must be unique: {ids}")
         for c in self.cards:
-            call = self.tiers[c.tier].call
+            call = self.tiers[c.tier].text
             if c.tier < 3 and not c.message.startswith(call):
                 raise ValueError(f"cards[{c.id}].message must start with its tier's call: {call!r}")
         return self
@@ -381,7 +382,7 @@ class Triage:
         return self.typos.fix(fold(text))
 
     def assess(self, text: str, previous: str = "", probabilities: Mapping[str, float] | None = None,
-               prepared: bool = False) -> Assessment:
+               prepared: bool = False, other_language: bool = False) -> Assessment:
         """Apply the signs, the cards and the steps to one message (classifier probabilities optional)."""
         t = text if prepared else self.prepare(text)
         prev = self.prepare(previous) if previous else ""
@@ -395,6 +396,7 @@ class Triage:
         readings = self.temperature.readings(t, prev)
         env["measured_fever"] = any(self.temperature.is_fever(r) for r in readings)
         env["measured_normal"] = bool(readings) and not env["measured_fever"]
+        env["other_language"] = other_language
         for name, fn in self._names:
             env[name] = fn(env)
 

@@ -29,6 +29,7 @@ def training_set(rules: RedFlagsFile, more_negatives: Sequence[str] = ()) -> tup
         texts += c.examples.match
         labels += [c.id] * len(c.examples.match)
     negatives = [e for c in rules.cards for e in c.examples.no_match] + rules.classifier.educational_examples
+    negatives += rules.classifier.reassuring_examples
     negatives += [e for e in more_negatives if e not in negatives]
     texts += negatives
     labels += [NONE] * len(negatives)
