@@ -1,6 +1,13 @@
 """Measure what the README reports: warm answer latency over all eval questions, cold start, index time.
 
 Usage: .venv/bin/python scripts/benchmark.py [--rounds 3] [--json reports/benchmark.json]
+       .venv/bin/python scripts/benchmark.py --scale 1 10 100 1000 [--json reports/scale.json]
+
+--scale N...: for each N, a library of N copies of knowledge/ (each document under its own id;
+embeddings cached by text, as the copies repeat the same texts) is ingested into a fresh index; then
+one document is changed and re-ingested; then a fresh process builds the assistant (start time) and
+answers fact questions twice (answer p50/p95 of the second pass, query embeddings cached) and
+reports its peak memory.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ sys.path.insert(0, str(PROJECT))
 
 def eval_questions() -> list[dict]:
     cases = []
-    for path in sorted((PROJECT / "evals" / "cases").rglob("*.yaml")):
+    for path in sorted((PROJECT / "evals" / "cases" / "dev").rglob("*.yaml")):  # never the blind test split
         if not path.name.startswith("_"):
             cases.extend(yaml.safe_load(path.read_text()) or [])
     return cases
@@ -38,11 +45,111 @@ def pct(values: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+class CachingEmbedder:
+    """The real model behind a cache by text: copies of the same documents are embedded once."""
+
+    def __init__(self, real) -> None:
+        self.real, self.cache = real, {}
+
+    def encode(self, texts):
+        import numpy as np
+
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            self.cache.update(zip(missing, self.real.encode(missing), strict=True))
+        return np.vstack([self.cache[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
+
+
+def make_library(folder: Path, copies: int) -> None:
+    """`copies` copies of knowledge/, each document with its own id (title and text unchanged)."""
+    from bot.documents import split_front_matter
+
+    sources = sorted((PROJECT / "knowledge").glob("*.md"))
+    for i in range(copies):
+        out = folder / f"copy-{i:04d}"
+        out.mkdir(parents=True)
+        for src in sources:
+            meta, body = split_front_matter(src.read_text())
+            meta = dict(meta, id=f"{meta.get('id') or src.stem}--c{i}")
+            (out / src.name).write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body)
+
+
+def answers_child(index_dir: str, library: str, n_questions: int) -> int:
+    """In a fresh process: start time, answer latency (second pass) and peak memory, as JSON on stdout."""
+    import resource
+
+    t0 = time.perf_counter()
+    from bot.assistant import build_assistant
+    from bot.settings import Settings
+
+    settings = Settings(index_dir=Path(index_dir), knowledge_dir=Path(library), sync_knowledge=False)
+    assistant = build_assistant(settings)
+    start_s = time.perf_counter() - t0
+    questions = [c["question"] for c in eval_questions() if c.get("category") in ("fact", "facts") or "fact" in
+                 str(c.get("tags", ""))][:n_questions] or [c["question"] for c in eval_questions()][:n_questions]
+    for q in questions:
+        assistant.ask(q)
+    total, search = [], []
+    for q in questions:
+        t = time.perf_counter()
+        a = assistant.ask(q)
+        total.append((time.perf_counter() - t) * 1000)
+        search.append(a.timings_ms.get("retrieve", 0.0) + a.timings_ms.get("compose", 0.0))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"start_s": round(start_s, 2), "answer_ms_p50": round(pct(total, 50), 1),
+                      "answer_ms_p95": round(pct(total, 95), 1), "retrieve_compose_ms_p50": round(pct(search, 50), 1),
+                      "retrieve_compose_ms_p95": round(pct(search, 95), 1), "questions": len(questions),
+                      "peak_memory_mb": round(peak_mb)}))
+    return 0
+
+
+def scale(scales: list[int], n_questions: int, out: Path | None) -> int:
+    from bot.embed import SentenceEmbedder
+    from bot.ingest import ingest
+    from bot.settings import Settings
+
+    embedder = CachingEmbedder(SentenceEmbedder(Settings().embedding_model))
+    rows = []
+    for n in scales:
+        tmp = Path(tempfile.mkdtemp(prefix=f"bench-x{n}-"))
+        try:
+            library = tmp / "library"
+            make_library(library, n)
+            settings = Settings(index_dir=tmp / "index", knowledge_dir=library, sync_knowledge=False)
+            t = time.perf_counter()
+            first = ingest(settings, embedder, paths=[library], progress=False)
+            ingest_s = time.perf_counter() - t
+            changed = sorted(library.glob("copy-0000/*.md"))[0]
+            changed.write_text(changed.read_text() + "\n\nParents can ask the ward for a parking permit for the whole stay.\n")
+            t = time.perf_counter()
+            again = ingest(settings, embedder, paths=[library], progress=False)
+            one_doc_s = time.perf_counter() - t
+            child = subprocess.run([sys.executable, __file__, "--_answers", str(settings.index_dir), str(library),
+                                    str(n_questions)], capture_output=True, text=True, cwd=PROJECT, check=True)
+            row = {"scale": n, "documents": len(first.added), "passages": first.chunks,
+                   "ingest_s": round(ingest_s, 1), "one_doc_reingest_s": round(one_doc_s, 2),
+                   "one_doc_updated": again.updated, **json.loads(child.stdout.strip().splitlines()[-1])}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--_answers":
+        return answers_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--scale", type=int, nargs="+", default=None, metavar="N", help="library sizes (copies of knowledge/)")
+    ap.add_argument("--questions", type=int, default=60, help="questions answered per scale (--scale)")
     ap.add_argument("--rounds", type=int, default=3, help="times each question is asked (after one warm-up pass)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
+    if args.scale:
+        return scale(args.scale, args.questions, args.json)
 
     from bot.assistant import build_assistant
     from bot.embed import SentenceEmbedder
