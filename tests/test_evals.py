@@ -388,8 +388,13 @@ def test_a_retriever_returning_wrong_passages_fails_the_gate(real_assistant, rea
     assert not res.passed
     failed = {c.metric for c in res.failed_checks}
     assert {"recall_at_k", "mrr", "fact_accuracy"} <= failed, failed
-    for metric in ("recall_at_k", "mrr", "fact_accuracy"):
+    for metric in ("recall_at_k", "mrr"):
         assert res.metrics[metric] < healthy.metrics[metric] - 0.2, metric
+    # Urgent cases state the call-now facts whatever is retrieved; the drop shows on questions the sources answer.
+    answered = [c for c in shipped_cases if c.category in ("fact", "followup")]
+    thresholds = load_thresholds(DEFAULT_THRESHOLDS)
+    good, bad = run_suite(real_assistant, answered, thresholds), run_suite(broken, answered, thresholds)
+    assert bad.metrics["fact_accuracy"] < good.metrics["fact_accuracy"] - 0.4, (bad.metrics, good.metrics)
 
 
 def test_switching_triage_off_fails_the_gate(real_assistant, real_settings, shipped_cases, healthy):
