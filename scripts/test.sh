@@ -7,13 +7,17 @@ bash scripts/setup.sh --dev
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False ANONYMIZED_TELEMETRY=False
 
 echo "== lint (ruff)"
-.venv/bin/ruff check bot evals tests app.py
+.venv/bin/ruff check bot evals tests app.py scripts
 
 echo "== tests (pytest)"
 .venv/bin/python -m pytest -q "$@"
 
-echo "== evaluation suite (python -m evals)"
+echo "== evaluation suite, dev split (python -m evals)"
 .venv/bin/python -m evals --report reports/evals
+
+echo "== evaluation suite, blind test split (a regression guard at the measured figures)"
+.venv/bin/python -m evals --cases evals/cases/test --thresholds evals/cases/test/_thresholds.yaml \
+  --report reports/evals-test
 
 if [ -d ../shared/seeds ]; then
   echo "== evaluation suite on the seed news articles as the only corpus"
