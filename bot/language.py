@@ -14,10 +14,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.patterns import fold
-from bot.prompts import read_yaml_mapping
+from bot.prompts import load_validated
 
 LANGUAGES_FILE = "languages.yaml"
 ENGLISH = "en"
@@ -73,12 +73,8 @@ class LanguagesFile(_Strict):
 
 
 def load_languages(path: Path) -> LanguagesFile:
-    data = read_yaml_mapping(path, LanguagesError)
-    try:
-        return LanguagesFile.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise LanguagesError(f"{path}: {problems}") from None
+    """Read and validate the languages file; errors name the file and the key."""
+    return load_validated(path, LanguagesFile, LanguagesError)
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.patterns import PatternError, compile_pattern
 from bot.retrieve import AnswerType, FollowUpRules, QuestionWords, stem
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class PromptError(ValueError):
@@ -50,9 +54,34 @@ def fill(template: str, **values: object) -> str:
     return _PLACEHOLDER.sub(sub, template)
 
 
-def validation_problems(exc: ValidationError) -> str:
+def key_path(data: Any, loc: Sequence[Any]) -> str:
+    """Where a problem is, as a clinician sees the file: 'cards[fever].examples.match', not 'cards.16.examples.match'."""
+    out: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            item = node[part]
+            label = item.get("id") if isinstance(item, dict) else None
+            out[-1:] = [f"{out[-1] if out else ''}[{label or part}]"]
+            node = item
+        else:
+            out.append(str(part))
+            node = node.get(part) if isinstance(node, dict) else None
+    return ".".join(out) or "(top level)"
+
+
+def validation_problems(exc: ValidationError, data: Any = None) -> str:
     """A pydantic error as 'key.path: problem; ...' (the keys a clinician sees in the file)."""
-    return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors())
+    return "; ".join(f"{key_path(data, e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def load_validated(path: Path, model: type[M], error: type[Exception] = PromptError) -> M:
+    """A YAML rules file checked by `model`; any problem raises `error` naming the file and the key."""
+    data = read_yaml_mapping(path, error)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(f"{path}: {validation_problems(exc, data)}") from None
 
 
 class ErrorMessages(BaseModel):

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bot.embed import Embedder
 from bot.language import ENGLISH, Detected, LanguageGuide
 from bot.patterns import PatternError, PatternGroup, fold, group
-from bot.prompts import read_yaml_mapping
+from bot.prompts import load_validated
 from bot.query import Query
 from bot.schema import Turn
 from bot.triage import (  # noqa: F401  (TypoFixer, TemperatureParser: part of this module's interface)
@@ -142,12 +142,7 @@ class SafetyRules(_Strict):
 
 def load_rules(path: Path) -> SafetyRules:
     """Read and validate a safety rules file; errors name the file and the problem."""
-    data = read_yaml_mapping(path, SafetyRulesError)
-    try:
-        return SafetyRules.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors())
-        raise SafetyRulesError(f"{path}: {problems}") from exc
+    return load_validated(path, SafetyRules, SafetyRulesError)
 
 
 def _any(patterns: PatternGroup, text: str) -> bool:

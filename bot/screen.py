@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import re2
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.normal import for_matching
-from bot.prompts import PromptError, read_yaml_mapping, validation_problems
+from bot.prompts import PromptError, load_validated, read_yaml_mapping
 
 SCREEN_FILE = "screen.yaml"
 SAFETY_FILES = ("safety.yaml", "redflags.yaml")  # where the safety messages are (messages; red-flag cards and tiers)
@@ -162,10 +162,7 @@ class Screen:
     def from_dir(cls, prompts_dir: Path) -> Screen:
         """Load and validate prompts/screen.yaml (and the safety messages it names)."""
         path = Path(prompts_dir) / SCREEN_FILE
-        try:
-            rules = ScreenFile.model_validate(read_yaml_mapping(path))
-        except ValidationError as exc:
-            raise PromptError(f"{path}: {validation_problems(exc)}") from exc
+        rules = load_validated(path, ScreenFile)
         return cls(rules, safety_messages(Path(prompts_dir)), path)
 
     # -- checks --

@@ -12,12 +12,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.patterns import PatternError, PatternGroup, compile_all, compile_pattern, fold
-from bot.prompts import read_yaml_mapping
+from bot.prompts import load_validated
 
 REDFLAGS_FILE = "redflags.yaml"
 CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study")
@@ -473,25 +473,5 @@ def _and(items: Sequence[str]) -> str:
 
 def load_redflags(path: Path) -> RedFlagsFile:
     """Read and validate the cards file; errors name the file and the key."""
-    data = read_yaml_mapping(path, RedFlagsError)
-    try:
-        return RedFlagsFile.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{_where(data, e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise RedFlagsError(f"{path}: {problems}") from None
+    return load_validated(path, RedFlagsFile, RedFlagsError)
 
-
-def _where(data: Any, loc: Sequence[Any]) -> str:
-    """'cards[fever].examples.match' rather than 'cards.16.examples.match'."""
-    out: list[str] = []
-    node = data
-    for part in loc:
-        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
-            item = node[part]
-            label = item.get("id") if isinstance(item, dict) else None
-            out[-1:] = [f"{out[-1] if out else ''}[{label or part}]"]
-            node = item
-        else:
-            out.append(str(part))
-            node = node.get(part) if isinstance(node, dict) else None
-    return ".".join(out) or "(top)"
