@@ -15,6 +15,8 @@ MARKER = re.compile(r"\[(\d+)\]")
 def all_eval_questions() -> list[tuple[str, str, list]]:
     out = []
     for path in sorted((PROJECT / "evals" / "cases").rglob("*.yaml")):
+        if path.name.startswith("_"):  # thresholds and other settings files, not cases
+            continue
         for case in yaml.safe_load(path.read_text()) or []:
             out.append((case["id"], case["question"], case.get("history") or []))
     return out
