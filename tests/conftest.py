@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def screenshots_dir(request: pytest.FixtureRequest) -> Path | None:
     """docs/screenshots when --screenshots was given, else None (no test run rewrites tracked files)."""
     return PROJECT / "docs" / "screenshots" if request.config.getoption("--screenshots") else None
+
+
+@pytest.fixture()
+def corpus(tmp_path) -> Path:
+    """A small folder of real documents: two knowledge files and a ward leaflet (ingest and index tests)."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ["how-blinatumomab-was-given.md", "glossary.md"]:
+        shutil.copy(Path(__file__).resolve().parent.parent / "knowledge" / name, folder / name)
+    (folder / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward phone line is open day and night for parents.\n")
+    return folder

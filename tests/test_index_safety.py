@@ -19,14 +19,6 @@ from bot.store import CATALOG, CHROMA_DIR, Index, IndexDamaged, read_pointer
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture()
-def corpus(tmp_path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for name in ["how-blinatumomab-was-given.md", "glossary.md"]:
-        shutil.copy(PROJECT / "knowledge" / name, folder / name)
-    (folder / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward phone line is open day and night for parents.\n")
-    return folder
 
 
 def settings_for(tmp_path: Path, corpus: Path, **kw) -> Settings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,6 @@ from bot.store import Index, is_complete, pointer_stamp, read_pointer
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture()
-def corpus(tmp_path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for name in ["how-blinatumomab-was-given.md", "glossary.md"]:
-        shutil.copy(PROJECT / "knowledge" / name, folder / name)
-    (folder / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward phone line is open day and night for parents.\n")
-    return folder
 
 
 def settings_for(tmp_path: Path, corpus: Path) -> Settings:
