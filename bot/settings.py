@@ -53,7 +53,8 @@ class Settings(BaseSettings):
 
     max_question_chars: int = Field(2000, description="Longest question answered (longer: still checked for emergencies).")
     cache_dir: Path | None = Field(PROJECT_DIR / ".cache",
-                                   description="Vectors of the red-flag examples, kept between starts (none: recompute).")
+                                   description="Vectors of the fixed example lists and the fitted red-flag classifier, "
+                                   "kept between starts (none: recompute at every start).")
     search_max_chars: int = Field(
         400, ge=50, description="Longest text retrieval and composing read of a message (its questions, else its end); "
         "the safety checks read all of it."
