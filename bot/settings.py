@@ -76,7 +76,8 @@ class Settings(BaseSettings):
     care_list_max_chars: int = Field(10_000, description="Longest care-team question list (kept in the family's browser).")
     web_secret: str | None = Field(
         None, description="Key that signs answers kept in the browser, so feedback names what the bot really said; "
-        "random per start when unset (set it when several app processes serve one site).")
+        "when unset, one is made once and kept in `web-secret` beside the feedback database "
+        "(set it when app processes on several machines serve one site).")
 
 
 @lru_cache(maxsize=1)
