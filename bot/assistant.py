@@ -15,6 +15,7 @@ from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
 from bot.prompts import Messages, load_leaning_openers, load_messages, load_question_rules
+from bot.query import Query, prepare
 from bot.retrieve import (
     FollowUpRules,
     HybridRetriever,
@@ -164,7 +165,11 @@ class Assistant:
         t = time.perf_counter()
         # A message over the limit is read by its beginning and its end (the cost of any message is bounded).
         checked = text if len(text) <= 2 * limit else f"{text[:limit]} ... {text[-limit:]}"
-        verdict = self.safety.check(checked, turns)
+        # The one Query of this message: spelled for the documents once, embedded once (lazily), read by every step.
+        query = prepare(shown_text, checked, history=turns, embedder=self.embedder,
+                        correct=vocabulary.correct_text if not too_long else None,
+                        question=lambda spelled: search_text(spelled, self.settings.search_max_chars))
+        verdict = self.safety.check(query, turns)
         timings["safety"] = _ms(t)
         if verdict.kind == "urgent":
             if too_long:
@@ -197,24 +202,21 @@ class Assistant:
 
         t = time.perf_counter()
         # Safety read all of the message; the search reads its question (a long message costs no more than that).
-        searched = search_text(text, self.settings.search_max_chars)
-        context = "" if verdict.kind == "urgent" else follow_up_context(searched, turns, self.follow_up)
-        spelled = vocabulary.correct_text(searched)
-        query = f"{spelled} ({context})" if context else spelled
-        hits = retriever.retrieve(self.words.expand(query), self.settings.top_k)
+        context = "" if verdict.kind == "urgent" else follow_up_context(query.question, turns, self.follow_up)
+        query = query.about(query.question, context, self.words.expand)
+        hits = retriever.retrieve(query, self.settings.top_k)
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
         said = said_sentences([t.content for t in turns if t.role == "assistant"])
         strict = verdict.kind in ("ok", "out_of_scope")
-        parts = split_question(spelled) if verdict.kind != "urgent" else [spelled]
+        parts = split_question(query.question) if verdict.kind != "urgent" else [query.question]
         if len(parts) > 1:
             # "Which hospital ran it and in how many countries?": each part is answered (at most 3), each part
             # searched with the topic words of the others, and no sentence is said twice.
-            composition, hits = self._compose_parts(parts, context, retriever, writer, strict, said)
+            composition, hits = self._compose_parts(query, parts, retriever, writer, strict, said)
         else:
-            composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
-                                         strict=strict, context=context, said=said)
+            composition = writer.compose(query, hits, strict=strict, said=said)
         composition = self._screened(composition, qid)
         timings["compose"] = _ms(t)
         if off_topic_guess:
@@ -269,16 +271,16 @@ class Assistant:
                 kept.append(st)
         return composition if len(kept) == len(composition.statements) else replace(composition, statements=kept)
 
-    def _compose_parts(self, parts: list[str], context: str, retriever: Retriever, writer: AnswerWriter,
+    def _compose_parts(self, query: Query, parts: list[str], retriever: Retriever, writer: AnswerWriter,
                        strict: bool, said: frozenset[str]) -> tuple[Composition, list]:
         """Each part of a multi-part question answered in turn; the statements joined in the order asked."""
         statements, hits, best, uncovered = [], [], 0.0, []
         for i, part in enumerate(parts):
             others = " ".join(p for j, p in enumerate(parts) if j != i)
-            ctx = " ".join(x for x in (context, topic_words(others)) if x)
-            query = f"{part} ({ctx})" if ctx else part
-            part_hits = retriever.retrieve(self.words.expand(query), self.settings.top_k)
-            comp = writer.compose(part, self.embedder.encode([query])[0], part_hits, strict=strict, context=ctx,
+            ctx = " ".join(x for x in (query.context, topic_words(others)) if x)
+            part_query = query.about(part, ctx, self.words.expand)
+            part_hits = retriever.retrieve(part_query, self.settings.top_k)
+            comp = writer.compose(part_query, part_hits, strict=strict,
                                   said=said | said_sentences([s.text for s in statements]))
             statements += comp.statements
             uncovered += list(comp.uncovered)

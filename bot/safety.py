@@ -242,13 +242,14 @@ class SafetyGate:
 
     def check(self, question: str | Query, history: Sequence[Turn | dict] = ()) -> Verdict:
         """The verdict for one message; the order of the checks is prompts/safety.yaml `order`."""
-        if isinstance(question, Query):
-            history = history or question.history
-            question = question.text
-        raw = fold(question)
+        query = question if isinstance(question, Query) else Query(raw=question, text=question, embedder=self.embedder)
+        history = history or query.history
+        raw = fold(query.text)
         previous = self._previous_user_text(history)
-        detected = self.languages.detect(question)  # accents help to tell languages apart
-        vectors = self.embedder.encode(_embedded(raw))
+        detected = self.languages.detect(query.text)  # accents help to tell languages apart
+        # The classifier reads the message as spelled for the documents (the text retrieval embeds too), so
+        # the one message is embedded once for the gate, the search and the composer.
+        vectors = query.embed(_embedded(query.spelled))
 
         steps = {
             "urgent": lambda: self._urgent(raw, previous, vectors, detected),
