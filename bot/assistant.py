@@ -15,6 +15,7 @@ from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
 from bot.prompts import Messages, load_leaning_openers, load_messages, load_question_rules
+from bot.query import Query, prepare
 from bot.retrieve import (
     FollowUpRules,
     HybridRetriever,
@@ -107,6 +108,7 @@ class Assistant:
         self._reload = reload  # opens the newest index generation (None: keep the one given)
         self._reload_lock = threading.Lock()
         self._failed_stamp: object = None
+        self.start_timings: dict[str, float] = {}  # seconds per step of build_assistant
 
     def _parts(self) -> tuple[Retriever, AnswerWriter, Vocabulary]:
         """What this question is answered from; switches to a newer index once an ingest has completed.
@@ -163,7 +165,11 @@ class Assistant:
         t = time.perf_counter()
         # A message over the limit is read by its beginning and its end (the cost of any message is bounded).
         checked = text if len(text) <= 2 * limit else f"{text[:limit]} ... {text[-limit:]}"
-        verdict = self.safety.check(checked, turns)
+        # The one Query of this message: spelled for the documents once, embedded once (lazily), read by every step.
+        query = prepare(shown_text, checked, history=turns, embedder=self.embedder,
+                        correct=vocabulary.correct_text if not too_long else None,
+                        question=lambda spelled: search_text(spelled, self.settings.search_max_chars))
+        verdict = self.safety.check(query, turns)
         timings["safety"] = _ms(t)
         if verdict.kind == "urgent":
             if too_long:
@@ -196,24 +202,21 @@ class Assistant:
 
         t = time.perf_counter()
         # Safety read all of the message; the search reads its question (a long message costs no more than that).
-        searched = search_text(text, self.settings.search_max_chars)
-        context = "" if verdict.kind == "urgent" else follow_up_context(searched, turns, self.follow_up)
-        spelled = vocabulary.correct_text(searched)
-        query = f"{spelled} ({context})" if context else spelled
-        hits = retriever.retrieve(self.words.expand(query), self.settings.top_k)
+        context = "" if verdict.kind == "urgent" else follow_up_context(query.question, turns, self.follow_up)
+        query = query.about(query.question, context, self.words.expand)
+        hits = retriever.retrieve(query, self.settings.top_k)
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
         said = said_sentences([t.content for t in turns if t.role == "assistant"])
         strict = verdict.kind in ("ok", "out_of_scope")
-        parts = split_question(spelled) if verdict.kind != "urgent" else [spelled]
+        parts = split_question(query.question) if verdict.kind != "urgent" else [query.question]
         if len(parts) > 1:
             # "Which hospital ran it and in how many countries?": each part is answered (at most 3), each part
             # searched with the topic words of the others, and no sentence is said twice.
-            composition, hits = self._compose_parts(parts, context, retriever, writer, strict, said)
+            composition, hits = self._compose_parts(query, parts, retriever, writer, strict, said)
         else:
-            composition = writer.compose(spelled, self.embedder.encode([query])[0], hits,
-                                         strict=strict, context=context, said=said)
+            composition = writer.compose(query, hits, strict=strict, said=said)
         composition = self._screened(composition, qid)
         timings["compose"] = _ms(t)
         if off_topic_guess:
@@ -268,16 +271,16 @@ class Assistant:
                 kept.append(st)
         return composition if len(kept) == len(composition.statements) else replace(composition, statements=kept)
 
-    def _compose_parts(self, parts: list[str], context: str, retriever: Retriever, writer: AnswerWriter,
+    def _compose_parts(self, query: Query, parts: list[str], retriever: Retriever, writer: AnswerWriter,
                        strict: bool, said: frozenset[str]) -> tuple[Composition, list]:
         """Each part of a multi-part question answered in turn; the statements joined in the order asked."""
         statements, hits, best, uncovered = [], [], 0.0, []
         for i, part in enumerate(parts):
             others = " ".join(p for j, p in enumerate(parts) if j != i)
-            ctx = " ".join(x for x in (context, topic_words(others)) if x)
-            query = f"{part} ({ctx})" if ctx else part
-            part_hits = retriever.retrieve(self.words.expand(query), self.settings.top_k)
-            comp = writer.compose(part, self.embedder.encode([query])[0], part_hits, strict=strict, context=ctx,
+            ctx = " ".join(x for x in (query.context, topic_words(others)) if x)
+            part_query = query.about(part, ctx, self.words.expand)
+            part_hits = retriever.retrieve(part_query, self.settings.top_k)
+            comp = writer.compose(part_query, part_hits, strict=strict,
                                   said=said | said_sentences([s.text for s in statements]))
             statements += comp.statements
             uncovered += list(comp.uncovered)
@@ -325,11 +328,22 @@ def build_assistant(
     without torch (see bot/embed.py).
     """
     settings = settings or get_settings()
+    timings: dict[str, float] = {}  # seconds per start step (scripts/benchmark.py reports them)
+    lap = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal lap
+        now = time.perf_counter()
+        timings[name] = round(now - lap, 3)
+        lap = now
+
     messages = load_messages(settings.prompts_dir)
     follow_up, words = load_question_rules(settings.prompts_dir)
-    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads,
-                                            cache_dir=settings.index_dir / "embedding-cache", quick=quick)
+    step("rules")
+    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads, quick=quick)
+    step("model")
     ensure_index(settings, embedder)
+    step("index_check")
     params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
     given_retriever, given_writer = retriever, writer
     leaning = load_leaning_openers(settings.prompts_dir)
@@ -337,18 +351,25 @@ def build_assistant(
     def open_parts() -> tuple[Index, Retriever, AnswerWriter, Vocabulary]:
         """The newest complete index and the retriever and writer over it."""
         index = Index(settings.index_dir, settings.collection, settings.chroma_url)
-        hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
+        hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k,
+                                 per_doc_max=settings.per_doc_max, own_slots=settings.own_slots)
         return (index, given_retriever or hybrid,
                 given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words,
                                                  params=params, leaning=leaning),
                 hybrid.vocabulary)
 
     index, retriever, writer, vocabulary = open_parts()
+    step("index_open")
     english_words()  # load the word list now, not during a family's first question
     for_matching("fev\u00e9r b\u0430by")  # and the tables of the normal form
+    step("word_tables")
     safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder, cache_dir=settings.cache_dir)
+    step("safety_gate")
     reload = open_parts if given_retriever is None and given_writer is None else None
     screen = Screen.from_dir(settings.prompts_dir)
-    return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, vocabulary,
-                     reload=reload, screen=screen)
+    step("screen")
+    assistant = Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, vocabulary,
+                          reload=reload, screen=screen)
+    assistant.start_timings = timings
+    return assistant
 

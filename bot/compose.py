@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
 from bot.documents import Chunk, Sentence
+from bot.query import Query
 from bot.retrieve import Hit, QuestionWords, Vocabulary, english_words, tokenize
 from bot.schema import BasedOn, Citation
 from bot.store import Index
@@ -37,6 +38,8 @@ class ComposeParams:
     entry_margin_unknown_word: float = 0.12  # ... with a clearer lead over the next entry
     w_entry_key: float = 0.7        # entry match = this x cosine to its closest question key ...
     w_entry_words: float = 0.3      # ... + this x share of the question's words the entry (keys and answer) has
+    own_document_min: float = 0.55  # a sentence of a document without entries (a hospital's leaflet) this good ...
+    own_document_sentences: int = 1  # ... is added after an entry's answer (at most this many)
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,8 @@ class Composition:
 class AnswerWriter(Protocol):
     """Turns retrieved passages into statements (the default is extractive; an LLM writer could be another)."""
 
-    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True,
-                context: str = "", said: frozenset[str] = frozenset()) -> Composition: ...
+    def compose(self, query: Query, hits: list[Hit], strict: bool = True,
+                said: frozenset[str] = frozenset()) -> Composition: ...
 
 
 _MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
@@ -227,15 +230,16 @@ class ExtractiveWriter:
             return None  # all of it was said already: look further
         return Composition(statements, score, entry=chunk.chunk_id)
 
-    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit], strict: bool = True,
-                context: str = "", said: frozenset[str] = frozenset()) -> Composition:
+    def compose(self, query: Query, hits: list[Hit], strict: bool = True,
+                said: frozenset[str] = frozenset()) -> Composition:
         """Best sentences for the question; `strict` also refuses questions about things no document mentions.
 
-        `query_vector` is the embedding of what was searched (the question, plus `context`, the topic words a
-        follow-up leans on). `said` holds sentences already said in the conversation (see `said_sentences`);
-        they are not said again. A knowledge entry that matches strongly is given whole.
+        `query.vector` is the embedding of what was searched (the question, plus `query.context`, the topic
+        words a follow-up leans on). `said` holds sentences already said in the conversation (see
+        `said_sentences`); they are not said again. A knowledge entry that matches strongly is given whole.
         """
         p = self.params
+        question, query_vector, context = query.question, query.vector, query.context
         raw_tokens = list(dict.fromkeys(tokenize(question)))
         uncovered = self.vocabulary.uncovered(raw_tokens, self.words) if strict else []
         # One ordinary English word the documents never use ('dependable') does not sink a question whose
@@ -247,29 +251,10 @@ class ExtractiveWriter:
         # ... and without such an entry, the best sentence must clear a higher bar than usual.
         min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary and entry is None else 0.0)
         if entry is not None:
-            return entry
-        q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
-        c_tokens = tuple(dict.fromkeys(self.vocabulary.correct_all(tokenize(context))))
-        wanted = self.words.answer_patterns(question)
-        scored: list[tuple[float, int, int]] = []  # (score, sentence row, hit rank)
-        sents, vecs = self.index.sentences_of([h.chunk.chunk_id for h in hits])
-        rows_by_chunk: dict[str, list[int]] = {}
-        for row, sent in enumerate(sents):
-            rows_by_chunk.setdefault(sent.chunk_id, []).append(row)
-        for rank, hit in enumerate(hits):
-            for row in rows_by_chunk.get(hit.chunk.chunk_id, []):
-                sent = sents[row]
-                if not _is_statement(sent.text) or _said_key(sent.text) in said:
-                    continue
-                cos = float(vecs[row] @ query_vector)
-                kw = self.keyword_overlap(q_tokens, sent.text, c_tokens)
-                score = p.w_sentence * cos + p.w_keywords * kw + p.w_passage * hit.dense
-                score += sum(bonus for pattern, bonus in wanted if pattern.search(sent.text))
-                score -= p.w_hard * max(0.0, sent.grade - self.plain_from)
-                scored.append((score, row, rank))
+            return self._with_own_documents(entry, question, query_vector, hits, context, said)
+        sents, vecs, scored = self._score_sentences(question, query_vector, hits, context, said)
         if not scored:
             return Composition([], 0.0)
-        scored.sort(key=lambda x: -x[0])
         best = scored[0][0]
         if best < min_evidence:
             return Composition([], best)
@@ -295,6 +280,57 @@ class ExtractiveWriter:
             if extra is not None:
                 chosen.append(extra)
         return Composition(self._in_order(sents, chosen, hits), best)
+
+    def _with_own_documents(self, entry: Composition, question: str, query_vector: np.ndarray, hits: list[Hit],
+                            context: str, said: frozenset[str]) -> Composition:
+        """The entry's answer, then the best sentence of a document without entries (a hospital's own leaflet,
+        an article) when it answers the question about as well: the family sees what their own hospital says."""
+        p = self.params
+        own = [h for h in hits if not h.chunk.keys]
+        if not own or p.own_document_sentences <= 0:
+            return entry
+        said = said | {_said_key(st.text) for st in entry.statements}
+        sents, vecs, scored = self._score_sentences(question, query_vector, own, context, said)
+        entry_sents, entry_vecs = self.index.sentences_of([entry.entry] if entry.entry else [])
+        chosen: list[tuple[float, int, int]] = []
+        for cand in scored:
+            if cand[0] < p.own_document_min or len(chosen) >= p.own_document_sentences:
+                break
+            vec = vecs[cand[1]]
+            if len(entry_sents) and float(np.max(entry_vecs @ vec)) >= p.redundancy:
+                continue  # the entry says this already
+            if self._redundant(sents, vecs, cand[1], chosen, set()):
+                continue
+            chosen.append(cand)
+        if not chosen:
+            return entry
+        return replace(entry, statements=[*entry.statements, *self._in_order(sents, chosen, own)])
+
+    def _score_sentences(self, question: str, query_vector: np.ndarray, hits: list[Hit], context: str = "",
+                         said: frozenset[str] = frozenset()) -> tuple[list[Sentence], np.ndarray, list[tuple[float, int, int]]]:
+        """Every statement of the passages scored against the question: (score, sentence row, hit rank), best first."""
+        p = self.params
+        q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
+        c_tokens = tuple(dict.fromkeys(self.vocabulary.correct_all(tokenize(context))))
+        wanted = self.words.answer_patterns(question)
+        scored: list[tuple[float, int, int]] = []  # (score, sentence row, hit rank)
+        sents, vecs = self.index.sentences_of([h.chunk.chunk_id for h in hits])
+        rows_by_chunk: dict[str, list[int]] = {}
+        for row, sent in enumerate(sents):
+            rows_by_chunk.setdefault(sent.chunk_id, []).append(row)
+        for rank, hit in enumerate(hits):
+            for row in rows_by_chunk.get(hit.chunk.chunk_id, []):
+                sent = sents[row]
+                if not _is_statement(sent.text) or _said_key(sent.text) in said:
+                    continue
+                cos = float(vecs[row] @ query_vector)
+                kw = self.keyword_overlap(q_tokens, sent.text, c_tokens)
+                score = p.w_sentence * cos + p.w_keywords * kw + p.w_passage * hit.dense
+                score += sum(bonus for pattern, bonus in wanted if pattern.search(sent.text))
+                score -= p.w_hard * max(0.0, sent.grade - self.plain_from)
+                scored.append((score, row, rank))
+        scored.sort(key=lambda x: -x[0])
+        return sents, vecs, scored
 
     def _redundant(self, sents: list[Sentence], vecs: np.ndarray, row: int, chosen: list[tuple[float, int, int]],
                    seen_text: set[str]) -> bool:

@@ -1,8 +1,16 @@
-"""One question, prepared once: its normal form, its words and its embedding, for safety, retrieval and composing."""
+"""One question, prepared once: its normal form, its spelling, its words and its embedding, for safety,
+retrieval and composing.
+
+`Assistant.ask` builds one `Query` per message (`prepare`); every later step reads it instead of
+normalising, correcting or embedding the message again. Texts derived from it (a follow-up with the
+conversation's topic words, one part of a multi-part question) are `about(...)` copies that share its
+vectors, so no text is embedded twice while one message is answered.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -12,20 +20,35 @@ from bot.schema import Turn
 
 @dataclass
 class Query:
-    """A family's message as every step sees it; each text is embedded at most once per question."""
+    """A family's message as every step sees it; each text is embedded at most once per message."""
 
     raw: str                      # as typed (shown back to the family, never used for matching)
-    text: str                     # the normal form used for matching
+    text: str                     # the normal form of the whole message; the safety patterns read it
     history: tuple[Turn, ...] = ()
+    spelled: str = ""             # `text` with misspellings replaced by the documents' spelling (corrected once)
+    question: str = ""            # what retrieval and composing answer: the question part of `spelled`
+    context: str = ""             # topic words carried from earlier questions ('' unless a follow-up)
+    keywords: str = ""            # question and context with the documents' words for family words, for keywords
     embedder: Embedder | None = field(default=None, repr=False)
     _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Vectors for texts derived from this question, computed once each."""
+    def __post_init__(self) -> None:
+        self.spelled = self.spelled or self.text
+        self.question = self.question or self.spelled
+        self.keywords = self.keywords or self.search
+
+    @property
+    def search(self) -> str:
+        """What dense search and sentence scoring compare with: the question, with a follow-up's topic words."""
+        return f"{self.question} ({self.context})" if self.context else self.question
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for texts derived from this message, each computed once (one call to the model for all)."""
+        texts = list(texts)
         missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
         if missing:
             if self.embedder is None:
-                raise RuntimeError("this Query has no embedder")
+                raise RuntimeError("this Query has no embedder: build it with prepare(..., embedder=...)")
             for t, v in zip(missing, self.embedder.encode(missing), strict=True):
                 self._vectors[t] = v
         if not texts:
@@ -34,5 +57,22 @@ class Query:
 
     @property
     def vector(self) -> np.ndarray:
-        """The embedding of the question's normal form."""
-        return self.embed([self.text])[0]
+        """The embedding of what is searched (`search`)."""
+        return self.embed([self.search])[0]
+
+    def about(self, question: str, context: str = "", expand: Callable[[str], str] | None = None) -> Query:
+        """The same message asking `question` (a part of it, or itself with a follow-up's `context`).
+
+        Shares this query's vectors, so a text embedded for one is not embedded again for the other.
+        """
+        search = f"{question} ({context})" if context else question
+        return replace(self, question=question, context=context, keywords=expand(search) if expand else search)
+
+
+def prepare(raw: str, text: str, *, history: Sequence[Turn] = (), embedder: Embedder | None = None,
+            correct: Callable[[str], str] | None = None, question: Callable[[str], str] | None = None) -> Query:
+    """The one Query of a message: `text` is its normal form (bot/normal.py), corrected once by `correct`;
+    `question` picks the part of the corrected text that retrieval and composing read (default: all of it)."""
+    spelled = correct(text) if correct else text
+    return Query(raw=raw, text=text, history=tuple(history), spelled=spelled,
+                 question=question(spelled) if question else spelled, embedder=embedder)

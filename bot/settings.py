@@ -47,13 +47,18 @@ class Settings(BaseSettings):
     top_k: int = Field(5, description="Passages handed to the answer composer.")
     candidate_k: int = Field(20, description="Passages each of dense and keyword search return before fusion.")
     rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
+    per_doc_max: int = Field(3, ge=1, description="Most passages of one document among the top_k handed on (more only "
+                             "when fewer documents were found), so one document cannot crowd out the others.")
+    own_slots: int = Field(2, ge=0, description="Places among the top_k kept for the best passages of documents without "
+                           "knowledge entries (a hospital's own leaflets), which the entries' question keys would outrank.")
     min_evidence: float = Field(0.42, description="Best sentence score below which the answer is 'unknown'.")
     urgent_note_min: float = Field(0.60, description="Score a sentence needs to be added under an emergency message.")
     max_sentences: int = Field(4, description="Most sentences in an answer (2-5).")
 
     max_question_chars: int = Field(2000, description="Longest question answered (longer: still checked for emergencies).")
     cache_dir: Path | None = Field(PROJECT_DIR / ".cache",
-                                   description="Vectors of the red-flag examples, kept between starts (none: recompute).")
+                                   description="Vectors of the fixed example lists and the fitted red-flag classifier, "
+                                   "kept between starts (none: recompute at every start).")
     search_max_chars: int = Field(
         400, ge=50, description="Longest text retrieval and composing read of a message (its questions, else its end); "
         "the safety checks read all of it."
@@ -74,9 +79,13 @@ class Settings(BaseSettings):
     login_max_delay_s: float = Field(300.0, description="Longest wait between login tries; it doubles after each failure.")
     web_answer_slots: int = Field(4, description="Answers the web app computes at once (others wait their turn, in order).")
     care_list_max_chars: int = Field(10_000, description="Longest care-team question list (kept in the family's browser).")
+    web_max_request_bytes: int = Field(
+        4_000_000, ge=10_000, description="Largest request the web app reads (the message with the conversation "
+        "kept in the browser, at most 50 turns); larger ones are refused with 413 before they fill memory.")
     web_secret: str | None = Field(
         None, description="Key that signs answers kept in the browser, so feedback names what the bot really said; "
-        "random per start when unset (set it when several app processes serve one site).")
+        "when unset, one is made once and kept in `web-secret` beside the feedback database "
+        "(set it when app processes on several machines serve one site).")
 
 
 @lru_cache(maxsize=1)

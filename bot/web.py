@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import sqlite3
+import time
 from datetime import date
 from functools import partial
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ import gradio as gr
 from pydantic import ValidationError
 from starlette.middleware import Middleware
 
+from bot.body_limit import BodySizeLimitMiddleware
 from bot.feedback import FeedbackStore
 from bot.login import LoginThrottle, LoginThrottleMiddleware
 from bot.schema import Answer, Citation
@@ -412,6 +414,32 @@ def signature(key: bytes, question: str, answer: dict[str, Any]) -> str:
     return hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+def signing_key(settings: Settings) -> bytes:
+    """The key that signs answers kept in the browser: the configured secret, or one made once and kept
+    beside the feedback database (readable by this user only), so that feedback on a conversation kept
+    in the browser still works after the app restarts, and every app process on this machine agrees."""
+    if settings.web_secret:
+        return settings.web_secret.encode("utf-8")
+    path = settings.feedback_db.parent / "web-secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:  # first start: write the whole key before anyone reads it (a reader retries a short file)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+            f.flush()
+            os.fsync(f.fileno())
+    for _ in range(50):
+        key = path.read_text(encoding="utf-8").strip()
+        if len(key) == 64:
+            return key.encode("utf-8")
+        time.sleep(0.01)  # another process is writing it right now
+    raise RuntimeError(f"{path} is not a key made by this app: delete it (feedback on answers kept "
+                       "in browsers stops working) or set BOT_WEB_SECRET.")
+
+
 def kept_turns(value: Any) -> list[dict[str, Any]]:
     """The turns in what the browser sent, keeping only well-formed ones (it may be old or edited)."""
     turns = value.get("turns") if isinstance(value, dict) else None
@@ -454,7 +482,7 @@ class ChatHandlers:
         self.assistant = assistant
         self.settings = settings
         self.store = FeedbackStore(settings.feedback_db)
-        self.key = (settings.web_secret or secrets.token_hex(32)).encode("utf-8")
+        self.key = signing_key(settings)
         # Not a lock around the assistant (it is safe to call from several threads): a small, fair limit
         # on answers computed at once, so that under load each waits its turn instead of all slowing down.
         self._slots = asyncio.Semaphore(max(1, settings.web_answer_slots))
@@ -736,5 +764,6 @@ def launch(app: gr.Blocks, settings: Settings, block: bool = True) -> None:
         show_error=False,
         inbrowser=False,
         prevent_thread_lock=not block,
-        app_kwargs={"middleware": [Middleware(LoginThrottleMiddleware, throttle=throttle)]},
+        app_kwargs={"middleware": [Middleware(BodySizeLimitMiddleware, max_bytes=settings.web_max_request_bytes),
+                                   Middleware(LoginThrottleMiddleware, throttle=throttle)]},
     )

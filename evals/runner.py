@@ -172,7 +172,9 @@ class Checks(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    urgent_call_pattern: str = r"\b(call|phone|ring|dial)\b|\b(911|999|112)\b"
+    urgent_call_pattern: str = (  # the call verbs of every language an urgent reply may open in
+        r"\b(call|phone|ring|dial|bel|rufen|appelez|llame|llama|chiami|chiama|ligue|liga|zadzwo\w*)\b|\b(911|999|112)\b"
+    )
     care_team_pattern: str = (
         r"\b(care team|medical team|treatment team|your team|your child's team|doctors?|nurses?"
         r"|oncologists?|ha?ematologists?|specialists?)\b"

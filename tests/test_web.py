@@ -188,6 +188,20 @@ def test_feedback_only_for_what_the_bot_said_and_only_on_ones_own_row(tmp_path: 
     assert [r["helpful"] for r in h.store.rows()] == [1, 0]
 
 
+def test_feedback_on_a_kept_conversation_still_works_after_the_app_restarts(tmp_path: Path) -> None:
+    settings = Settings(feedback_db=tmp_path / "data" / "f.sqlite")  # no BOT_WEB_SECRET set
+    before = ChatHandlers(assistant=None, settings=settings)  # type: ignore[arg-type]
+    answer = _answer()
+    turn = {"question": "q", "answer": answer, "sig": signature(before.key, "q", answer)}
+    after = ChatHandlers(assistant=None, settings=settings)  # type: ignore[arg-type]  # a new process
+    *_, ack = after.on_action({"turns": [turn]}, "", _Event(action="vote", turn=0, helpful="1"))
+    assert ack["ok"] and [r["helpful"] for r in after.store.rows()] == [1]
+    key_file = tmp_path / "data" / "web-secret"
+    assert key_file.stat().st_mode & 0o077 == 0  # readable by the app's user only
+    other = ChatHandlers(assistant=None, settings=Settings(feedback_db=tmp_path / "elsewhere" / "f.sqlite"))  # type: ignore[arg-type]
+    assert other.key != before.key  # a key is made per installation, not a constant
+
+
 def test_care_list_has_a_size_limit_with_a_clear_message(tmp_path: Path) -> None:
     settings = Settings(feedback_db=tmp_path / "f.sqlite", care_list_max_chars=100)
     h = ChatHandlers(assistant=None, settings=settings)  # type: ignore[arg-type]
@@ -291,6 +305,18 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, assistant, knowledge_se
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def test_the_running_app_refuses_a_huge_request_and_goes_on_serving(app_server) -> None:
+    # A 5 MB message declared up front is answered 413 before its body is read (the server then
+    # closes the connection, so the body is not sent at all: the status is read straight away).
+    with socket.create_connection(("127.0.0.1", app_server["port"]), timeout=30) as conn:
+        conn.sendall(b"POST /gradio_api/queue/join HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 5000000\r\n\r\n")
+        status_line = conn.makefile("rb").readline()
+    assert status_line.split()[1] == b"413", status_line
+    with urllib.request.urlopen(app_server["url"], timeout=10) as resp:
+        assert resp.status == 200
 
 
 @pytest.fixture(scope="module")
