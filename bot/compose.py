@@ -38,6 +38,9 @@ class ComposeParams:
     entry_margin_unknown_word: float = 0.12  # ... with a clearer lead over the next entry
     w_entry_key: float = 0.7        # entry match = this x cosine to its closest question key ...
     w_entry_words: float = 0.3      # ... + this x share of the question's words the entry (keys and answer) has
+    entry_clear_min: float = 0.70   # an entry this close to the question is also the answer ...
+    entry_clear_lead: float = 0.15  # ... when it leads every other entry by this much
+    entry_agree_gap: float = 0.05   # ... and its best sentence is within this of the best sentence found anywhere
     own_document_min: float = 0.55  # a sentence of a document without entries (a hospital's leaflet) this good ...
     own_document_sentences: int = 1  # ... is added after an entry's answer (at most this many)
 
@@ -212,11 +215,19 @@ class ExtractiveWriter:
             return None
         bar, margin = ((p.entry_min_unknown_word, p.entry_margin_unknown_word) if unknown_word
                        else (p.entry_min, p.entry_margin))
-        if not matches or matches[0][0] < bar:
+        if not matches:
             return None
         score, chunk = matches[0]
-        if len(matches) > 1 and score - matches[1][0] < margin:
-            return None  # two entries fit about as well: let sentence choice take the best of both
+        lead = score - matches[1][0] if len(matches) > 1 else score
+        # A close match needs a small lead over the next entry; a fair one (down to entry_clear_min) a lead that
+        # grows as its score falls, up to entry_clear_lead: the question's meaning points to this one entry.
+        if score >= bar:
+            needed = margin
+        else:
+            slope = (p.entry_clear_lead - p.entry_margin) / max(p.entry_min - p.entry_clear_min, 1e-6)
+            needed = margin + slope * (bar - score)
+        if score < p.entry_clear_min or lead < needed:
+            return None  # no entry fits well enough, or two fit about as well: sentence choice takes the best of both
         sents, _ = self.index.sentences_of([chunk.chunk_id])
         text = " ".join(s.text for s in sents)
         missing = [n for n in re.findall(r"\d+(?:[.,]\d+)?", question)
@@ -248,11 +259,17 @@ class ExtractiveWriter:
         entry = self._entry_answer(question, query_vector, said, hits, unknown_word=ordinary)
         if uncovered and ordinary is None:
             return Composition([], 0.0, tuple(uncovered))
+        sents, vecs, scored = self._score_sentences(question, query_vector, hits, context, said)
+        if entry is not None and entry.best_score < (p.entry_min_unknown_word if ordinary else p.entry_min) and scored:
+            # An entry chosen on a fair match must agree with the sentences: the best sentence found is its own,
+            # or nearly as good as the best one elsewhere.
+            own = [sc for sc, row, _ in scored if sents[row].chunk_id == entry.entry]
+            if not own or scored[0][0] - own[0] > p.entry_agree_gap:
+                entry = None
         # ... and without such an entry, the best sentence must clear a higher bar than usual.
         min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary and entry is None else 0.0)
         if entry is not None:
             return self._with_own_documents(entry, question, query_vector, hits, context, said)
-        sents, vecs, scored = self._score_sentences(question, query_vector, hits, context, said)
         if not scored:
             return Composition([], 0.0)
         best = scored[0][0]
@@ -307,7 +324,8 @@ class ExtractiveWriter:
         return replace(entry, statements=[*entry.statements, *self._in_order(sents, chosen, own)])
 
     def _score_sentences(self, question: str, query_vector: np.ndarray, hits: list[Hit], context: str = "",
-                         said: frozenset[str] = frozenset()) -> tuple[list[Sentence], np.ndarray, list[tuple[float, int, int]]]:
+                         said: frozenset[str] = frozenset(),
+                         ) -> tuple[list[Sentence], np.ndarray, list[tuple[float, int, int]]]:
         """Every statement of the passages scored against the question: (score, sentence row, hit rank), best first."""
         p = self.params
         q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
