@@ -167,7 +167,8 @@ class Assistant:
         # The one Query of this message: spelled for the documents once, embedded once (lazily), read by every step.
         query = prepare(shown_text, checked, history=turns, embedder=self.embedder,
                         correct=vocabulary.correct_text if not too_long else None,
-                        question=lambda spelled: search_text(spelled, self.settings.search_max_chars))
+                        question=lambda spelled: search_text(spelled, self.settings.search_max_chars),
+                        expand=self.words.expand)
         verdict = self.safety.check(query, turns)
         timings["safety"] = _ms(t)
         if verdict.kind == "urgent":
@@ -202,7 +203,7 @@ class Assistant:
         t = time.perf_counter()
         # Safety read all of the message; the search reads its question (a long message costs no more than that).
         context = "" if verdict.kind == "urgent" else follow_up_context(query.question, turns, self.follow_up)
-        query = query.about(query.question, context, self.words.expand)
+        query = query.about(query.question, context)
         hits = retriever.retrieve(query, self.settings.top_k)
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
@@ -277,7 +278,7 @@ class Assistant:
         for i, part in enumerate(parts):
             others = " ".join(p for j, p in enumerate(parts) if j != i)
             ctx = " ".join(x for x in (query.context, topic_words(others)) if x)
-            part_query = query.about(part, ctx, self.words.expand)
+            part_query = query.about(part, ctx)
             part_hits = retriever.retrieve(part_query, self.settings.top_k)
             comp = writer.compose(part_query, part_hits, strict=strict,
                                   said=said | said_sentences([s.text for s in statements]))
@@ -340,10 +341,11 @@ def build_assistant(
         """The newest complete index and the retriever and writer over it."""
         index = Index(settings.index_dir, settings.collection, settings.chroma_url)
         hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
+        vocabulary = Vocabulary(index.vocabulary(), index.words(), words)
         return (index, given_retriever or hybrid,
-                given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words,
+                given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=vocabulary, words=words,
                                                  params=params, leaning=leaning),
-                hybrid.vocabulary)
+                vocabulary)
 
     index, retriever, writer, vocabulary = open_parts()
     english_words()  # load the word list now, not during a family's first question

@@ -11,9 +11,11 @@ import numpy as np
 
 from bot.documents import Chunk, Sentence
 from bot.query import Query
-from bot.retrieve import Hit, QuestionWords, Vocabulary, english_words, tokenize
+from bot.retrieve import Hit, QuestionWords, Vocabulary
 from bot.schema import BasedOn, Citation
+from bot.spelling import english_words
 from bot.store import Index
+from bot.words import stem, tokenize
 
 
 @dataclass(frozen=True)
@@ -179,16 +181,14 @@ class ExtractiveWriter:
         total = sum(w for _, w in weighted) or 1.0
         return sum(w for t, w in weighted if t in present) / total
 
-    def entry_matches(self, question: str, query_vector: np.ndarray, k: int = 3,
-                      ignore: tuple[str, ...] = ()) -> list[tuple[float, Chunk]]:
+    def entry_matches(self, query: Query, k: int = 3, ignore: tuple[str, ...] = ()) -> list[tuple[float, Chunk]]:
         """Knowledge entries closest to the question, best first, with their match score (0-1).
 
-        Words in `ignore` (ones no document uses) do not count against an entry's share of the question's words.
+        Tokens in `ignore` (ones no document uses) do not count against an entry's share of the question's words.
         """
         p = self.params
-        q_tokens = [t for t in dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question))))
-                    if t not in ignore]
-        found = self.index.dense_keys(query_vector, k)
+        q_tokens = [t for t in query.terms if t not in ignore]
+        found = self.index.dense_keys(query.vector, k)
         chunks = self.index.chunks(cid for cid, _ in found)
         out = []
         for cid, cos in found:
@@ -197,14 +197,15 @@ class ExtractiveWriter:
                 out.append((p.w_entry_key * cos + p.w_entry_words * words, chunks[cid]))
         return sorted(out, key=lambda x: -x[0])
 
-    def _entry_answer(self, question: str, query_vector: np.ndarray, said: frozenset[str], hits: list[Hit],
+    def _entry_answer(self, query: Query, said: frozenset[str], hits: list[Hit],
                       unknown_word: str | None = None) -> Composition | None:
         """The whole reviewed answer of the entry that matches the question strongly, or None.
 
         Only an entry the retriever returned can be the answer (the retriever searches the entries' keys).
         """
         p = self.params
-        matches = self.entry_matches(question, query_vector, ignore=(unknown_word,) if unknown_word else ())
+        question = query.question
+        matches = self.entry_matches(query, ignore=(stem(unknown_word),) if unknown_word else ())
         found = {h.chunk.chunk_id for h in hits}
         if matches and matches[0][1].chunk_id not in found:
             return None
@@ -237,21 +238,19 @@ class ExtractiveWriter:
         `said_sentences`); they are not said again. A knowledge entry that matches strongly is given whole.
         """
         p = self.params
-        question, query_vector, context = query.question, query.vector, query.context
-        raw_tokens = list(dict.fromkeys(tokenize(question)))
-        uncovered = self.vocabulary.uncovered(raw_tokens, self.words) if strict else []
+        question, query_vector = query.question, query.vector
+        uncovered = self.vocabulary.uncovered(query.words, self.words) if strict else []
         # One ordinary English word the documents never use ('dependable') does not sink a question whose
         # other words match an entry clearly; a name, a second unknown word or a weak match does.
         ordinary = uncovered[0] if len(uncovered) == 1 and uncovered[0] in english_words() else None
-        entry = self._entry_answer(question, query_vector, said, hits, unknown_word=ordinary)
+        entry = self._entry_answer(query, said, hits, unknown_word=ordinary)
         if uncovered and ordinary is None:
             return Composition([], 0.0, tuple(uncovered))
         # ... and without such an entry, the best sentence must clear a higher bar than usual.
         min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary and entry is None else 0.0)
         if entry is not None:
             return entry
-        q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
-        c_tokens = tuple(dict.fromkeys(self.vocabulary.correct_all(tokenize(context))))
+        q_tokens, c_tokens = list(query.terms), query.context_terms
         wanted = self.words.answer_patterns(question)
         scored: list[tuple[float, int, int]] = []  # (score, sentence row, hit rank)
         sents, vecs = self.index.sentences_of([h.chunk.chunk_id for h in hits])
