@@ -108,6 +108,7 @@ class Assistant:
         self._reload = reload  # opens the newest index generation (None: keep the one given)
         self._reload_lock = threading.Lock()
         self._failed_stamp: object = None
+        self.start_timings: dict[str, float] = {}  # seconds per step of build_assistant
 
     def _parts(self) -> tuple[Retriever, AnswerWriter, Vocabulary]:
         """What this question is answered from; switches to a newer index once an ingest has completed.
@@ -328,11 +329,22 @@ def build_assistant(
     without torch (see bot/embed.py).
     """
     settings = settings or get_settings()
+    timings: dict[str, float] = {}  # seconds per start step (scripts/benchmark.py reports them)
+    lap = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal lap
+        now = time.perf_counter()
+        timings[name] = round(now - lap, 3)
+        lap = now
+
     messages = load_messages(settings.prompts_dir)
     follow_up, words = load_question_rules(settings.prompts_dir)
-    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads,
-                                            cache_dir=settings.index_dir / "embedding-cache", quick=quick)
+    step("rules")
+    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads, quick=quick)
+    step("model")
     ensure_index(settings, embedder)
+    step("index_check")
     params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
     given_retriever, given_writer = retriever, writer
     leaning = load_leaning_openers(settings.prompts_dir)
@@ -348,11 +360,17 @@ def build_assistant(
                 vocabulary)
 
     index, retriever, writer, vocabulary = open_parts()
+    step("index_open")
     english_words()  # load the word list now, not during a family's first question
     for_matching("fev\u00e9r b\u0430by")  # and the tables of the normal form
+    step("word_tables")
     safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder, cache_dir=settings.cache_dir)
+    step("safety_gate")
     reload = open_parts if given_retriever is None and given_writer is None else None
     screen = Screen.from_dir(settings.prompts_dir)
-    return Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, vocabulary,
-                     reload=reload, screen=screen)
+    step("screen")
+    assistant = Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, vocabulary,
+                          reload=reload, screen=screen)
+    assistant.start_timings = timings
+    return assistant
 

@@ -59,8 +59,7 @@ class ShortestFirst:
 class SentenceEmbedder:
     """sentence-transformers model with a small cache for repeated queries."""
 
-    def __init__(self, model_path: str, cache_size: int = 2048, threads: int = 1, cache_dir: Path | None = None,
-                 quick: bool = False) -> None:
+    def __init__(self, model_path: str, cache_size: int = 2048, threads: int = 1, quick: bool = False) -> None:
         """`quick`: a process that answers one question: start in numpy and load torch only for long batches.
 
         A long-running process (web app, batch, evals) loads torch up front, as it is faster per question.
@@ -76,7 +75,6 @@ class SentenceEmbedder:
         self.backend = os.environ.get("BOT_EMBEDDING_BACKEND") or (
             "numpy" if quick and NumpyMiniLM.fits(model_path) else "torch")
         self.model_path, self.threads = model_path, threads
-        self.cache_dir = cache_dir  # long fixed batches (the safety example phrasings) are kept here between runs
         self.numpy_max_batch = 16
         self._st = None
         if self.backend == "numpy":
@@ -106,30 +104,9 @@ class SentenceEmbedder:
         return self._st
 
     def _batch(self, texts: list[str]) -> np.ndarray:
-        """A long batch through sentence-transformers; the same batch seen before is read back from disk."""
-        import hashlib
-
-        key = hashlib.sha256("\0".join([self.model_path, *texts]).encode()).hexdigest()[:24]
-        path = self.cache_dir / f"batch-{key}.npy" if self.cache_dir else None
-        if path is not None and path.is_file():
-            try:
-                vectors = np.load(path)
-                if vectors.shape[0] == len(texts):
-                    return vectors
-            except (OSError, ValueError):
-                pass
-        vectors = self._torch().encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
-                                       show_progress_bar=False).astype(np.float32)
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                with open(tmp, "wb") as f:
-                    np.save(f, vectors)
-                os.replace(tmp, path)
-            except OSError:  # a read-only folder: just no cache
-                pass
-        return vectors
+        """A long batch through sentence-transformers (fixed lists are kept between starts: bot/cache.py)."""
+        return self._torch().encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                                    show_progress_bar=False).astype(np.float32)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         texts = list(texts)

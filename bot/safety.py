@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bot.cache import ArrayCache, cached_vectors
 from bot.embed import Embedder
 from bot.language import ENGLISH, Detected, LanguageGuide
 from bot.patterns import PatternError, PatternGroup, fold, group
@@ -28,7 +29,7 @@ from bot.triage import (  # noqa: F401  (TypoFixer, TemperatureParser: part of t
     TypoFixer,
     load_redflags,
 )
-from bot.triage_model import RedFlagClassifier, cached_vectors, training_set
+from bot.triage_model import fitted_classifier, training_set
 
 SAFETY_FILE = "safety.yaml"
 CHECKS = ("urgent", "other_language", "role_change", "scope", "personal")
@@ -196,14 +197,16 @@ class SafetyGate:
             except RedFlagsError as exc:
                 raise SafetyRulesError(str(exc)) from None
 
-        # Example phrasings are embedded once (and kept in cache_dir between starts); check() embeds only the message.
+        # Example phrasings are embedded and the classifier fitted once, both kept in cache_dir between starts
+        # (bot/cache.py); check() embeds only the message.
         groups = {"role_change": rules.role_change.examples, "on_topic": rules.scope.on_topic,
                   "off_topic": rules.scope.off_topic}
         texts, labels = training_set(triage.rules, [x for g in groups.values() for x in g])
         all_texts = texts + [x for g in groups.values() for x in g]
         model_key = str(getattr(embedder, "model_path", "")) or type(embedder).__name__
-        vectors = cached_vectors(all_texts, embedder, cache_dir, model_key)
-        self.classifier = RedFlagClassifier(vectors[: len(texts)], labels)
+        cache = ArrayCache(cache_dir)
+        vectors = cached_vectors(all_texts, embedder, cache, model_key)
+        self.classifier = fitted_classifier(vectors[: len(texts)], labels, cache)
         self._vectors: dict[str, np.ndarray] = {}
         start = len(texts)
         for name, items in groups.items():

@@ -53,7 +53,8 @@ class Settings(BaseSettings):
 
     max_question_chars: int = Field(2000, description="Longest question answered (longer: still checked for emergencies).")
     cache_dir: Path | None = Field(PROJECT_DIR / ".cache",
-                                   description="Vectors of the red-flag examples, kept between starts (none: recompute).")
+                                   description="Vectors of the fixed example lists and the fitted red-flag classifier, "
+                                   "kept between starts (none: recompute at every start).")
     search_max_chars: int = Field(
         400, ge=50, description="Longest text retrieval and composing read of a message (its questions, else its end); "
         "the safety checks read all of it."
@@ -74,6 +75,9 @@ class Settings(BaseSettings):
     login_max_delay_s: float = Field(300.0, description="Longest wait between login tries; it doubles after each failure.")
     web_answer_slots: int = Field(4, description="Answers the web app computes at once (others wait their turn, in order).")
     care_list_max_chars: int = Field(10_000, description="Longest care-team question list (kept in the family's browser).")
+    web_max_request_bytes: int = Field(
+        4_000_000, ge=10_000, description="Largest request the web app reads (the message with the conversation "
+        "kept in the browser, at most 50 turns); larger ones are refused with 413 before they fill memory.")
     web_secret: str | None = Field(
         None, description="Key that signs answers kept in the browser, so feedback names what the bot really said; "
         "when unset, one is made once and kept in `web-secret` beside the feedback database "

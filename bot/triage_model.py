@@ -3,21 +3,22 @@ cards' examples. It can raise a message's tier, never lower it (the patterns dec
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from bot.embed import Embedder
+from bot.cache import ArrayCache, cached_vectors, digest
 from bot.triage import RedFlagsFile
+
+__all__ = ["RedFlagClassifier", "cached_vectors", "fitted_classifier", "training_set", "cross_validate"]
 
 log = logging.getLogger(__name__)
 NONE = "none"  # the label of examples that are not a red flag
+# Raise when what the classifier learns or how it scores changes: fitted weights kept on disk under an
+# older version are then refitted (see fitted_classifier).
+MODEL_VERSION = "logreg-multinomial-C4-balanced-1"
 
 
 def training_set(rules: RedFlagsFile, more_negatives: Sequence[str] = ()) -> tuple[list[str], list[str]]:
@@ -36,30 +37,6 @@ def training_set(rules: RedFlagsFile, more_negatives: Sequence[str] = ()) -> tup
     return texts, labels
 
 
-def cached_vectors(texts: Sequence[str], embedder: Embedder, cache_dir: Path | None, model_key: str = "") -> np.ndarray:
-    """Vectors of the examples, kept in `cache_dir` between starts (keyed by the texts and the model)."""
-    digest = hashlib.sha256(("\x00".join(texts) + "\x01" + model_key).encode("utf-8")).hexdigest()[:24]
-    path = cache_dir / f"triage-{digest}.npy" if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            vectors = np.load(path)
-            if vectors.shape[0] == len(texts):
-                return vectors
-        except (OSError, ValueError):
-            log.warning("ignoring an unreadable triage cache file %s", path)
-    vectors = embedder.encode(list(texts))
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, vectors)
-            os.replace(tmp, path)
-        except OSError as exc:  # a read-only disk only costs start-up time
-            log.warning("could not keep the triage vectors in %s: %s", path.parent, exc)
-    return vectors
-
-
 def _model(c: float = 4.0):
     from sklearn.linear_model import LogisticRegression
 
@@ -70,11 +47,26 @@ class RedFlagClassifier:
     """Probability per card for a message vector (logistic regression over all cards plus 'none')."""
 
     def __init__(self, vectors: np.ndarray, labels: Sequence[str]) -> None:
-        self.model = _model()
-        self.model.fit(vectors, list(labels))
-        self.classes = [str(c) for c in self.model.classes_]
-        self._coef = np.asarray(self.model.coef_, dtype=np.float64)
-        self._intercept = np.asarray(self.model.intercept_, dtype=np.float64)
+        model = _model()
+        model.fit(vectors, list(labels))
+        self.classes = [str(c) for c in model.classes_]
+        self._coef = np.asarray(model.coef_, dtype=np.float64)
+        self._intercept = np.asarray(model.intercept_, dtype=np.float64)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted weights, as arrays (what `from_state` needs; kept on disk by fitted_classifier)."""
+        return {"classes": np.array(self.classes, dtype=str), "coef": self._coef, "intercept": self._intercept}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> RedFlagClassifier:
+        """A fitted classifier from `state()`'s arrays, without scikit-learn."""
+        self = cls.__new__(cls)
+        self.classes = [str(c) for c in state["classes"]]
+        self._coef = np.asarray(state["coef"], dtype=np.float64)
+        self._intercept = np.asarray(state["intercept"], dtype=np.float64)
+        if self._coef.shape[0] != len(self.classes) or self._intercept.shape != (len(self.classes),):
+            raise ValueError("fitted weights do not match their classes")
+        return self
 
     def probabilities(self, vectors: np.ndarray) -> dict[str, float]:
         """For one or more vectors (a message and its parts): the highest probability of each card."""
@@ -87,6 +79,23 @@ class RedFlagClassifier:
         e = np.exp(scores)
         probs = (e / e.sum(axis=1, keepdims=True)).max(axis=0)
         return {c: round(float(p), 4) for c, p in zip(self.classes, probs, strict=True) if c != NONE}
+
+
+def fitted_classifier(vectors: np.ndarray, labels: Sequence[str], cache: ArrayCache | None = None
+                      ) -> RedFlagClassifier:
+    """The classifier fitted on (vectors, labels); its weights are kept in `cache` and read back at the next
+    start with the same examples, model version and scikit-learn version (no refit, no scikit-learn import)."""
+    if cache is None or cache.folder is None:
+        return RedFlagClassifier(vectors, labels)
+    from importlib.metadata import version
+
+    key = digest([MODEL_VERSION, version("scikit-learn"), np.ascontiguousarray(vectors, dtype=np.float32).tobytes(),
+                  "\x00".join(labels)])
+    state = cache.get_or_make("triage-classifier", key, lambda: RedFlagClassifier(vectors, labels).state())
+    try:
+        return RedFlagClassifier.from_state(state)
+    except (KeyError, ValueError):
+        return RedFlagClassifier(vectors, labels)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import gradio as gr
 from pydantic import ValidationError
 from starlette.middleware import Middleware
 
+from bot.body_limit import BodySizeLimitMiddleware
 from bot.feedback import FeedbackStore
 from bot.login import LoginThrottle, LoginThrottleMiddleware
 from bot.schema import Answer, Citation
@@ -763,5 +764,6 @@ def launch(app: gr.Blocks, settings: Settings, block: bool = True) -> None:
         show_error=False,
         inbrowser=False,
         prevent_thread_lock=not block,
-        app_kwargs={"middleware": [Middleware(LoginThrottleMiddleware, throttle=throttle)]},
+        app_kwargs={"middleware": [Middleware(BodySizeLimitMiddleware, max_bytes=settings.web_max_request_bytes),
+                                   Middleware(LoginThrottleMiddleware, throttle=throttle)]},
     )

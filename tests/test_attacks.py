@@ -20,6 +20,8 @@ Where each attack is tested:
        test_login_throttle_grows_after_five_failures_per_username_and_per_client,
        test_login_is_optional_and_slows_down_after_five_failures, test_care_list_has_a_size_limit_with_a_clear_message,
        test_reload_and_a_closed_tab_keep_the_conversation_and_the_list (no care-team file on the server)
+  8. a huge request to the web app (memory): tests/test_body_limit.py (declared and chunked bodies) and
+       test_the_running_app_refuses_a_huge_request_and_goes_on_serving (tests/test_web.py)
 """
 
 from __future__ import annotations

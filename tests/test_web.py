@@ -307,6 +307,18 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, assistant, knowledge_se
                 proc.kill()
 
 
+def test_the_running_app_refuses_a_huge_request_and_goes_on_serving(app_server) -> None:
+    # A 5 MB message declared up front is answered 413 before its body is read (the server then
+    # closes the connection, so the body is not sent at all: the status is read straight away).
+    with socket.create_connection(("127.0.0.1", app_server["port"]), timeout=30) as conn:
+        conn.sendall(b"POST /gradio_api/queue/join HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 5000000\r\n\r\n")
+        status_line = conn.makefile("rb").readline()
+    assert status_line.split()[1] == b"413", status_line
+    with urllib.request.urlopen(app_server["url"], timeout=10) as resp:
+        assert resp.status == 200
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """Debian's Chromium driven by Playwright."""

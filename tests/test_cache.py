@@ -1,0 +1,112 @@
+"""The on-disk cache (bot/cache.py): vectors of fixed example lists and the fitted red-flag classifier
+are read back at the next start instead of recomputed, and a start that finds them imports no scikit-learn."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot import triage_model
+from bot.cache import ArrayCache, cached_vectors, digest
+from bot.triage_model import RedFlagClassifier, fitted_classifier
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def _toy_set(seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    centres = {"fever": rng.normal(size=16), "breathing": rng.normal(size=16), "none": rng.normal(size=16)}
+    labels = [c for c in centres for _ in range(12)]
+    vectors = np.vstack([centres[c] + 0.3 * rng.normal(size=16) for c in labels]).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), labels
+
+
+def test_digest_separates_parts():
+    assert digest(["ab", "c"]) != digest(["a", "bc"])
+    assert digest(["a", b"b"]) == digest(["a", "b"])
+
+
+def test_array_cache_round_trip_and_unreadable_file(tmp_path):
+    cache = ArrayCache(tmp_path)
+    cache.save("vectors", "k1", {"vectors": np.eye(3, dtype=np.float32)})
+    assert np.array_equal(cache.load("vectors", "k1")["vectors"], np.eye(3))
+    (tmp_path / "vectors-k2.npz").write_bytes(b"not an npz file")
+    assert cache.load("vectors", "k2") is None  # a damaged entry is recomputed, not an error
+    assert ArrayCache(None).load("vectors", "k1") is None
+
+
+def test_cached_vectors_embed_once(tmp_path):
+    class Counting:
+        model_path = "toy"
+        calls = 0
+
+        def encode(self, texts):
+            Counting.calls += 1
+            return np.ones((len(texts), 4), dtype=np.float32)
+
+    texts = ["a", "b", "c"]
+    first = cached_vectors(texts, Counting(), tmp_path)
+    second = cached_vectors(texts, Counting(), ArrayCache(tmp_path))
+    assert Counting.calls == 1 and np.array_equal(first, second)
+    cached_vectors([*texts, "d"], Counting(), tmp_path)  # other texts: another entry
+    assert Counting.calls == 2
+
+
+def test_fitted_classifier_is_read_back_without_fitting(tmp_path, monkeypatch):
+    vectors, labels = _toy_set()
+    cache = ArrayCache(tmp_path)
+    fitted = fitted_classifier(vectors, labels, cache)
+    assert len(list(tmp_path.glob("triage-classifier-*.npz"))) == 1
+
+    def no_fit(*_a, **_k):
+        raise AssertionError("refitted although the weights are on disk")
+
+    monkeypatch.setattr(triage_model, "_model", no_fit)
+    again = fitted_classifier(vectors, labels, cache)
+    assert again.classes == fitted.classes
+    for row in vectors[::5]:
+        assert again.probabilities(row[None]) == fitted.probabilities(row[None])
+    # Other examples, labels or model version: not the stored weights.
+    with pytest.raises(AssertionError):
+        fitted_classifier(vectors[:-1], labels[:-1], cache)
+    monkeypatch.setattr(triage_model, "MODEL_VERSION", "another")
+    with pytest.raises(AssertionError):
+        fitted_classifier(vectors, labels, cache)
+
+
+def test_state_round_trip_matches_scikit_learn():
+    vectors, labels = _toy_set(1)
+    clf = RedFlagClassifier(vectors, labels)
+    back = RedFlagClassifier.from_state(clf.state())
+    model = triage_model._model().fit(vectors, labels)
+    probs = model.predict_proba(vectors[:3])
+    for i in range(3):
+        want = {c: round(float(p), 4) for c, p in zip(model.classes_, probs[i], strict=True) if c != "none"}
+        assert back.probabilities(vectors[i:i + 1]) == want
+
+
+def test_second_start_imports_no_scikit_learn(tmp_path):
+    """A real safety gate (real model, real rules) built twice in fresh processes: the second reads the cache."""
+    code = (
+        "import sys, json\n"
+        "from bot.embed import SentenceEmbedder\n"
+        "from bot.safety import SafetyGate\n"
+        "from bot.settings import Settings\n"
+        "s = Settings()\n"
+        "gate = SafetyGate.from_dir(s.prompts_dir, SentenceEmbedder(s.embedding_model, quick=True), "
+        f"cache_dir={str(tmp_path)!r})\n"
+        "print(json.dumps({'sklearn': 'sklearn' in sys.modules, "
+        "'urgent': gate.check('my baby is not breathing').kind == 'urgent'}))\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(PROJECT))
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                      cwd=PROJECT, check=True, timeout=600).stdout.strip().splitlines()[-1])
+            for _ in range(2)]
+    assert runs[0] == {"sklearn": True, "urgent": True}
+    assert runs[1] == {"sklearn": False, "urgent": True}
