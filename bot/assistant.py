@@ -352,7 +352,8 @@ def build_assistant(
     def open_parts() -> tuple[Index, Retriever, AnswerWriter, Vocabulary]:
         """The newest complete index and the retriever and writer over it."""
         index = Index(settings.index_dir, settings.collection, settings.chroma_url)
-        hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k)
+        hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k,
+                                 per_doc_max=settings.per_doc_max, own_slots=settings.own_slots)
         vocabulary = Vocabulary(index.vocabulary(), index.words(), words)
         return (index, given_retriever or hybrid,
                 given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=vocabulary, words=words,

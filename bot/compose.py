@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -40,6 +40,8 @@ class ComposeParams:
     entry_margin_unknown_word: float = 0.12  # ... with a clearer lead over the next entry
     w_entry_key: float = 0.7        # entry match = this x cosine to its closest question key ...
     w_entry_words: float = 0.3      # ... + this x share of the question's words the entry (keys and answer) has
+    own_document_min: float = 0.55  # a sentence of a document without entries (a hospital's leaflet) this good ...
+    own_document_sentences: int = 1  # ... is added after an entry's answer (at most this many)
 
 
 @dataclass(frozen=True)
@@ -238,7 +240,7 @@ class ExtractiveWriter:
         `said_sentences`); they are not said again. A knowledge entry that matches strongly is given whole.
         """
         p = self.params
-        question, query_vector = query.question, query.vector
+        question = query.question
         uncovered = self.vocabulary.uncovered(query.words, self.words) if strict else []
         # One ordinary English word the documents never use ('dependable') does not sink a question whose
         # other words match an entry clearly; a name, a second unknown word or a weak match does.
@@ -249,28 +251,10 @@ class ExtractiveWriter:
         # ... and without such an entry, the best sentence must clear a higher bar than usual.
         min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary and entry is None else 0.0)
         if entry is not None:
-            return entry
-        q_tokens, c_tokens = list(query.terms), query.context_terms
-        wanted = self.words.answer_patterns(question)
-        scored: list[tuple[float, int, int]] = []  # (score, sentence row, hit rank)
-        sents, vecs = self.index.sentences_of([h.chunk.chunk_id for h in hits])
-        rows_by_chunk: dict[str, list[int]] = {}
-        for row, sent in enumerate(sents):
-            rows_by_chunk.setdefault(sent.chunk_id, []).append(row)
-        for rank, hit in enumerate(hits):
-            for row in rows_by_chunk.get(hit.chunk.chunk_id, []):
-                sent = sents[row]
-                if not _is_statement(sent.text) or _said_key(sent.text) in said:
-                    continue
-                cos = float(vecs[row] @ query_vector)
-                kw = self.keyword_overlap(q_tokens, sent.text, c_tokens)
-                score = p.w_sentence * cos + p.w_keywords * kw + p.w_passage * hit.dense
-                score += sum(bonus for pattern, bonus in wanted if pattern.search(sent.text))
-                score -= p.w_hard * max(0.0, sent.grade - self.plain_from)
-                scored.append((score, row, rank))
+            return self._with_own_documents(entry, query, hits, said)
+        sents, vecs, scored = self._score_sentences(query, hits, said)
         if not scored:
             return Composition([], 0.0)
-        scored.sort(key=lambda x: -x[0])
         best = scored[0][0]
         if best < min_evidence:
             return Composition([], best)
@@ -296,6 +280,57 @@ class ExtractiveWriter:
             if extra is not None:
                 chosen.append(extra)
         return Composition(self._in_order(sents, chosen, hits), best)
+
+    def _with_own_documents(self, entry: Composition, query: Query, hits: list[Hit],
+                            said: frozenset[str]) -> Composition:
+        """The entry's answer, then the best sentence of a document without entries (a hospital's own leaflet,
+        an article) when it answers the question about as well: the family sees what their own hospital says."""
+        p = self.params
+        own = [h for h in hits if not h.chunk.keys]
+        if not own or p.own_document_sentences <= 0:
+            return entry
+        said = said | {_said_key(st.text) for st in entry.statements}
+        sents, vecs, scored = self._score_sentences(query, own, said)
+        entry_sents, entry_vecs = self.index.sentences_of([entry.entry] if entry.entry else [])
+        chosen: list[tuple[float, int, int]] = []
+        for cand in scored:
+            if cand[0] < p.own_document_min or len(chosen) >= p.own_document_sentences:
+                break
+            vec = vecs[cand[1]]
+            if len(entry_sents) and float(np.max(entry_vecs @ vec)) >= p.redundancy:
+                continue  # the entry says this already
+            if self._redundant(sents, vecs, cand[1], chosen, set()):
+                continue
+            chosen.append(cand)
+        if not chosen:
+            return entry
+        return replace(entry, statements=[*entry.statements, *self._in_order(sents, chosen, own)])
+
+    def _score_sentences(self, query: Query, hits: list[Hit], said: frozenset[str] = frozenset(),
+                         ) -> tuple[list[Sentence], np.ndarray, list[tuple[float, int, int]]]:
+        """Every statement of the passages scored against the question: (score, sentence row, hit rank), best first."""
+        p = self.params
+        query_vector = query.vector
+        q_tokens, c_tokens = list(query.terms), query.context_terms
+        wanted = self.words.answer_patterns(query.question)
+        scored: list[tuple[float, int, int]] = []  # (score, sentence row, hit rank)
+        sents, vecs = self.index.sentences_of([h.chunk.chunk_id for h in hits])
+        rows_by_chunk: dict[str, list[int]] = {}
+        for row, sent in enumerate(sents):
+            rows_by_chunk.setdefault(sent.chunk_id, []).append(row)
+        for rank, hit in enumerate(hits):
+            for row in rows_by_chunk.get(hit.chunk.chunk_id, []):
+                sent = sents[row]
+                if not _is_statement(sent.text) or _said_key(sent.text) in said:
+                    continue
+                cos = float(vecs[row] @ query_vector)
+                kw = self.keyword_overlap(q_tokens, sent.text, c_tokens)
+                score = p.w_sentence * cos + p.w_keywords * kw + p.w_passage * hit.dense
+                score += sum(bonus for pattern, bonus in wanted if pattern.search(sent.text))
+                score -= p.w_hard * max(0.0, sent.grade - self.plain_from)
+                scored.append((score, row, rank))
+        scored.sort(key=lambda x: -x[0])
+        return sents, vecs, scored
 
     def _redundant(self, sents: list[Sentence], vecs: np.ndarray, row: int, chosen: list[tuple[float, int, int]],
                    seen_text: set[str]) -> bool:

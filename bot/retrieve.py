@@ -107,8 +107,14 @@ class HybridRetriever:
 
     def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
                  dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 3.0,
-                 key_min: float = 0.5) -> None:
+                 key_min: float = 0.5, per_doc_max: int = 3, own_slots: int = 2) -> None:
         self.index = index
+        # At most this many passages of one document among the k returned (more only if k is not filled
+        # otherwise), and places kept for passages of documents without entries (a hospital's own leaflet, an
+        # article): the entries' question keys raise every entry above them, so without these a document
+        # with many close entries (ours) crowds out the best passage of every other relevant document.
+        self.per_doc_max = per_doc_max
+        self.own_slots = own_slots
         self.key_weight = key_weight  # knowledge entries found by their question and phrasings
         # ... only when a phrasing is close to the question: the 20 nearest keys of an unrelated question
         # would otherwise outrank every document without entries (a hospital's own leaflets).
@@ -155,21 +161,36 @@ class HybridRetriever:
         dense_sim = dict(dense)
         ranked = sorted(fused.items(), key=lambda kv: -kv[1])
         chunks = self.index.chunks(cid for cid, _ in ranked)
-        chosen: list[tuple[str, float]] = []
-        for cid, score in ranked:
-            if cid not in chunks:
-                continue
-            shingles = _shingles(chunks[cid].text)
-            if any(_jaccard(shingles, _shingles(chunks[c].text)) >= self.dedupe_threshold for c, _ in chosen):
-                continue  # a near-copy of a passage already chosen adds nothing
-            chosen.append((cid, score))
-            if len(chosen) >= k:
-                break
+        chosen = self._select(ranked, chunks, k)
         missing = [cid for cid, _ in chosen if cid not in dense_sim]
         vectors = self.index.chunk_vectors(missing) if missing else {}
         return [Hit(chunk=chunks[cid], score=score,
                     dense=dense_sim[cid] if cid in dense_sim else float(vectors[cid] @ qvec))
                 for cid, score in chosen]
+
+
+    def _select(self, ranked: list[tuple[str, float]], chunks: dict[str, Chunk], k: int) -> list[tuple[str, float]]:
+        """The k passages handed on, best first: no near-copies, at most `per_doc_max` of one document and up to
+        `own_slots` for the best passages of documents without entries (when any was found)."""
+        fresh: list[tuple[str, float]] = []
+        for cid, score in ranked:
+            if cid not in chunks:
+                continue
+            shingles = _shingles(chunks[cid].text)
+            if any(_jaccard(shingles, _shingles(chunks[c].text)) >= self.dedupe_threshold for c, _ in fresh):
+                continue  # a near-copy of a passage already chosen adds nothing
+            fresh.append((cid, score))
+        capped: list[tuple[str, float]] = []
+        over_cap: list[tuple[str, float]] = []
+        per_doc: dict[str, int] = {}
+        for cid, score in fresh:
+            doc = chunks[cid].doc_id
+            per_doc[doc] = per_doc.get(doc, 0) + 1
+            (capped if per_doc[doc] <= self.per_doc_max else over_cap).append((cid, score))
+        capped += over_cap  # few documents: their further passages fill the places left, best first
+        own = [item for item in capped if not chunks[item[0]].keys][:min(self.own_slots, k)]
+        chosen = own + [item for item in capped if item not in own][:k - len(own)]
+        return sorted(chosen, key=lambda kv: -kv[1])
 
 
 @lru_cache(maxsize=4096)

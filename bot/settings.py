@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     top_k: int = Field(5, description="Passages handed to the answer composer.")
     candidate_k: int = Field(20, description="Passages each of dense and keyword search return before fusion.")
     rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
+    per_doc_max: int = Field(3, ge=1, description="Most passages of one document among the top_k handed on (more only "
+                             "when fewer documents were found), so one document cannot crowd out the others.")
+    own_slots: int = Field(2, ge=0, description="Places among the top_k kept for the best passages of documents without "
+                           "knowledge entries (a hospital's own leaflets), which the entries' question keys would outrank.")
     min_evidence: float = Field(0.42, description="Best sentence score below which the answer is 'unknown'.")
     urgent_note_min: float = Field(0.60, description="Score a sentence needs to be added under an emergency message.")
     max_sentences: int = Field(4, description="Most sentences in an answer (2-5).")

@@ -13,7 +13,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 PROJECT = Path(__file__).resolve().parent.parent
-SEEDS = PROJECT.parent / "shared" / "seeds"
+# Beside the project (../shared/seeds); a git worktree elsewhere names the folder in SEEDS_DIR.
+SEEDS = Path(os.environ.get("SEEDS_DIR", PROJECT.parent / "shared" / "seeds"))
 
 
 @pytest.fixture(scope="session")

@@ -88,6 +88,16 @@ def test_beside_knowledge_the_leaflet_is_found_and_quotes_stay_clean(hospital, b
         question, [h.chunk.doc_id for h in hits])
 
 
+def test_beside_knowledge_most_answers_quote_the_leaflets_own_words(hospital):
+    """Our entries cover the same topics, but a hospital's own leaflet says what that hospital does (its bag-change
+    day, its pharmacy hours): the family must see it quoted, not only our general entry (9 of 10 on 2026-11-21)."""
+    quoted = 0
+    for question, doc_id, fact in QUESTIONS:
+        ans = hospital.ask(question)
+        quoted += any(c.doc_id == doc_id and re.search(fact, squash(c.quote)) for c in ans.citations)
+    assert quoted >= 8, f"only {quoted} of {len(QUESTIONS)} answers quote the leaflet that answers them"
+
+
 def test_web_leaflets_are_cited_by_their_title_and_canonical_url(leaflets):
     ans = leaflets.ask("How often is the bag changed at home?")
     cite = next(c for c in ans.citations if c.doc_id == "pump-at-home")

@@ -35,8 +35,7 @@ def test_answers_cite_the_seed_articles_beside_our_own(mixed_assistant, seeds_di
         for c in ans.citations:
             text = " ".join(mixed_assistant.index.document_text(c.doc_id).split())
             assert " ".join(c.quote.split()) in text
-    # Since knowledge/ became reviewed answer entries (issue 8), a strongly matching entry answers the study
-    # questions whole, so the articles beside it are cited far less (2 of 20 on 2026-11-21, was 10+ of 20).
-    # This floor guards what is left; raising it back is open work (a hospital's own documents must not be
-    # crowded out by the entries: see the session note). The articles alone are guarded by evals/seeds_cases.
-    assert citing >= 1, f"only {citing} of {len(cases)} answers cite a seed article"
+    # Our entries match the study questions strongly, yet a hospital's own documents must still be found and
+    # quoted beside them (retrieval keeps places for documents without entries; an entry's answer is followed by
+    # their best sentence when it answers as well). 14 of 20 on 2026-11-21; 2 of 20 before that fix.
+    assert citing >= len(cases) // 2, f"only {citing} of {len(cases)} answers cite a seed article"
