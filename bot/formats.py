@@ -148,7 +148,7 @@ def split_front_matter(text: str) -> tuple[dict, str]:
     if not match:
         return {}, text
     try:
-        meta = yaml.safe_load(match.group(1)) or {}
+        meta = yaml.load(match.group(1), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except yaml.YAMLError as exc:
         raise DocumentError(f"front matter is not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(meta, dict):

@@ -30,6 +30,7 @@ from bot.embed import Embedder
 from bot.settings import Settings
 from bot.store import (
     CATALOG,
+    CHROMA_DIR,
     COMPLETE_MARKER,
     GEN_PREFIX,
     INDEX_FORMAT,
@@ -217,14 +218,30 @@ def _lock(root: Path, timeout: float):
 
 
 def _clean_leftovers(root: Path, collection: str, chroma_url: str | None) -> None:
-    """Remove what killed or finished runs left: unnamed generations, all but the last replaced one, old layouts."""
+    """Remove what killed or finished runs left: unnamed generations, all but the last replaced one, old layouts.
+
+    A generation folder that is no longer read as a generation but holds a vector segment the current or
+    the previous generation reads keeps that segment (its chroma/ folder) and loses the rest.
+    """
     pointer = read_pointer(root)
     current = pointer["dir"] if pointer else None
     gens = sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith(GEN_PREFIX))
     older = [d for d in gens if current and d.name < current and (d / COMPLETE_MARKER).exists()]
     keep = {current, older[-1].name if older else None}  # the previous one may still serve a question in flight
+    segments = _segments_read_by(root, [n for n in keep if n])
     for d in gens:
-        if d.name not in keep:
+        if d.name in keep:
+            continue
+        number = d.name[len(GEN_PREFIX):]
+        if number.isdigit() and int(number) in segments:
+            for item in d.iterdir():
+                if item.name == CHROMA_DIR:
+                    continue
+                if item.is_dir():
+                    shutil.rmtree(item, ignore_errors=True)
+                else:
+                    item.unlink(missing_ok=True)
+        else:
             shutil.rmtree(d, ignore_errors=True)
     for f in [*root.glob(f".{POINTER}.*.tmp"), *root.glob(".paused-*")]:
         f.unlink(missing_ok=True)
@@ -238,13 +255,27 @@ def _clean_leftovers(root: Path, collection: str, chroma_url: str | None) -> Non
         if d.is_dir() and (".building-" in d.name or ".old-" in d.name):
             shutil.rmtree(d, ignore_errors=True)
     if chroma_url:
-        kept = {int(n[len(GEN_PREFIX):]) for n in keep if n}
         client = open_chroma(root, chroma_url)
         for col in client.list_collections():
             name = col if isinstance(col, str) else col.name
             gen = name[len(collection) + 2:].split("_")[0] if name.startswith(f"{collection}_g") else ""
-            if gen.isdigit() and int(gen) not in kept:
+            if gen.isdigit() and int(gen) not in segments:
                 client.delete_collection(name)
+
+
+def _segments_read_by(root: Path, gen_names: list[str]) -> set[int]:
+    """The vector segments these generations read (each generation's own, at least)."""
+    import json
+
+    out: set[int] = set()
+    for name in gen_names:
+        out.add(int(name[len(GEN_PREFIX):]))
+        try:
+            marker = json.loads((root / name / COMPLETE_MARKER).read_text())
+        except (OSError, ValueError):
+            continue
+        out.update(int(s["number"]) for s in marker.get("segments", []))
+    return out
 
 
 # ---------------------------------------------------------------- recovery

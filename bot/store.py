@@ -7,13 +7,22 @@ Layout of `index_dir`:
     ingest.lock        held by the one ingest that may write
     gen-000007/        catalog.sqlite3: documents, passages, sentences, keyword index (SQLite FTS5),
                                         word statistics; never changed once complete
-                       chroma/:         the passage and sentence vectors (Chroma HNSW collections)
-                       INDEX_COMPLETE:  written last
+                       chroma/:         vector segment 7: the passage, sentence and question-key vectors
+                                        this ingest added (Chroma HNSW collections)
+                       INDEX_COMPLETE:  written last; lists the vector segments the generation reads
 
 A generation is read-only once the pointer names it, so every question is answered from one
 generation: never a mix of an old and a new ingest. `Index` opens the current generation and reads
 only what a question needs (a few passages, their sentences and vectors); `Index.is_stale()` tells a
 running app that a newer generation is ready.
+
+Vector segments (a log-structured layout): an ingest writes only its new vectors, into a new segment,
+and never changes an older one; a generation reads its segments and keeps, of what they hold, only the
+records its catalog names in that segment (the `seg` column). So a one-document change costs that
+document's vectors plus a copy of the catalog, whatever the size of the library, and several
+processes may read a segment while an ingest writes the next. When a generation would read more than
+MAX_SEGMENTS segments, or a segment holds more replaced records than live ones, the ingest copies the
+live vectors of the small or mostly replaced segments into its new one (the largest segment stays).
 """
 
 from __future__ import annotations
@@ -42,10 +51,12 @@ LOCK_FILE = "ingest.lock"
 COMPLETE_MARKER = "INDEX_COMPLETE"  # written last in a generation folder
 CATALOG = "catalog.sqlite3"
 CHROMA_DIR = "chroma"
-INDEX_FORMAT = 5  # 4: knowledge entries' question keys (catalog column + *_keys collection); 5: file stamps.
+INDEX_FORMAT = 6  # 4: knowledge entries' question keys (catalog column + *_keys collection); 5: file stamps;
+# 6: vector segments (catalog `seg` columns, marker `segments`).
 # raise when what ingest stores changes; an index of another format is rebuilt
 GEN_PREFIX = "gen-"
 SQL_BATCH = 500  # ids per SQL `IN (...)` or Chroma `get`, far below SQLite's variable limit
+MAX_SEGMENTS = 4  # vector segments a generation reads before an ingest merges the smaller ones
 
 
 class IndexDamaged(RuntimeError):
@@ -76,7 +87,30 @@ def write_pointer(root: Path, pointer: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, root / POINTER)
-    fd = os.open(root, os.O_RDONLY)
+    _fsync_dir(root)
+
+
+def fsync_tree(folder: Path) -> int:
+    """Flush every file under `folder`, then the folders' entries, to the disk; returns the files flushed.
+
+    Called before the pointer names a new generation: after a power cut the pointer must not name a folder
+    whose data files were still only in the page cache.
+    """
+    count = 0
+    for dirpath, _dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                count += 1
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+    return count
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -137,11 +171,14 @@ CREATE TABLE documents (
 CREATE TABLE chunks (
     row INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL, title TEXT NOT NULL,
     section TEXT NOT NULL, text TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
-    source TEXT NOT NULL, url TEXT, keys TEXT NOT NULL, tokens TEXT NOT NULL);
+    source TEXT NOT NULL, url TEXT, keys TEXT NOT NULL, tokens TEXT NOT NULL,
+    seg INTEGER NOT NULL);  -- the vector segment holding this passage's vector and its question keys
 CREATE INDEX chunks_by_doc ON chunks (doc_id);
+CREATE INDEX chunks_by_seg ON chunks (seg);
 CREATE TABLE sentences (
     sentence_id TEXT PRIMARY KEY, chunk_id TEXT NOT NULL, position INTEGER NOT NULL, text TEXT NOT NULL,
-    grade REAL NOT NULL);
+    grade REAL NOT NULL, seg INTEGER NOT NULL);
+CREATE INDEX sentences_by_seg ON sentences (seg);
 CREATE INDEX sentences_by_chunk ON sentences (chunk_id);
 CREATE TABLE terms (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
 CREATE VIRTUAL TABLE chunk_fts USING fts5(terms, tokenize = "unicode61 remove_diacritics 0 tokenchars '_'");
@@ -220,6 +257,48 @@ def get_vectors(col, ids: Sequence[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def segment_dir(root: Path, number: int) -> Path:
+    """The generation folder that holds vector segment `number` (the ingest of that generation wrote it)."""
+    return root / f"{GEN_PREFIX}{number:06d}"
+
+
+class Segment:
+    """One vector segment: three Chroma collections (passages, sentences, question keys), never changed once
+    complete. `record` is what the generation's marker says of it (counts of all and of live records)."""
+
+    KINDS = ("chunks", "sentences", "keys")
+
+    def __init__(self, root: Path, record: dict, collection: str, chroma_url: str | None, create: bool = False):
+        self.number = int(record["number"])
+        self.record = record
+        self.client = open_chroma(segment_dir(root, self.number), chroma_url)
+        self.chunks, self.sentences, self.keys = chroma_collections(
+            self.client, collection_names(collection, self.number, chroma_url), create=create)
+
+    def col(self, kind: str):
+        return getattr(self, kind)
+
+    def stale(self, kind: str) -> int:
+        """Records of this kind the segment holds that the generation no longer reads."""
+        return max(0, int(self.record.get(kind, 0)) - int(self.record.get(f"live_{kind}", 0)))
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # a client on a folder that is already gone
+            log.debug("closing the Chroma client failed", exc_info=True)
+
+
+def _search(segment: Segment, kind: str, query_vector: np.ndarray, k: int, metadatas: bool = False):
+    """The k nearest records of one segment that may be live: k plus its stale count (exact top-k of the live)."""
+    n = min(int(segment.record.get(kind, 0)), k + segment.stale(kind))
+    if n <= 0:
+        return [], [], []
+    include = ["distances", "metadatas"] if metadatas else ["distances"]
+    res = segment.col(kind).query(query_embeddings=[query_vector.tolist()], n_results=n, include=include)
+    return res["ids"][0], res["distances"][0], (res["metadatas"][0] if metadatas else [None] * len(res["ids"][0]))
+
+
 # ---------------------------------------------------------------- reading an index
 
 
@@ -245,24 +324,29 @@ class Index:
             raise FileNotFoundError(f"the index at {self.path} has an older format; run: python -m bot ingest")
         self.marker = marker
         self._local = threading.local()
+        self.segments: list[Segment] = []
         try:
             self._check_catalog()
-            self.client = open_chroma(self.dir, chroma_url)
-            self.chunks_col, self.sentences_col, self.keys_col = chroma_collections(
-                self.client, collection_names(collection, self.generation, chroma_url))
-            counts = (self.chunks_col.count(), self.sentences_col.count())
+            for record in marker.get("segments", []):
+                self.segments.append(Segment(self.path, record, collection, chroma_url))
+            counts = [(seg.number, seg.chunks.count(), seg.sentences.count()) for seg in self.segments]
         except IndexDamaged:
+            self.close()
             raise
         except Exception as exc:
+            self.close()
             raise IndexDamaged(f"the index at {self.dir} is damaged ({type(exc).__name__}: {exc}); "
                                "it is rebuilt from its documents by: python -m bot ingest") from None
-        expected = (int(marker.get("chunks", -1)), int(marker.get("sentences", -1)))
+        expected = [(seg.number, int(seg.record.get("chunks", -1)), int(seg.record.get("sentences", -1)))
+                    for seg in self.segments]
         if counts != expected:
-            raise IndexDamaged(f"the index at {self.dir} is damaged (vectors for {counts[0]} passages and "
-                               f"{counts[1]} sentences, {expected[0]} and {expected[1]} recorded); "
+            self.close()
+            raise IndexDamaged(f"the index at {self.dir} is damaged (vector segments hold {counts}, "
+                               f"{expected} recorded as (segment, passages, sentences)); "
                                "it is rebuilt from its documents by: python -m bot ingest")
+        self._by_number = {seg.number: seg for seg in self.segments}
         self._vocab: dict[str, int] | None = None
-        self._n_chunks = expected[0]
+        self._n_chunks = int(marker.get("chunks", 0))
         self._median_grade = float(self.meta("median_grade") or 0.0)
 
     # ------------------------------------------------------------ plumbing
@@ -296,13 +380,34 @@ class Index:
         return pointer_stamp(self.path) != self._stamp
 
     def close(self) -> None:
-        """Release the Chroma client (safe to call twice)."""
+        """Release the Chroma clients (safe to call twice)."""
         if not self._closed:
             self._closed = True
-            try:
-                self.client.close()
-            except Exception:  # a client on a folder that is already gone
-                log.debug("closing the Chroma client failed", exc_info=True)
+            for seg in self.segments:
+                seg.close()
+
+    @property
+    def client(self):
+        """The Chroma client of the newest segment (on a server: the server's)."""
+        return self.segments[-1].client
+
+    def _segs_of(self, table: str, id_col: str, ids: Sequence[str]) -> dict[str, int]:
+        """id -> the segment holding its vector, for the ids the catalog has."""
+        out: dict[str, int] = {}
+        for part in _batches(list(dict.fromkeys(ids)), SQL_BATCH):
+            marks = ",".join("?" * len(part))
+            out.update(self._db().execute(f"SELECT {id_col}, seg FROM {table} WHERE {id_col} IN ({marks})", part))
+        return out
+
+    def _vectors(self, kind: str, where: dict[str, int]) -> dict[str, np.ndarray]:
+        """Vectors by id from the segments the catalog names."""
+        by_seg: dict[int, list[str]] = {}
+        for rid, seg in where.items():
+            by_seg.setdefault(seg, []).append(rid)
+        out: dict[str, np.ndarray] = {}
+        for seg, ids in by_seg.items():
+            out.update(get_vectors(self._by_number[seg].col(kind), ids))
+        return out
 
     # ------------------------------------------------------------ documents
 
@@ -356,22 +461,24 @@ class Index:
         return out
 
     def chunk_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        return get_vectors(self.chunks_col, ids)
+        return self._vectors("chunks", self._segs_of("chunks", "chunk_id", ids))
 
     def sentences_of(self, chunk_ids: Sequence[str]) -> tuple[list[Sentence], np.ndarray]:
         """The sentences of these passages (passage by passage, in reading order) and their vectors, row-aligned."""
         order = {cid: i for i, cid in enumerate(dict.fromkeys(chunk_ids))}
         sents: list[Sentence] = []
+        where: dict[str, int] = {}
         for part in _batches(list(order), SQL_BATCH):
             marks = ",".join("?" * len(part))
-            sents += [Sentence(sentence_id=r[0], chunk_id=r[1], position=int(r[2]), text=r[3], grade=float(r[4]))
-                      for r in self._db().execute(
-                          "SELECT sentence_id, chunk_id, position, text, grade FROM sentences "
-                          f"WHERE chunk_id IN ({marks})", part)]
+            for r in self._db().execute("SELECT sentence_id, chunk_id, position, text, grade, seg FROM sentences "
+                                        f"WHERE chunk_id IN ({marks})", part):
+                sents.append(Sentence(sentence_id=r[0], chunk_id=r[1], position=int(r[2]), text=r[3],
+                                      grade=float(r[4])))
+                where[r[0]] = int(r[5])
         sents.sort(key=lambda s: (order[s.chunk_id], s.position))
         if not sents:
             return [], np.zeros((0, 384), dtype=np.float32)
-        vecs = get_vectors(self.sentences_col, [s.sentence_id for s in sents])
+        vecs = self._vectors("sentences", where)
         return sents, np.vstack([vecs[s.sentence_id] for s in sents])
 
     def median_grade(self) -> float:
@@ -380,39 +487,54 @@ class Index:
 
     # ------------------------------------------------------------ search
 
+    def _live(self, table: str, id_col: str, seg: int, ids: Sequence[str]) -> set[str]:
+        """Of these ids found in segment `seg`, those the catalog reads from that segment."""
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        return {r[0] for r in self._db().execute(
+            f"SELECT {id_col} FROM {table} WHERE seg = ? AND {id_col} IN ({marks})", [seg, *ids])}
+
     def dense_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """Passage ids and cosine similarities, best first, from Chroma's HNSW index."""
-        k = min(k, self._n_chunks)
+        """Passage ids and cosine similarities, best first, from Chroma's HNSW index (every segment)."""
         if k <= 0:
             return []
-        res = self.chunks_col.query(query_embeddings=[query_vector.tolist()], n_results=k, include=["distances"])
-        return [(cid, 1.0 - float(d)) for cid, d in zip(res["ids"][0], res["distances"][0], strict=True)]
+        found: list[tuple[str, float]] = []
+        for seg in self.segments:
+            ids, dists, _ = _search(seg, "chunks", query_vector, k)
+            live = self._live("chunks", "chunk_id", seg.number, ids)
+            found += [(cid, 1.0 - float(d)) for cid, d in zip(ids, dists, strict=True) if cid in live]
+        return sorted(found, key=lambda h: -h[1])[:k]
 
     dense_search = dense_chunks  # the name used before
 
     def dense_sentences(self, query_vector: np.ndarray, k: int) -> list[tuple[str, str, float]]:
         """(sentence id, passage id, cosine similarity) of the closest sentences, best first (Chroma HNSW)."""
-        k = min(k, int(self.marker.get("sentences", 0)))
         if k <= 0:
             return []
-        res = self.sentences_col.query(query_embeddings=[query_vector.tolist()], n_results=k,
-                                       include=["distances", "metadatas"])
-        return [(sid, meta["chunk_id"], 1.0 - float(d))
-                for sid, d, meta in zip(res["ids"][0], res["distances"][0], res["metadatas"][0], strict=True)]
+        found: list[tuple[str, str, float]] = []
+        for seg in self.segments:
+            ids, dists, metas = _search(seg, "sentences", query_vector, k, metadatas=True)
+            live = self._live("sentences", "sentence_id", seg.number, ids)
+            found += [(sid, meta["chunk_id"], 1.0 - float(d))
+                      for sid, d, meta in zip(ids, dists, metas, strict=True) if sid in live]
+        return sorted(found, key=lambda h: -h[2])[:k]
 
     def dense_keys(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Knowledge-entry passage ids and the cosine similarity of their closest question key, best first.
 
-        An entry's keys are its question and its "also asked as" phrasings (LangChain's multi-vector pattern).
+        An entry's keys are its question and its "also asked as" phrasings (LangChain's multi-vector pattern);
+        they live in the segment of their passage.
         """
-        n = min(k * 4, int(self.marker.get("keys", 0)))
-        if n <= 0:
+        if k <= 0:
             return []
-        res = self.keys_col.query(query_embeddings=[query_vector.tolist()], n_results=n,
-                                  include=["distances", "metadatas"])
         best: dict[str, float] = {}
-        for meta, d in zip(res["metadatas"][0], res["distances"][0], strict=True):
-            best[meta["chunk_id"]] = max(best.get(meta["chunk_id"], -1.0), 1.0 - float(d))
+        for seg in self.segments:
+            _, dists, metas = _search(seg, "keys", query_vector, k * 4, metadatas=True)
+            live = self._live("chunks", "chunk_id", seg.number, list({m["chunk_id"] for m in metas}))
+            for meta, d in zip(metas, dists, strict=True):
+                if meta["chunk_id"] in live:
+                    best[meta["chunk_id"]] = max(best.get(meta["chunk_id"], -1.0), 1.0 - float(d))
         return sorted(best.items(), key=lambda kv: -kv[1])[:k]
 
     def keyword_chunks(self, tokens: Sequence[str], k: int) -> list[tuple[str, float]]:
@@ -470,10 +592,12 @@ class Index:
 
 
 class IndexWriter:
-    """Builds one new generation folder, starting from a copy of the current one (or empty).
+    """Builds one new generation folder: a copy of the current catalog (or an empty one) and a new vector
+    segment for what this ingest adds.
 
     Nothing here is seen by readers until `write_pointer` names the folder, so a run killed at any
-    instant leaves the old generation served; the half-built folder is removed by the next run.
+    instant leaves the old generation served; the half-built folder is removed by the next run. Older
+    segments are only read (to merge them, see `finish`), never changed.
     """
 
     def __init__(self, gen_dir: Path, generation: int, collection: str = "knowledge",
@@ -481,41 +605,31 @@ class IndexWriter:
         import shutil
 
         self.dir = gen_dir
+        self.root = gen_dir.parent
         self.generation = generation
+        self.collection = collection
         self.chroma_url = chroma_url
-        if base is not None and not chroma_url:
-            shutil.copytree(base.dir, gen_dir, ignore=shutil.ignore_patterns(COMPLETE_MARKER))
-        else:
-            gen_dir.mkdir(parents=True)
-            if base is not None:  # server mode: the vectors are copied on the server below
-                shutil.copyfile(base.dir / CATALOG, gen_dir / CATALOG)
+        self.base = base
+        gen_dir.mkdir(parents=True)
+        if base is not None:  # the catalog is copied; the vectors stay in their segments
+            shutil.copyfile(base.dir / CATALOG, gen_dir / CATALOG)
         fresh = not (gen_dir / CATALOG).exists()
         self.db = sqlite3.connect(gen_dir / CATALOG)
         self.db.execute("PRAGMA journal_mode = MEMORY")
         self.db.execute("PRAGMA synchronous = OFF")  # an unfinished folder is thrown away, never repaired
         if fresh:
             self.db.executescript(CATALOG_SCHEMA)
-        self.client = open_chroma(gen_dir, chroma_url)
-        names = collection_names(collection, generation, chroma_url)
-        if chroma_url:
-            for name in names:  # a leftover of a killed run with the same generation number
+        if chroma_url:  # a leftover of a killed run with the same generation number
+            client = open_chroma(gen_dir, chroma_url)
+            for name in collection_names(collection, generation, chroma_url):
                 try:
-                    self.client.delete_collection(name)
+                    client.delete_collection(name)
                 except Exception:  # noqa: S110 - not there, as expected
                     pass
-        self.chunks_col, self.sentences_col, self.keys_col = chroma_collections(self.client, names, create=True)
+        self.segment = Segment(self.root, {"number": generation}, collection, chroma_url, create=True)
+        self.client = self.segment.client
+        self.chunks_col, self.sentences_col, self.keys_col = self.segment.chunks, self.segment.sentences, self.segment.keys
         self.batch = max(1, min(4000, int(self.client.get_max_batch_size())))
-        if base is not None and chroma_url:
-            self._copy_collection(base.chunks_col, self.chunks_col, base.chunk_count)
-            self._copy_collection(base.sentences_col, self.sentences_col, int(base.marker.get("sentences", 0)))
-            self._copy_collection(base.keys_col, self.keys_col, int(base.marker.get("keys", 0)))
-
-    def _copy_collection(self, src, dst, count: int) -> None:
-        """Server mode: a new generation's collection starts as a copy of the current one."""
-        for offset in range(0, count, self.batch):
-            got = src.get(limit=self.batch, offset=offset, include=["embeddings", "metadatas"])
-            if got["ids"]:
-                dst.add(ids=got["ids"], embeddings=got["embeddings"], metadatas=got["metadatas"] or None)
 
     # ------------------------------------------------------------ reading what is there
 
@@ -548,11 +662,8 @@ class IndexWriter:
         self.db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
 
     def delete_records(self, chunk_ids: Sequence[str], sentence_ids: Sequence[str]) -> None:
-        for part in _batches(list(sentence_ids), self.batch):
-            self.sentences_col.delete(ids=list(part))
-        for part in _batches(list(chunk_ids), self.batch):
-            self.chunks_col.delete(ids=list(part))
-            self.keys_col.delete(where={"chunk_id": {"$in": list(part)}})
+        """Forget passages and sentences: the catalog no longer names them (their vectors stay in their
+        segment, unread, until that segment is merged or no generation reads it)."""
         for part in _batches(list(sentence_ids), SQL_BATCH):
             marks = ",".join("?" * len(part))
             self.db.execute(f"DELETE FROM sentences WHERE sentence_id IN ({marks})", part)
@@ -566,15 +677,15 @@ class IndexWriter:
         self.db.execute("DELETE FROM terms WHERE df <= 0")
 
     def add_chunks(self, chunks: Sequence[Chunk], tokens: Sequence[list[str]], vectors: np.ndarray) -> None:
-        """New passages: their vectors to Chroma, their text and keyword terms to the catalog."""
+        """New passages: their vectors to the new segment, their text and keyword terms to the catalog."""
         for i in range(0, len(chunks), self.batch):
             self.chunks_col.add(ids=[c.chunk_id for c in chunks[i:i + self.batch]],
-                                embeddings=vectors[i:i + self.batch].tolist())
+                                embeddings=vectors[i:i + self.batch])
         for c, toks in zip(chunks, tokens, strict=True):
             cur = self.db.execute(
-                f"INSERT INTO chunks ({_CHUNK_COLS}, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO chunks ({_CHUNK_COLS}, tokens, seg) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (c.chunk_id, c.doc_id, c.title, c.section, c.text, c.start, c.end, c.source, c.url or "",
-                 json.dumps(list(c.keys)), json.dumps(toks)))
+                 json.dumps(list(c.keys)), json.dumps(toks), self.generation))
             self.db.execute("INSERT INTO chunk_fts (rowid, terms) VALUES (?, ?)",
                             (cur.lastrowid, " ".join(fts_term(t) for t in toks)))
             self.db.executemany("INSERT INTO terms (term, df) VALUES (?, 1) ON CONFLICT (term) DO UPDATE SET df = df + 1",
@@ -585,22 +696,78 @@ class IndexWriter:
         for i in range(0, len(keys), self.batch):
             part = keys[i:i + self.batch]
             self.keys_col.add(ids=[f"{cid}:k{hashlib.sha256(text.encode()).hexdigest()[:10]}" for cid, text in part],
-                              embeddings=vectors[i:i + self.batch].tolist(),
+                              embeddings=vectors[i:i + self.batch],
                               metadatas=[{"chunk_id": cid} for cid, _ in part])
 
     def add_sentences(self, sentences: Sequence[Sentence], vectors: np.ndarray) -> None:
         for i in range(0, len(sentences), self.batch):
             part = sentences[i:i + self.batch]
-            self.sentences_col.add(ids=[s.sentence_id for s in part], embeddings=vectors[i:i + self.batch].tolist(),
+            self.sentences_col.add(ids=[s.sentence_id for s in part], embeddings=vectors[i:i + self.batch],
                                    metadatas=[{"chunk_id": s.chunk_id} for s in part])
         self.db.executemany(
-            "INSERT INTO sentences (sentence_id, chunk_id, position, text, grade) VALUES (?, ?, ?, ?, ?)",
-            [(s.sentence_id, s.chunk_id, s.position, s.text, s.grade) for s in sentences])
+            "INSERT INTO sentences (sentence_id, chunk_id, position, text, grade, seg) VALUES (?, ?, ?, ?, ?, ?)",
+            [(s.sentence_id, s.chunk_id, s.position, s.text, s.grade, self.generation) for s in sentences])
+
+    # ------------------------------------------------------------ segments
+
+    def _live_counts(self) -> dict[int, dict[str, int]]:
+        """Per segment: the passages, sentences and question keys this generation reads from it."""
+        live: dict[int, dict[str, int]] = {}
+        for seg, keys in self.db.execute("SELECT seg, keys FROM chunks"):
+            counts = live.setdefault(seg, {"chunks": 0, "sentences": 0, "keys": 0})
+            counts["chunks"] += 1
+            counts["keys"] += len(dict.fromkeys(json.loads(keys or "[]")))
+        for seg, n in self.db.execute("SELECT seg, COUNT(*) FROM sentences GROUP BY seg"):
+            live.setdefault(seg, {"chunks": 0, "sentences": 0, "keys": 0})["sentences"] = n
+        return live
+
+    def _merge(self, old: Segment) -> None:
+        """Copy the live records of an older segment into the new one (then the generation no longer reads it)."""
+        chunk_ids = [r[0] for r in self.db.execute("SELECT chunk_id FROM chunks WHERE seg = ?", (old.number,))]
+        for part in _batches(chunk_ids, SQL_BATCH):
+            got = old.chunks.get(ids=list(part), include=["embeddings"])
+            self.chunks_col.add(ids=got["ids"], embeddings=got["embeddings"])
+            keys = old.keys.get(where={"chunk_id": {"$in": list(part)}}, include=["embeddings", "metadatas"])
+            if keys["ids"]:
+                self.keys_col.add(ids=keys["ids"], embeddings=keys["embeddings"], metadatas=keys["metadatas"])
+        sentence_ids = [r[0] for r in self.db.execute("SELECT sentence_id FROM sentences WHERE seg = ?", (old.number,))]
+        for part in _batches(sentence_ids, SQL_BATCH):
+            got = old.sentences.get(ids=list(part), include=["embeddings", "metadatas"])
+            self.sentences_col.add(ids=got["ids"], embeddings=got["embeddings"], metadatas=got["metadatas"])
+        self.db.execute("UPDATE chunks SET seg = ? WHERE seg = ?", (self.generation, old.number))
+        self.db.execute("UPDATE sentences SET seg = ? WHERE seg = ?", (self.generation, old.number))
+
+    def _segments(self) -> list[dict]:
+        """The segments the new generation reads, after merging the small or mostly replaced ones into the new one."""
+        live = self._live_counts()
+        older = [seg for seg in (self.base.segments if self.base is not None else []) if seg.number in live]
+        total = {seg.number: int(seg.record.get("chunks", 0)) + int(seg.record.get("sentences", 0)) for seg in older}
+        largest = max(older, key=lambda seg: total[seg.number], default=None)
+        for seg in older:
+            alive = live[seg.number]["chunks"] + live[seg.number]["sentences"]
+            mostly_replaced = total[seg.number] - alive > alive
+            if mostly_replaced or (len(older) + 1 > MAX_SEGMENTS and seg is not largest):
+                self._merge(seg)
+        live = self._live_counts()
+        records = []
+        for seg in [*older, self.segment]:
+            if seg.number not in live and seg is not self.segment:
+                continue
+            counts = live.get(seg.number, {"chunks": 0, "sentences": 0, "keys": 0})
+            record = {"number": seg.number, **{f"live_{k}": v for k, v in counts.items()}}
+            if seg is self.segment:
+                record.update(chunks=seg.chunks.count(), sentences=seg.sentences.count(), keys=seg.keys.count())
+            else:
+                record.update({k: seg.record[k] for k in Segment.KINDS})
+            records.append(record)
+        return records
 
     # ------------------------------------------------------------ finishing
 
     def finish(self, extra: dict) -> dict:
-        """Record the counts, close everything and write the completion marker (last). Returns the marker."""
+        """Merge segments if needed, record the counts, close everything, flush it to disk and write the
+        completion marker (last). Returns the marker."""
+        segments = self._segments()
         n_chunks = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         n_sents = self.db.execute("SELECT COUNT(*) FROM sentences").fetchone()[0]
         n_docs = self.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
@@ -613,18 +780,25 @@ class IndexWriter:
         self.db.commit()
         self.db.execute("PRAGMA journal_mode = DELETE")
         self.db.close()
-        counts = (self.chunks_col.count(), self.sentences_col.count())
-        if counts != (n_chunks, n_sents):
-            raise RuntimeError(f"the vector store holds {counts} records, the catalog {(n_chunks, n_sents)}")
-        n_keys = self.keys_col.count()
+        live = (sum(r["live_chunks"] for r in segments), sum(r["live_sentences"] for r in segments))
+        if live != (n_chunks, n_sents):
+            raise RuntimeError(f"the vector segments hold {live} live records, the catalog {(n_chunks, n_sents)}")
+        mine = next(r for r in segments if r["number"] == self.generation)
+        if (mine["chunks"], mine["sentences"]) != (mine["live_chunks"], mine["live_sentences"]):
+            raise RuntimeError(f"the new vector segment holds {(mine['chunks'], mine['sentences'])} records, "
+                               f"the catalog {(mine['live_chunks'], mine['live_sentences'])}")
         self.close()
         marker = {"format": INDEX_FORMAT, "generation": self.generation, "documents": n_docs,
-                  "chunks": n_chunks, "sentences": n_sents, "keys": n_keys, "paths": paths, **extra}
-        (self.dir / COMPLETE_MARKER).write_text(json.dumps(marker, indent=1))
+                  "chunks": n_chunks, "sentences": n_sents, "keys": sum(r["live_keys"] for r in segments),
+                  "segments": segments, "paths": paths, **extra}
+        fsync_tree(self.dir)  # the data files reach the disk before the marker, and the marker before the pointer
+        with open(self.dir / COMPLETE_MARKER, "w") as f:
+            f.write(json.dumps(marker, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(self.dir)
+        _fsync_dir(self.dir.parent)  # the generation folder's own entry
         return marker
 
     def close(self) -> None:
-        try:
-            self.client.close()
-        except Exception:
-            log.debug("closing the Chroma client failed", exc_info=True)
+        self.segment.close()

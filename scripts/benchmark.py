@@ -83,8 +83,10 @@ def answers_child(index_dir: str, library: str, n_questions: int) -> int:
     from bot.settings import Settings
 
     settings = Settings(index_dir=Path(index_dir), knowledge_dir=Path(library), sync_knowledge=False)
+    t1 = time.perf_counter()
     assistant = build_assistant(settings)
     start_s = time.perf_counter() - t0
+    split = {"imports": round(t1 - t0, 2), **assistant.start_timings}
     questions = [c["question"] for c in eval_questions() if c.get("category") in ("fact", "facts") or "fact" in
                  str(c.get("tags", ""))][:n_questions] or [c["question"] for c in eval_questions()][:n_questions]
     for q in questions:
@@ -99,7 +101,7 @@ def answers_child(index_dir: str, library: str, n_questions: int) -> int:
     print(json.dumps({"start_s": round(start_s, 2), "answer_ms_p50": round(pct(total, 50), 1),
                       "answer_ms_p95": round(pct(total, 95), 1), "retrieve_compose_ms_p50": round(pct(search, 50), 1),
                       "retrieve_compose_ms_p95": round(pct(search, 95), 1), "questions": len(questions),
-                      "peak_memory_mb": round(peak_mb)}))
+                      "peak_memory_mb": round(peak_mb), "start_split_s": split}))
     return 0
 
 
@@ -126,7 +128,7 @@ def scale(scales: list[int], n_questions: int, out: Path | None) -> int:
             one_doc_s = time.perf_counter() - t
             child = subprocess.run([sys.executable, __file__, "--_answers", str(settings.index_dir), str(library),
                                     str(n_questions)], capture_output=True, text=True, cwd=PROJECT, check=True)
-            row = {"scale": n, "documents": len(first.added), "passages": first.chunks,
+            row = {"scale": n, "documents": len(first.added), "passages": first.chunks, "load_avg_1m": os.getloadavg()[0],
                    "ingest_s": round(ingest_s, 1), "one_doc_reingest_s": round(one_doc_s, 2),
                    "one_doc_updated": again.updated, **json.loads(child.stdout.strip().splitlines()[-1])}
         finally:

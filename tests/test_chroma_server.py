@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -71,14 +72,29 @@ def test_ingest_into_a_chroma_server_and_answer_through_it(tmp_path, chroma_serv
     answer = assistant.ask("How long is the blinatumomab drip given for?")
     assert answer.kind == "answer" and answer.citations[0].doc_id == "how-blinatumomab-was-given"
 
-    # A second generation on the same server; the answer follows it and older collections are removed.
+    # A second generation on the same server: it adds only the new leaflet's vectors, in a new segment (no
+    # copy of the library's vectors per generation); the answer follows it.
     (corpus / "ward.txt").write_text("Ward 5 leaflet\n\nParents can park their car for free by the children's entrance.\n")
     second = ingest(s, embedder, progress=False)
     assert second.added == ["ward"] and 0 < second.embedded <= 3
     answer = assistant.ask("Where can parents park their car?")
     assert answer.kind == "answer" and answer.citations[0].doc_id == "ward"
+    index = Index(s.index_dir, chroma_url=chroma_server)
+    assert [seg.number for seg in index.segments] == [1, 2]
+    assert index.client.get_collection("knowledge_g2_chunks").count() == 1
+    index.close()
+    # Documents removed, more generations: only the segments the current and the previous generation read stay.
     (corpus / "glossary.md").unlink()
     ingest(s, embedder, progress=False)
-    names = {c if isinstance(c, str) else c.name for c in Index(s.index_dir, chroma_url=chroma_server).client.list_collections()}
-    assert not any(n.startswith("knowledge_g1_") for n in names)  # only the current and the previous generation stay
-    assert any(n.startswith("knowledge_g3_") for n in names)
+    for i in range(4):
+        (corpus / f"leaflet-{i}.txt").write_text(f"Leaflet {i}\n\nThe ward {i} kitchen has a fridge for milk.\n")
+        ingest(s, embedder, progress=False)
+    index = Index(s.index_dir, chroma_url=chroma_server)
+    assert len(index.segments) <= 4
+    previous = json.loads((s.index_dir / f"gen-{index.generation - 1:06d}" / "INDEX_COMPLETE").read_text())
+    read = {seg.number for seg in index.segments} | {seg["number"] for seg in previous["segments"]}
+    names = {c if isinstance(c, str) else c.name for c in index.client.list_collections()}
+    assert names == {f"knowledge_g{n}_{kind}" for n in read for kind in ("chunks", "sentences", "keys")}
+    assert "glossary" not in index.doc_ids() and index.keyword_chunks(["fridge"], 10)
+    answer = build_assistant(s, embedder=embedder).ask("How long is the blinatumomab drip given for?")
+    assert answer.kind == "answer" and answer.citations[0].doc_id == "how-blinatumomab-was-given"

@@ -205,3 +205,69 @@ def test_files_unchanged_since_they_were_indexed_are_not_read_again(tmp_path, co
     assert read == [["ward.txt"]] and res.updated == ["ward"]
     assert sorted(res.unchanged) == ["glossary", "how-blinatumomab-was-given"]
     assert ensure_index(s, embedder).embedded == 0 and read == [["ward.txt"]]  # a start reads nothing
+
+
+def test_every_file_of_a_new_generation_reaches_the_disk_before_the_pointer_names_it(tmp_path, corpus, embedder,
+                                                                                     monkeypatch):
+    """A power cut right after the pointer switch must not find a generation whose data was only in memory."""
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    synced: set[str] = set()
+    unsynced_at_switch: list[list[str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        synced.add(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        if Path(dst).name == "CURRENT":
+            gen = s.index_dir / read_pointer_from(src)
+            files = [str(p.resolve()) for p in gen.rglob("*") if p.is_file()]
+            unsynced_at_switch.append([f for f in files if f not in synced] + [str(src)] * (str(Path(src).resolve())
+                                                                                              not in synced))
+        return real_replace(src, dst)
+
+    def read_pointer_from(path) -> str:
+        import json
+
+        return json.loads(Path(path).read_text())["dir"]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    ingest(s, embedder, paths=[leaflets(tmp_path / "more", 2)], progress=False)
+    assert unsynced_at_switch == [[]]
+
+
+def test_a_change_writes_a_new_vector_segment_and_small_segments_are_merged(tmp_path, corpus, embedder):
+    """No copy of the library's vectors per change; a generation never reads more than MAX_SEGMENTS segments,
+    answers keep every document, and a replaced passage's old vector is never served."""
+    from bot.store import MAX_SEGMENTS
+
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    first = Index(s.index_dir)
+    assert [seg.number for seg in first.segments] == [1]
+    first.close()
+    for i in range(MAX_SEGMENTS + 2):
+        leaflets(tmp_path / f"more-{i}", 1)
+        (tmp_path / f"more-{i}" / "leaflet-0.txt").rename(tmp_path / f"more-{i}" / f"leaflet-{i}.txt")
+        ingest(s, embedder, paths=[tmp_path / f"more-{i}"], progress=False)
+        index = Index(s.index_dir)
+        assert len(index.segments) <= MAX_SEGMENTS
+        assert index.segments[0].number == 1  # the largest segment is never copied
+        index.close()
+    index = Index(s.index_dir)
+    assert {f"leaflet-{i}" for i in range(MAX_SEGMENTS + 2)} <= set(index.doc_ids())
+    # The ward leaflet rewritten: its old passage stays in segment 1 but is not read any more.
+    (corpus / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward has a quiet room for parents at night.\n")
+    ingest(s, embedder, progress=False)
+    index = Index(s.index_dir)
+    ward = [cid for cid in _ids(index, "ward")]
+    vector = index.chunk_vectors(ward)[ward[0]]
+    hits = index.dense_chunks(vector, 50)
+    assert hits[0][0] == ward[0] and len({cid for cid, _ in hits}) == len(hits)
+    assert all(cid in set(index.chunks([c for c, _ in hits])) for cid, _ in hits)
+    kept = sorted(p.name for p in s.index_dir.glob("gen-*"))
+    assert all((s.index_dir / name / "chroma").is_dir() for name in kept)
+    assert len(kept) <= MAX_SEGMENTS + 2
