@@ -24,6 +24,7 @@ from bot.retrieve import (
     Vocabulary,
     english_words,
     follow_up_context,
+    is_follow_up,
     split_question,
     topic_words,
 )
@@ -277,8 +278,11 @@ class Assistant:
         """Each part of a multi-part question answered in turn; the statements joined in the order asked."""
         statements, hits, best, uncovered = [], [], 0.0, []
         for i, part in enumerate(parts):
-            others = " ".join(p for j, p in enumerate(parts) if j != i)
-            ctx = " ".join(x for x in (query.context, topic_words(others)) if x)
+            # A part that points back ('How is it measured?') is searched with the topic words of the parts
+            # before it; a part with a topic of its own is searched alone (the others' words would pull it to
+            # their answer: 'how many babies were in the study (drip run)' found the drip).
+            earlier = topic_words(" ".join(parts[:i])) if is_follow_up(part, self.follow_up) else ""
+            ctx = " ".join(x for x in (query.context, earlier) if x)
             part_query = query.about(part, ctx)
             part_hits = retriever.retrieve(part_query, self.settings.top_k)
             comp = writer.compose(part_query, part_hits, strict=strict,

@@ -40,6 +40,8 @@ class ComposeParams:
     entry_margin_unknown_word: float = 0.12  # ... with a clearer lead over the next entry
     w_entry_key: float = 0.7        # entry match = this x cosine to its closest question key ...
     w_entry_words: float = 0.3      # ... + this x share of the question's words the entry (keys and answer) has
+    entry_clear_min: float = 0.70   # an entry this close to the question is also the answer ...
+    entry_clear_lead: float = 0.15  # ... when it leads every other entry by this much
     own_document_min: float = 0.55  # a sentence of a document without entries (a hospital's leaflet) this good ...
     own_document_sentences: int = 1  # ... is added after an entry's answer (at most this many)
 
@@ -213,11 +215,14 @@ class ExtractiveWriter:
             return None
         bar, margin = ((p.entry_min_unknown_word, p.entry_margin_unknown_word) if unknown_word
                        else (p.entry_min, p.entry_margin))
-        if not matches or matches[0][0] < bar:
+        if not matches:
             return None
         score, chunk = matches[0]
-        if len(matches) > 1 and score - matches[1][0] < margin:
-            return None  # two entries fit about as well: let sentence choice take the best of both
+        lead = score - matches[1][0] if len(matches) > 1 else score
+        # A close match with a lead over the next entry, or a fair match far ahead of every other entry (the
+        # question's words and its meaning point to this one entry, whatever its phrasing).
+        if not ((score >= bar and lead >= margin) or (score >= p.entry_clear_min and lead >= p.entry_clear_lead)):
+            return None  # no entry fits well enough, or two fit about as well: sentence choice takes the best of both
         sents, _ = self.index.sentences_of([chunk.chunk_id])
         text = " ".join(s.text for s in sents)
         missing = [n for n in re.findall(r"\d+(?:[.,]\d+)?", question)
