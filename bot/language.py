@@ -122,6 +122,14 @@ class LanguageGuide:
         hits = len(words & self.words.get(code, set()))
         # Confident and one word of the language, or less sure but two of its words (short messages).
         clear = (top.value >= self.spec.min_confidence and hits >= 1) or (top.value >= self.spec.min_confidence / 2 and hits >= 2)
+        if top.value < self.spec.min_confidence and code != ENGLISH:
+            # Short texts without accents ("se le salio el cateter") split the detector between close
+            # languages: take the candidate with clearly the most common words of its own, if any.
+            floor = self.spec.min_confidence / 4
+            scored = sorted(((len(words & self.words.get(c, set())), v.value, c) for v in values
+                             if (c := v.language.iso_code_639_1.name.lower()) != ENGLISH and v.value >= floor), reverse=True)
+            if scored and scored[0][0] >= 2 and (len(scored) == 1 or scored[0][0] > scored[1][0]):
+                return Detected(scored[0][2], round(float(scored[0][1]), 3))
         if code == ENGLISH or not clear:
             return Detected(ENGLISH, 1.0 if code == ENGLISH else 1.0 - top.value)
         return Detected(code, round(float(top.value), 3))

@@ -374,13 +374,21 @@ def explain(gate: SafetyGate, question: str, history: Sequence[Turn | dict] = ()
                                                   for r in a.readings))
     named = {k: v for k, v in a.names.items() if k in t.names or k in ("measured_fever", "measured_normal")}
     lines.append("names: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in named.items()))
+    if a.clauses:
+        lines.append(f"clauses ({len(a.clauses)}; set aside when: {t.rules.decision.set_aside}):")
+        for c in a.clauses:
+            lines.append(f"  {'SET ASIDE' if c.set_aside else 'read'}: {c.text!r}"
+                         + (f"  [{', '.join(c.signs)}]" if c.signs else ""))
     lines.append("cards with a match:" + ("" if any(r.matched for r in a.cards) else " none"))
     for r in a.cards:
         if not r.matched:
             continue
         card = t.by_id[r.id]
         rule = card.card.fires or t.rules.decision.card_fires
-        lines.append(f"  {r.id} (tier {r.tier}): {'FIRED' if r.fired else 'did not fire'}  [fires when: {rule}]")
+        state = "FIRED" if r.fired else "set aside (it matched only where the message is over)" if r.set_aside else "did not fire"
+        lines.append(f"  {r.id} (tier {r.tier}): {state}  [fires when: {rule}]")
+        if r.clause:
+            lines.append(f"    in: {r.clause!r}")
         lines += [f"    {key}: {pattern}" for key, pattern in r.matched.items()]
     top = sorted(a.probabilities.items(), key=lambda kv: -kv[1])[:3]
     clf = t.rules.classifier

@@ -1,8 +1,12 @@
 """Red-flag triage from the cards in prompts/redflags.yaml: which cards fire for a message, and why.
 
-The combination logic (past / now / situation / hypothetical / educational, the fever line, the order
-of the steps) is data in the cards file; this module only evaluates it. `Triage.assess` returns an
-`Assessment` that says everything that fired, for the gate and for `python -m bot explain`.
+The combination logic (past / now / situation / hypothetical / educational / reassuring, the fever line,
+the order of the steps) is data in the cards file; this module only evaluates it. A message is read
+clause by clause (the file's `clauses.breaks`): a clause that is over, hypothetical or a question (the
+file's `decision.set_aside`) cannot make a card fire, so "the fever went away yesterday but now she's
+floppy" is urgent and "she was floppy after her last chemo but she's back to herself now" is not.
+`Triage.assess` returns an `Assessment` that says everything that fired, for the gate and for
+`python -m bot explain`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from bot.prompts import load_validated
 from bot.spelling import nearest
 
 REDFLAGS_FILE = "redflags.yaml"
-CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study")
+CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study",
+                 "reassuring", "tense_past", "tense_present")
+# Signs a clause takes from its whole message too ("My baby is 3 months. Is breathing fast." is about the baby).
+INHERITED = ("baby", "situation")
+MESSAGE = "message_"  # message_<sign or name>: the sign or name read on the whole message, for rules about one clause
 CARD_NAMES = ("pattern", "strong", "also", "negated")
 MEASURED = ("measured_fever", "measured_normal", "other_language")
 STEP_NAMES = ("cards", "classifier_sure", "classifier_unsure")
@@ -62,7 +70,13 @@ class Step(_Strict):
 class Decision(_Strict):
     names: dict[str, str] = Field(default_factory=dict)
     card_fires: str
+    set_aside: str = "false"
     steps: list[Step] = Field(min_length=1)
+
+
+class Clauses(_Strict):
+    breaks: list[str] = Field(default_factory=list)
+    min_chars: int = Field(3, ge=1)
 
 
 class ClassifierSettings(_Strict):
@@ -70,6 +84,8 @@ class ClassifierSettings(_Strict):
     unsure: float = Field(gt=0, le=1)
     reassuring_examples: list[str] = Field(default_factory=list)
     educational_examples: list[str] = Field(default_factory=list)
+    past_examples: list[str] = Field(default_factory=list)
+    hypothetical_examples: list[str] = Field(default_factory=list)
 
 
 class Tier(_Strict):
@@ -104,6 +120,7 @@ class RedFlagsFile(_Strict):
     vocabularies: dict[str, list[str]] = Field(default_factory=dict)
     typos: Typos
     context: dict[str, list[str]]
+    clauses: Clauses = Field(default_factory=Clauses)
     temperature: Temperature
     decision: Decision
     classifier: ClassifierSettings
@@ -270,6 +287,18 @@ class CardResult:
     tier: int
     fired: bool
     matched: dict[str, str] = field(default_factory=dict)  # pattern / strong / also / negated -> the pattern that matched
+    clause: str = ""         # the clause it fired in (or matched in), when the message has several
+    set_aside: bool = False  # it matched only in clauses that are set aside (over, what-if, questions)
+
+
+@dataclass
+class Clause:
+    """One clause of a message and the signs read on it."""
+
+    text: str
+    signs: dict[str, str]
+    names: dict[str, bool]
+    set_aside: bool
 
 
 @dataclass
@@ -287,6 +316,7 @@ class Assessment:
     why: str
     tier: int | None = None                    # 1, 2, 3, or None (not urgent)
     fired: list[str] = field(default_factory=list)  # card ids named to the family, highest tier first
+    clauses: list[Clause] = field(default_factory=list)  # the clauses, when the message has more than one
 
     @property
     def urgent(self) -> bool:
@@ -328,10 +358,13 @@ class Triage:
                             for name in CONTEXT_SIGNS}
             self.names = dict(rules.decision.names)
             known = set(CONTEXT_SIGNS) | set(MEASURED)
+            known |= {MESSAGE + k for k in known}
             self._names: list[tuple[str, Callable[[Mapping[str, bool]], bool]]] = []
             for name, expr in self.names.items():
                 self._names.append((name, _logic(expr, known, f"{where}: decision.names.{name}")))
-                known.add(name)
+                known |= {name, MESSAGE + name}
+            self._set_aside = _logic(rules.decision.set_aside, known, f"{where}: decision.set_aside")
+            self.breaks = _group(rules.clauses.breaks, f"{where}: clauses.breaks", vocab)
             card_known = known | set(CARD_NAMES)
             default_fires = _logic(rules.decision.card_fires, card_known, f"{where}: decision.card_fires")
             self.cards: list[CompiledCard] = []
@@ -355,35 +388,126 @@ class Triage:
         """The message as the rules read it: accents folded, typos of red-flag words fixed."""
         return self.typos.fix(fold(text))
 
-    def assess(self, text: str, previous: str = "", probabilities: Mapping[str, float] | None = None,
-               prepared: bool = False, other_language: bool = False) -> Assessment:
-        """Apply the signs, the cards and the steps to one message (classifier probabilities optional)."""
-        t = text if prepared else self.prepare(text)
-        prev = self.prepare(previous) if previous else ""
-        signs = {}
+    def clauses(self, t: str) -> list[str]:
+        """The clauses of a prepared message: cut at the file's `clauses.breaks` (a named group `keep` stays
+        with the next clause, as "now" in "gone, now she is floppy"); pieces too short to read join the one before."""
+        out: list[str] = []
+        pos = start = 0
+        while self.breaks:
+            m = _first_break(self.breaks, t, pos)
+            if m is None:
+                break
+            cut, nxt = m
+            if nxt <= pos:  # an empty match: step on
+                pos += 1
+                if pos >= len(t):
+                    break
+                continue
+            piece = t[start:cut].strip()
+            if len(piece) >= self.rules.clauses.min_chars:
+                out.append(piece)
+                start = nxt
+            pos = nxt
+        rest = t[start:].strip()
+        if rest:
+            if out and len(rest) < self.rules.clauses.min_chars:
+                out[-1] = f"{out[-1]} {rest}"
+            else:
+                out.append(rest)
+        return out or [t]
+
+    def _read(self, t: str, previous: str, other_language: bool,
+              whole: tuple[dict[str, bool], str] | None = None,
+              ) -> tuple[dict[str, str], dict[str, bool], list[Reading]]:
+        """Signs, names and temperatures of one text: the whole message, or one clause of it (`whole` = the
+        message's names, readings and text, for what a clause inherits)."""
+        signs: dict[str, str] = {}
         env: dict[str, bool] = {}
         for name, patterns in self.context.items():
             hit = patterns.first(t)
             env[name] = hit is not None
             if hit is not None:
                 signs[name] = hit
-        readings = self.temperature.readings(t, prev)
+        if whole is None:
+            readings = self.temperature.readings(t, previous)
+        else:
+            whole_env, whole_text = whole
+            for name in INHERITED:
+                env[name] = env[name] or whole_env[name]
+            readings = self.temperature.readings(t, f"{whole_text} {previous}")
         env["measured_fever"] = any(self.temperature.is_fever(r) for r in readings)
         env["measured_normal"] = bool(readings) and not env["measured_fever"]
+        if whole is not None and not readings:
+            # A clause without a temperature of its own takes a normal one from its message ("a temperature,
+            # but only 37.6"), never a fever told elsewhere ("38.5 last week, but it's gone now").
+            env["measured_normal"] = whole[0]["measured_normal"]
         env["other_language"] = other_language
+        for name in (*CONTEXT_SIGNS, *MEASURED):
+            env[MESSAGE + name] = whole[0][name] if whole is not None else env[name]
         for name, fn in self._names:
             env[name] = fn(env)
+            env[MESSAGE + name] = whole[0][name] if whole is not None else env[name]
+        return signs, env, readings
+
+    @staticmethod
+    def _card_on(c: CompiledCard, text: str, names: Mapping[str, bool], also: str | None) -> dict[str, str] | None:
+        """What of card `c` matched in `text` if the card fires there (with `names` read on that text), else None."""
+        matched = {}
+        for key, patterns in (("pattern", c.patterns), ("strong", c.strong), ("negated", c.negated)):
+            hit = patterns.first(text)
+            if hit is not None:
+                matched[key] = hit
+        if also is not None:
+            matched["also"] = also
+        card_env = dict(names, pattern="pattern" in matched, strong="strong" in matched,
+                        also=(also is not None) or not c.also, negated="negated" in matched)
+        return matched if c.fires(card_env) else None
+
+    def assess(self, text: str, previous: str = "", probabilities: Mapping[str, float] | None = None,
+               prepared: bool = False, other_language: bool = False) -> Assessment:
+        """Apply the signs, the cards (clause by clause) and the steps to one message (classifier probabilities optional)."""
+        t = text if prepared else self.prepare(text)
+        prev = self.prepare(previous) if previous else ""
+        signs, env, readings = self._read(t, prev, other_language)
+        pieces = self.clauses(t)
+        if len(pieces) == 1:
+            clauses = [Clause(t, signs, env, bool(self._set_aside(env)))]
+        else:
+            clauses = []
+            for piece in pieces:
+                c_signs, c_env, _ = self._read(piece, prev, other_language, (env, t))
+                clauses.append(Clause(piece, c_signs, c_env, bool(self._set_aside(c_env))))
 
         results: list[CardResult] = []
         for c in self.cards:
-            matched = {}
-            for key, patterns in (("pattern", c.patterns), ("strong", c.strong), ("also", c.also), ("negated", c.negated)):
-                hit = patterns.first(t)
-                if hit is not None:
-                    matched[key] = hit
-            card_env = dict(env, pattern="pattern" in matched, strong="strong" in matched,
-                            also=("also" in matched) or not c.also, negated="negated" in matched)
-            results.append(CardResult(c.id, c.card.tier, bool(c.fires(card_env)), matched))
+            also = c.also.first(t)  # a second sign counts anywhere in the message
+            result = CardResult(c.id, c.card.tier, False)
+            for clause in clauses:
+                matched = {}
+                for key, patterns in (("pattern", c.patterns), ("strong", c.strong), ("negated", c.negated)):
+                    hit = patterns.first(clause.text)
+                    if hit is not None:
+                        matched[key] = hit
+                if also is not None:
+                    matched["also"] = also
+                card_env = dict(clause.names, pattern="pattern" in matched, strong="strong" in matched,
+                                also=(also is not None) or not c.also, negated="negated" in matched)
+                if not c.fires(card_env):
+                    if not result.matched and ("pattern" in matched or "strong" in matched):
+                        result.matched, result.clause = matched, clause.text
+                    continue
+                if clause.set_aside:
+                    result.set_aside = True
+                    result.matched, result.clause = matched, clause.text
+                    continue
+                result = CardResult(c.id, c.card.tier, True, matched, clause.text if len(clauses) > 1 else "")
+                break
+            if not result.fired and not result.set_aside and len(clauses) > 1:
+                # A sign told across a clause break ("her lips are not pink but grey") is read on the whole message.
+                whole = self._card_on(c, t, env, also)
+                if whole is not None and not self._set_aside(env):
+                    result = CardResult(c.id, c.card.tier, True, whole, t)
+            results.append(result)
 
         probs = dict(probabilities or {})
         sure = self.rules.classifier.sure
@@ -391,11 +515,12 @@ class Triage:
         env["cards"] = any(r.fired for r in results)
         env["classifier_sure"] = best_p >= sure
         env["classifier_unsure"] = not env["classifier_sure"] and sum(probs.values()) >= self.rules.classifier.unsure
+        shown = clauses if len(clauses) > 1 else []
 
         for i, (step, fn) in enumerate(self.steps):
             if not fn(env):
                 continue
-            a = Assessment(t, signs, env, readings, results, probs, i, step.verdict, step.why)
+            a = Assessment(t, signs, env, readings, results, probs, i, step.verdict, step.why, clauses=shown)
             if step.verdict == "cards":
                 fired = sorted((r for r in results if r.fired), key=lambda r: r.tier)
                 a.fired = [r.id for r in fired]
@@ -406,7 +531,7 @@ class Triage:
             elif step.verdict == "tier3":
                 a.tier = 3
             return a
-        return Assessment(t, signs, env, readings, results, probs, len(self.steps), "none", "no step applied")
+        return Assessment(t, signs, env, readings, results, probs, len(self.steps), "none", "no step applied", clauses=shown)
 
     def message(self, a: Assessment) -> str:
         """The family's message for an urgent assessment: the winning card's, plus every other sign named."""
@@ -439,6 +564,21 @@ class Triage:
             raise RedFlagsError(f"{self.path}: the examples of {len(problems)} card(s) fail "
                                 f"(fix the card's patterns or its examples; `python -m bot explain \"...\"` shows why):\n  "
                                 + "\n  ".join(problems))
+
+
+def _first_break(breaks: PatternGroup, t: str, pos: int) -> tuple[int, int] | None:
+    """(where the clause ends, where the next begins) of the earliest clause break at or after `pos`."""
+    best: tuple[int, int] | None = None
+    for p in breaks.compiled:
+        m = p.search(t, pos)
+        if m is None:
+            continue
+        group = getattr(p, "groupindex", {}).get("keep")
+        keep = m.start(group) if group is not None and m.start(group) >= 0 else m.end()  # type: ignore[attr-defined]
+        found = (m.start(), keep)  # type: ignore[attr-defined]
+        if best is None or found < best:
+            best = found
+    return best
 
 
 def _and(items: Sequence[str]) -> str:

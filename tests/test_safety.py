@@ -367,6 +367,31 @@ def test_emergencies_in_other_languages_get_both_languages(gate: SafetyGate, mes
     assert v.translation_reviewed is False  # until a native-speaking clinician has checked it
 
 
+@pytest.mark.parametrize(
+    ("message", "tier"),
+    [  # as families text: informal forms, dropped accents, no capitals
+        ("ze is heel slap en wordt niet wakker", 1), ("de pomp blijft piepen en gaat niet uit", 2),
+        ("baby ist total schlapp und wacht nicht auf", 1), ("der katheter ist rausgerutscht", 2),
+        ("ma fille est toute molle elle se reveille pas", 1), ("il vomit tout depuis ce matin et c'est vert", 2),
+        ("el nene esta muy flojito y no despierta", 1), ("se le salio el cateter", 2),
+        ("e tutto molle e non si sveglia", 1), ("la pompa suona e non si ferma", 2),
+        ("ta muito molinho e nao acorda", 1), ("a bomba ta apitando e nao para", 2),
+        ("jest wiotki i sie nie budzi", 1), ("corka ma problem z oddychaniem", 1),
+    ],
+)
+def test_texted_emergencies_in_other_languages(gate: SafetyGate, message: str, tier: int) -> None:
+    v = gate.check(message)
+    assert v.kind == "urgent" and v.tier == tier and v.language != "en", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", ["hij had vorige week koorts, nu is het weg",
+                                     "sie hatte letzte woche fieber, jetzt ist alles gut",
+                                     "ele teve febre semana passada, agora ta bem", "co robic jesli ma goraczke?",
+                                     "que faire si le catheter saigne?", "cosa faccio se ha la febbre?"])
+def test_over_and_what_if_in_other_languages_are_not_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind == "other_language", explain(gate, message)
+
+
 @pytest.mark.parametrize("message", ["Hoe lang duurt de behandeling met blinatumomab?", "Wie lange dauert die Behandlung?",
                                      "Combien de temps dure le traitement?", "¿Cuánto dura el tratamiento?"])
 def test_other_questions_in_other_languages_say_answers_are_in_english(gate: SafetyGate, message: str) -> None:
@@ -407,9 +432,71 @@ def test_the_classifier_raises_what_the_patterns_miss(gate: SafetyGate) -> None:
 
 def test_explain_names_cards_patterns_scores_and_the_step(gate: SafetyGate) -> None:
     out = explain(gate, "the fever from last week is gone, can we have visitors again?")
-    assert "fever" in out and "over_and_done=yes" in out and "decided by step 1" in out and "verdict: ok" in out
+    assert "fever" in out and "over_and_done=yes" in out and "decided by step 2" in out and "verdict: ok" in out
     out = explain(gate, "he's having a fit")
     assert "neuro (tier 1): FIRED" in out and "classifier:" in out and "verdict: urgent" in out
+
+
+def test_explain_shows_the_clauses_and_what_was_set_aside(gate: SafetyGate) -> None:
+    out = explain(gate, "she was very floppy after her last chemo but she's back to herself now")
+    assert "SET ASIDE: 'she was very floppy after her last chemo'" in out
+    assert "unresponsive (tier 1): set aside" in out and "verdict: urgent" not in out
+    out = explain(gate, "the fever went away yesterday but now she's floppy")
+    assert "unresponsive (tier 1): FIRED" in out and "in: \"now she's floppy\"" in out and "verdict: urgent" in out
+
+
+# --- time and stance: what is over, what-ifs, questions and good news are not emergencies --------
+
+
+@pytest.mark.parametrize("message", [
+    "the fever went away yesterday but now she's floppy",
+    "the rash has gone, now her lips are swelling",
+    "She had a fever last week. She is shivering and hot.",
+    "he had a good feed but now he's very hard to wake",
+    "his temperature was fine this morning but now it's 38.6",
+    "he seems fine but his lips are blue",
+    "what should I do? she has a temp of 39",
+    "The fever went away yesterday. Breathing fast and grunting.",
+])
+def test_a_red_flag_now_beside_something_over_is_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind == "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "she was very floppy after her last chemo but she's back to herself now",
+    "Last week she had a fever. Her temperature was 38.5 and she was shivering.",
+    "she had a temperature of 38.5 last week but it's gone now, can she go to nursery?",
+    "her bruises have faded and there are no new ones",
+    "if his poo has blood in it, is that an emergency?",
+    "when should I worry about a baby breathing fast?",
+    "what does a temperature of 38 mean for a baby on chemo?",
+    "She had a temperature but it's only 37.6",
+])
+def test_over_hypothetical_and_educational_look_alikes_are_not_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind != "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "he had a good feed and two wet nappies, and his temperature is 36.8",
+    "he's had a good day, feeding well and plenty of wet nappies",
+    "he slept well, fed well and his breathing is calm",
+])
+def test_tier_3_is_not_given_to_a_report_that_the_baby_is_fine(gate: SafetyGate, message: str) -> None:
+    a = gate.triage.assess(message, probabilities={"dehydration": 0.5, "unresponsive": 0.4})
+    assert a.names["reassuring"] and a.tier is None, explain(gate, message)
+    unsure = gate.triage.assess("my baby is just not right tonight", probabilities={"dehydration": 0.5, "unresponsive": 0.4})
+    assert unsure.tier == 3  # the same scores on a worrying report still give tier 3
+
+
+def test_clause_breaks_and_set_aside_are_data(tmp_path: Path, embedder: SentenceEmbedder) -> None:
+    text = (PROMPTS / "redflags.yaml").read_text(encoding="utf-8")
+    bad = text.replace('set_aside: "over_and_done or', 'set_aside: "over_and_gone or', 1)
+    assert bad != text
+    (tmp_path / "redflags.yaml").write_text(bad, encoding="utf-8")
+    for name in ("safety.yaml", "languages.yaml"):
+        (tmp_path / name).write_text((PROMPTS / name).read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(SafetyRulesError, match=r"decision.set_aside.*over_and_gone"):
+        SafetyGate.from_dir(tmp_path, embedder, check_examples=False)
 
 
 def test_explain_command(capsys) -> None:
