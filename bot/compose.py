@@ -42,6 +42,7 @@ class ComposeParams:
     w_entry_words: float = 0.3      # ... + this x share of the question's words the entry (keys and answer) has
     entry_clear_min: float = 0.70   # an entry this close to the question is also the answer ...
     entry_clear_lead: float = 0.15  # ... when it leads every other entry by this much
+    entry_agree_gap: float = 0.05   # ... and its best sentence is within this of the best sentence found anywhere
     own_document_min: float = 0.55  # a sentence of a document without entries (a hospital's leaflet) this good ...
     own_document_sentences: int = 1  # ... is added after an entry's answer (at most this many)
 
@@ -219,9 +220,14 @@ class ExtractiveWriter:
             return None
         score, chunk = matches[0]
         lead = score - matches[1][0] if len(matches) > 1 else score
-        # A close match with a lead over the next entry, or a fair match far ahead of every other entry (the
-        # question's words and its meaning point to this one entry, whatever its phrasing).
-        if not ((score >= bar and lead >= margin) or (score >= p.entry_clear_min and lead >= p.entry_clear_lead)):
+        # A close match needs a small lead over the next entry; a fair one (down to entry_clear_min) a lead that
+        # grows as its score falls, up to entry_clear_lead: the question's meaning points to this one entry.
+        if score >= bar:
+            needed = margin
+        else:
+            slope = (p.entry_clear_lead - p.entry_margin) / max(p.entry_min - p.entry_clear_min, 1e-6)
+            needed = margin + slope * (bar - score)
+        if score < p.entry_clear_min or lead < needed:
             return None  # no entry fits well enough, or two fit about as well: sentence choice takes the best of both
         sents, _ = self.index.sentences_of([chunk.chunk_id])
         text = " ".join(s.text for s in sents)
@@ -253,11 +259,17 @@ class ExtractiveWriter:
         entry = self._entry_answer(query, said, hits, unknown_word=ordinary)
         if uncovered and ordinary is None:
             return Composition([], 0.0, tuple(uncovered))
+        sents, vecs, scored = self._score_sentences(query, hits, said)
+        if entry is not None and entry.best_score < (p.entry_min_unknown_word if ordinary else p.entry_min) and scored:
+            # An entry chosen on a fair match must agree with the sentences: the best sentence found is its own,
+            # or nearly as good as the best one elsewhere.
+            own = [sc for sc, row, _ in scored if sents[row].chunk_id == entry.entry]
+            if not own or scored[0][0] - own[0] > p.entry_agree_gap:
+                entry = None
         # ... and without such an entry, the best sentence must clear a higher bar than usual.
         min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary and entry is None else 0.0)
         if entry is not None:
             return self._with_own_documents(entry, query, hits, said)
-        sents, vecs, scored = self._score_sentences(query, hits, said)
         if not scored:
             return Composition([], 0.0)
         best = scored[0][0]

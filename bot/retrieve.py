@@ -107,7 +107,7 @@ class HybridRetriever:
 
     def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
                  dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 3.0,
-                 key_min: float = 0.5, per_doc_max: int = 3, own_slots: int = 2) -> None:
+                 key_min: float = 0.5, per_doc_max: int = 3, own_slots: int = 2, key_pin: float = 0.9) -> None:
         self.index = index
         # At most this many passages of one document among the k returned (more only if k is not filled
         # otherwise), and places kept for passages of documents without entries (a hospital's own leaflet, an
@@ -115,6 +115,7 @@ class HybridRetriever:
         # with many close entries (ours) crowds out the best passage of every other relevant document.
         self.per_doc_max = per_doc_max
         self.own_slots = own_slots
+        self.key_pin = key_pin  # an entry key this close to the query is always among the passages handed on
         self.key_weight = key_weight  # knowledge entries found by their question and phrasings
         # ... only when a phrasing is close to the question: the 20 nearest keys of an unrelated question
         # would otherwise outrank every document without entries (a hospital's own leaflets).
@@ -151,7 +152,11 @@ class HybridRetriever:
             if len(seen) >= self.candidate_k:
                 break
         # Knowledge entries whose question or "also asked as" phrasings are closest to the query.
-        close = [cid for cid, sim in self.index.dense_keys(qvec, self.candidate_k) if sim >= self.key_min]
+        keys = self.index.dense_keys(qvec, self.candidate_k)
+        close = [cid for cid, sim in keys if sim >= self.key_min]
+        # The entry whose question or phrasing is nearly the question itself is always handed on (the rank
+        # fusion alone could leave it behind three passages of its own document).
+        pinned = keys[0][0] if keys and keys[0][1] >= self.key_pin else None
         for rank, cid in enumerate(close):
             fused[cid] = fused.get(cid, 0.0) + self.key_weight / (self.rrf_k + rank + 1)
         tokens = list(query.keyword_terms)  # spelled once, when the Query was prepared
@@ -161,7 +166,7 @@ class HybridRetriever:
         dense_sim = dict(dense)
         ranked = sorted(fused.items(), key=lambda kv: -kv[1])
         chunks = self.index.chunks(cid for cid, _ in ranked)
-        chosen = self._select(ranked, chunks, k)
+        chosen = self._select(ranked, chunks, k, pinned)
         missing = [cid for cid, _ in chosen if cid not in dense_sim]
         vectors = self.index.chunk_vectors(missing) if missing else {}
         return [Hit(chunk=chunks[cid], score=score,
@@ -169,7 +174,8 @@ class HybridRetriever:
                 for cid, score in chosen]
 
 
-    def _select(self, ranked: list[tuple[str, float]], chunks: dict[str, Chunk], k: int) -> list[tuple[str, float]]:
+    def _select(self, ranked: list[tuple[str, float]], chunks: dict[str, Chunk], k: int,
+                pinned: str | None = None) -> list[tuple[str, float]]:
         """The k passages handed on, best first: no near-copies, at most `per_doc_max` of one document and up to
         `own_slots` for the best passages of documents without entries (when any was found)."""
         fresh: list[tuple[str, float]] = []
@@ -189,7 +195,8 @@ class HybridRetriever:
             (capped if per_doc[doc] <= self.per_doc_max else over_cap).append((cid, score))
         capped += over_cap  # few documents: their further passages fill the places left, best first
         own = [item for item in capped if not chunks[item[0]].keys][:min(self.own_slots, k)]
-        chosen = own + [item for item in capped if item not in own][:k - len(own)]
+        first = [item for item in capped if item[0] == pinned and item not in own][:1]
+        chosen = own + first + [item for item in capped if item not in own and item not in first][:k - len(own) - len(first)]
         return sorted(chosen, key=lambda kv: -kv[1])
 
 
