@@ -13,38 +13,10 @@ from bot.documents import Chunk, Sentence
 from bot.query import Query
 from bot.retrieve import Hit, QuestionWords, Vocabulary
 from bot.schema import BasedOn, Citation
+from bot.settings import AnswerSettings
 from bot.spelling import english_words
 from bot.store import Index
 from bot.words import stem, tokenize
-
-
-@dataclass(frozen=True)
-class ComposeParams:
-    """Weights and thresholds, calibrated on the eval cases (see README, 'How answers are chosen')."""
-
-    min_evidence: float = 0.42      # best sentence score below this: the sources do not answer it
-    keep_ratio: float = 0.80        # other sentences must score at least this share of the best one
-    min_keep: float = 0.36          # ... and at least this much
-    redundancy: float = 0.86        # a sentence this similar to one already chosen says nothing new
-    max_sentences: int = 4
-    w_sentence: float = 0.60
-    w_keywords: float = 0.25
-    w_passage: float = 0.15
-    w_context: float = 0.5          # weight of words carried from earlier questions in a follow-up
-    plain_from: float = 6.0         # sentences above this reading grade (or the corpus median, if higher) lose ...
-    w_hard: float = 0.012           # ... this much score per grade, so plainer near-equals win
-    entry_min: float = 0.85         # a knowledge entry this close to the question is the answer, whole
-    entry_margin: float = 0.03      # ... when no other entry is within this much of it
-    entry_min_unknown_word: float = 0.88  # the entry bar when one ordinary word of the question is in no document ...
-    unknown_word_evidence: float = 0.22  # extra evidence a sentence answer needs when one ordinary word is unknown
-    entry_margin_unknown_word: float = 0.12  # ... with a clearer lead over the next entry
-    w_entry_key: float = 0.7        # entry match = this x cosine to its closest question key ...
-    w_entry_words: float = 0.3      # ... + this x share of the question's words the entry (keys and answer) has
-    entry_clear_min: float = 0.70   # an entry this close to the question is also the answer ...
-    entry_clear_lead: float = 0.15  # ... when it leads every other entry by this much
-    entry_agree_gap: float = 0.05   # ... and its best sentence is within this of the best sentence found anywhere
-    own_document_min: float = 0.55  # a sentence of a document without entries (a hospital's leaflet) this good ...
-    own_document_sentences: int = 1  # ... is added after an entry's answer (at most this many)
 
 
 @dataclass(frozen=True)
@@ -161,7 +133,7 @@ class ExtractiveWriter:
     """Scores the sentences of the retrieved passages against the question and keeps the best few."""
 
     def __init__(self, index: Index, idf: Callable[[str], float], vocabulary: Vocabulary,
-                 words: QuestionWords | None = None, params: ComposeParams | None = None,
+                 words: QuestionWords | None = None, params: AnswerSettings | None = None,
                  leaning: tuple[str, ...] = ()) -> None:
         self.index = index
         # A sentence opening with one of these ('This ...', 'They ...') is shown right after the one before it.
@@ -169,7 +141,7 @@ class ExtractiveWriter:
         self.idf = idf
         self.vocabulary = vocabulary
         self.words = words or QuestionWords()
-        self.params = params or ComposeParams()
+        self.params = params or AnswerSettings()  # the weights and thresholds: Settings.answer
         # A corpus written for professionals is hard throughout; only its harder half is held back.
         self.plain_from = max(self.params.plain_from, index.median_grade())
 

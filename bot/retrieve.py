@@ -12,6 +12,7 @@ from bot.documents import Chunk
 from bot.embed import Embedder
 from bot.query import Query
 from bot.schema import Turn
+from bot.settings import RetrievalSettings
 from bot.spelling import Speller, english_words
 from bot.store import Index
 from bot.words import STOPWORDS, TOKENIZER_VERSION, stem, stop_words, tokenize
@@ -105,26 +106,26 @@ class Retriever(Protocol):
 class HybridRetriever:
     """Dense passage search in Chroma, dense sentence search and BM25, fused by reciprocal rank fusion."""
 
-    def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
-                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 3.0,
-                 key_min: float = 0.5, per_doc_max: int = 3, own_slots: int = 2, key_pin: float = 0.9) -> None:
+    def __init__(self, index: Index, embedder: Embedder, params: RetrievalSettings | None = None) -> None:
+        """`params`: the weights and limits of Settings.retrieval (each field is described there)."""
+        p = params or RetrievalSettings()
         self.index = index
+        self.embedder = embedder
         # At most this many passages of one document among the k returned (more only if k is not filled
         # otherwise), and places kept for passages of documents without entries (a hospital's own leaflet, an
         # article): the entries' question keys raise every entry above them, so without these a document
         # with many close entries (ours) crowds out the best passage of every other relevant document.
-        self.per_doc_max = per_doc_max
-        self.own_slots = own_slots
-        self.key_pin = key_pin  # an entry key this close to the query is always among the passages handed on
-        self.key_weight = key_weight  # knowledge entries found by their question and phrasings
+        self.per_doc_max = p.per_doc_max
+        self.own_slots = p.own_slots
+        self.key_pin = p.key_pin  # an entry key this close to the query is always among the passages handed on
+        self.key_weight = p.key_weight  # knowledge entries found by their question and phrasings
         # ... only when a phrasing is close to the question: the 20 nearest keys of an unrelated question
         # would otherwise outrank every document without entries (a hospital's own leaflets).
-        self.key_min = key_min
-        self.sentence_weight = sentence_weight  # the sentence list counts half as much as each passage list
-        self.embedder = embedder
-        self.candidate_k = candidate_k
-        self.rrf_k = rrf_k
-        self.dedupe_threshold = dedupe_threshold
+        self.key_min = p.key_min
+        self.sentence_weight = p.sentence_weight  # the sentence list counts half as much as each passage list
+        self.candidate_k = p.candidate_k
+        self.rrf_k = p.rrf_k
+        self.dedupe_threshold = p.dedupe_threshold
 
     def idf(self, token: str) -> float:
         """How telling a word is: rare words weigh more; words the corpus never uses weigh most."""
