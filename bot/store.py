@@ -35,6 +35,7 @@ import os
 import re
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,7 @@ def _chunk_from_row(row: sqlite3.Row | tuple) -> Chunk:
                  end=int(end), source=source, url=url or None, keys=tuple(json.loads(keys or "[]")))
 
 
+_WORDS = re.compile(r"[a-z]+")
 _CHUNK_COLS = "chunk_id, doc_id, title, section, text, start, end, source, url, keys"
 
 
@@ -560,6 +562,18 @@ class Index:
         if self._vocab is None:
             self._vocab = dict(self._db().execute("SELECT term, df FROM terms").fetchall())
         return self._vocab
+
+    def words(self) -> dict[str, int]:
+        """Every word the passages and the entries' questions use, as written (lower case), with how often.
+
+        What typo correction corrects towards (bot/spelling.py): whole words, not the keyword index's stems.
+        """
+        if getattr(self, "_words", None) is None:
+            counts: Counter[str] = Counter()
+            for text, keys in self._db().execute("SELECT text, keys FROM chunks"):
+                counts.update(_WORDS.findall(" ".join((text, *json.loads(keys or "[]"))).lower()))
+            self._words = dict(counts)
+        return self._words
 
     def vocabulary(self) -> frozenset[str]:
         """The corpus vocabulary (tokens of the project tokenizer), for typo correction."""
