@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter, label_citations, said_sentences
+from bot.compose import AnswerWriter, Composition, ExtractiveWriter, label_citations, said_sentences
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
@@ -169,7 +169,8 @@ class Assistant:
         # The one Query of this message: spelled for the documents once, embedded once (lazily), read by every step.
         query = prepare(shown_text, checked, history=turns, embedder=self.embedder,
                         correct=vocabulary.correct_text if not too_long else None,
-                        question=lambda spelled: search_text(spelled, self.settings.search_max_chars))
+                        question=lambda spelled: search_text(spelled, self.settings.search_max_chars),
+                        expand=self.words.expand)
         verdict = self.safety.check(query, turns)
         timings["safety"] = _ms(t)
         if verdict.kind == "urgent":
@@ -204,8 +205,8 @@ class Assistant:
         t = time.perf_counter()
         # Safety read all of the message; the search reads its question (a long message costs no more than that).
         context = "" if verdict.kind == "urgent" else follow_up_context(query.question, turns, self.follow_up)
-        query = query.about(query.question, context, self.words.expand)
-        hits = retriever.retrieve(query, self.settings.top_k)
+        query = query.about(query.question, context)
+        hits = retriever.retrieve(query, self.settings.retrieval.top_k)
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
@@ -232,7 +233,7 @@ class Assistant:
         if verdict.kind == "urgent":
             # Call-now first; then at most one short cited note from the sources.
             answer, citations = verdict.message, []
-            if composition.statements and composition.best_score >= self.settings.urgent_note_min:
+            if composition.statements and composition.best_score >= self.settings.answer.urgent_note_min:
                 st = max(composition.statements, key=lambda x: x.score)
                 note, citations = Composition([st], composition.best_score).render()
                 citations = label_citations(citations, self.index)
@@ -282,8 +283,8 @@ class Assistant:
             # their answer: 'how many babies were in the study (drip run)' found the drip).
             earlier = topic_words(" ".join(parts[:i])) if is_follow_up(part, self.follow_up) else ""
             ctx = " ".join(x for x in (query.context, earlier) if x)
-            part_query = query.about(part, ctx, self.words.expand)
-            part_hits = retriever.retrieve(part_query, self.settings.top_k)
+            part_query = query.about(part, ctx)
+            part_hits = retriever.retrieve(part_query, self.settings.retrieval.top_k)
             comp = writer.compose(part_query, part_hits, strict=strict,
                                   said=said | said_sentences([s.text for s in statements]))
             statements += comp.statements
@@ -348,19 +349,18 @@ def build_assistant(
     step("model")
     ensure_index(settings, embedder)
     step("index_check")
-    params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
     given_retriever, given_writer = retriever, writer
     leaning = load_leaning_openers(settings.prompts_dir)
 
     def open_parts() -> tuple[Index, Retriever, AnswerWriter, Vocabulary]:
         """The newest complete index and the retriever and writer over it."""
         index = Index(settings.index_dir, settings.collection, settings.chroma_url)
-        hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k,
-                                 per_doc_max=settings.per_doc_max, own_slots=settings.own_slots)
+        hybrid = HybridRetriever(index, embedder, settings.retrieval)
+        vocabulary = Vocabulary(index.vocabulary(), index.words(), words)
         return (index, given_retriever or hybrid,
-                given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words,
-                                                 params=params, leaning=leaning),
-                hybrid.vocabulary)
+                given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=vocabulary, words=words,
+                                                 params=settings.answer, leaning=leaning),
+                vocabulary)
 
     index, retriever, writer, vocabulary = open_parts()
     step("index_open")

@@ -128,7 +128,7 @@ def _embed(embedder: Embedder, texts: list[str], label: str, progress: bool) -> 
 
 
 def _tokenizer():
-    from bot.retrieve import TOKENIZER_VERSION, tokenize
+    from bot.words import TOKENIZER_VERSION, tokenize
 
     return tokenize, TOKENIZER_VERSION
 

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bot.cache import ArrayCache, cached_vectors
+from bot.cache import ArrayCache, cached_vectors, checked_once, code_digest, digest
 from bot.embed import Embedder
 from bot.language import ENGLISH, Detected, LanguageGuide
 from bot.patterns import PatternError, PatternGroup, fold, group
@@ -191,9 +191,12 @@ class SafetyGate:
                              for r in rules.personal.rules]
         except PatternError as exc:
             raise SafetyRulesError(str(exc)) from None
+        cache = ArrayCache(cache_dir)
         if check_examples:
+            # The examples' check is deterministic: it is run again only when the rules or the code changed.
+            key = digest([code_digest(), triage.rules.model_dump_json(), languages.spec.model_dump_json()])
             try:
-                triage.check_examples()
+                checked_once(cache, "examples-checked", key, triage.check_examples)
             except RedFlagsError as exc:
                 raise SafetyRulesError(str(exc)) from None
 
@@ -204,7 +207,6 @@ class SafetyGate:
         texts, labels = training_set(triage.rules, [x for g in groups.values() for x in g])
         all_texts = texts + [x for g in groups.values() for x in g]
         model_key = str(getattr(embedder, "model_path", "")) or type(embedder).__name__
-        cache = ArrayCache(cache_dir)
         vectors = cached_vectors(all_texts, embedder, cache, model_key)
         self.classifier = fitted_classifier(vectors[: len(texts)], labels, cache)
         self._vectors: dict[str, np.ndarray] = {}

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.patterns import PatternError, PatternGroup, compile_all, compile_pattern, fold
 from bot.prompts import load_validated
+from bot.spelling import nearest
 
 REDFLAGS_FILE = "redflags.yaml"
 CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study",
@@ -186,25 +187,6 @@ def _logic(expr: str, known: set[str], where: str) -> Callable[[Mapping[str, boo
 _WORD = re.compile(r"[A-Za-z]+")
 
 
-def _osa_distance(a: str, b: str, limit: int) -> int:
-    """Edit distance with adjacent swaps (optimal string alignment), stopping early past `limit`."""
-    if abs(len(a) - len(b)) > limit:
-        return limit + 1
-    prev2: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        cur = [i] + [0] * len(b)
-        for j in range(1, len(b) + 1):
-            cost = 0 if a[i - 1] == b[j - 1] else 1
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                cur[j] = min(cur[j], prev2[j - 2] + 1)
-        if min(cur) > limit:
-            return limit + 1
-        prev2, prev = prev, cur
-    return prev[-1]
-
-
 class TypoFixer:
     """Reads common misspellings of red-flag words as the words themselves."""
 
@@ -218,15 +200,7 @@ class TypoFixer:
         if len(low) < 4 or len(low) > 20 or low in self.keep:
             return token
         if low not in self._cache:
-            best, best_distance = token, 99
-            for w in self.words:
-                # Typos rarely change the first letter; insisting on it avoids "leading" -> "bleeding".
-                if w[0] != low[0]:
-                    continue
-                limit = 2 if len(w) >= 8 else 1
-                distance = _osa_distance(low, w, limit)
-                if distance <= limit and distance < best_distance:
-                    best, best_distance = w, distance
+            best = nearest(low, self.words) or token  # the one typo policy (bot/spelling.py)
             if len(self._cache) < 50_000:
                 self._cache[low] = best
             return best

@@ -172,3 +172,22 @@ def test_each_part_of_a_multi_part_question_is_answered(assistant):
     assert "Princess Maxima" in ans.answer and re.search(r"\b9 countries", ans.answer)
     quotes = [c.quote for c in ans.citations]
     assert len(quotes) == len(set(quotes)), "no sentence twice"
+
+
+def test_a_part_with_a_topic_of_its_own_is_answered_for_itself(assistant):
+    # The other part's words ('drip', 'run') once pulled 'how many babies were in the study' to the drip entry.
+    ans = assistant.ask("How many babies were in the study and how long did the drip run?")
+    assert ans.kind == "answer"
+    assert re.search(r"\b30 babies", ans.answer) and re.search(r"\b4 weeks", ans.answer), ans.answer
+
+
+def test_an_entry_whose_question_is_asked_word_for_word_answers_it(assistant):
+    # Three other passages of the same document once outranked it and it was never handed on.
+    ans = assistant.ask("Who led the study?")
+    assert ans.kind == "answer" and "van der Sluis" in ans.answer and "Princess Maxima" in ans.answer, ans.answer
+
+
+def test_a_fair_entry_match_far_ahead_of_the_others_answers_whole(assistant):
+    # 'tidy' is in no document; the entry on central-line care is still the clear answer.
+    ans = assistant.ask("How do I keep the central line tidy and clean at home?")
+    assert ans.kind == "answer" and re.search(r"clean, dry", ans.answer), ans.answer
