@@ -289,6 +289,15 @@ class Segment:
             log.debug("closing the Chroma client failed", exc_info=True)
 
 
+def live_sql(table: str, id_col: str, n: int) -> str:
+    """Of n ids, those the catalog reads from a given segment (parameters: the ids, then the segment).
+
+    `+seg`: the ids are looked up by their primary key; SQLite would otherwise pick the segment index and
+    read every row of the segment (linear in the library: about 0.6 s an answer at x400).
+    """
+    return f"SELECT {id_col} FROM {table} WHERE {id_col} IN ({','.join('?' * n)}) AND +seg = ?"
+
+
 def _search(segment: Segment, kind: str, query_vector: np.ndarray, k: int, metadatas: bool = False):
     """The k nearest records of one segment that may be live: k plus its stale count (exact top-k of the live)."""
     n = min(int(segment.record.get(kind, 0)), k + segment.stale(kind))
@@ -491,9 +500,7 @@ class Index:
         """Of these ids found in segment `seg`, those the catalog reads from that segment."""
         if not ids:
             return set()
-        marks = ",".join("?" * len(ids))
-        return {r[0] for r in self._db().execute(
-            f"SELECT {id_col} FROM {table} WHERE seg = ? AND {id_col} IN ({marks})", [seg, *ids])}
+        return {r[0] for r in self._db().execute(live_sql(table, id_col, len(ids)), [*ids, seg])}
 
     def dense_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Passage ids and cosine similarities, best first, from Chroma's HNSW index (every segment)."""
