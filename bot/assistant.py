@@ -31,6 +31,7 @@ from bot.retrieve import (
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.screen import Screen
+from bot.sentences import sentences
 from bot.settings import Settings, get_settings
 from bot.store import Index, pointer_stamp
 from bot.validate import normalise
@@ -64,18 +65,15 @@ def _turns(history: Sequence[Turn | dict[str, Any]] | None, max_turns: int, max_
     return out[::-1]
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
 def search_text(text: str, limit: int) -> str:
     """What retrieval and composing read of a message: all of it up to `limit` characters; of a longer one,
     its questions (sentences ending in '?', the last ones first) or else its end, within `limit`."""
     if len(text) <= limit:
         return text
-    sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
-    questions = [s for s in sentences if s.rstrip().endswith("?")]
+    parts = sentences(text)
+    questions = [s for s in parts if s.rstrip().endswith("?")]
     picked: list[str] = []
-    for s in reversed(questions or sentences):
+    for s in reversed(questions or parts):
         if len(" ".join([s, *picked])) > limit:
             break
         picked.insert(0, s)

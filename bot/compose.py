@@ -13,6 +13,7 @@ from bot.documents import Chunk, Sentence
 from bot.query import Query
 from bot.retrieve import Hit, QuestionWords, Vocabulary
 from bot.schema import BasedOn, Citation
+from bot.sentences import sentences
 from bot.settings import AnswerSettings
 from bot.spelling import english_words
 from bot.store import Index
@@ -112,7 +113,7 @@ def said_sentences(assistant_turns: list[str]) -> frozenset[str]:
     out: set[str] = set()
     for turn in assistant_turns:
         clean = re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", turn)
-        for part in re.split(r"(?<=[.!?])\s+", clean):
+        for part in sentences(clean):
             key = _said_key(part)
             if key:
                 out.add(key)

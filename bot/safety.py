@@ -20,6 +20,7 @@ from bot.patterns import PatternError, PatternGroup, fold, group
 from bot.prompts import load_validated
 from bot.query import Query
 from bot.schema import Turn
+from bot.sentences import sentences
 from bot.triage import (  # noqa: F401  (TypoFixer, TemperatureParser: part of this module's interface)
     REDFLAGS_FILE,
     Assessment,
@@ -33,7 +34,6 @@ from bot.triage_model import fitted_classifier, training_set
 
 SAFETY_FILE = "safety.yaml"
 CHECKS = ("urgent", "other_language", "role_change", "scope", "personal")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # What the classifier embeds, which bounds the cost of any message: the first EMBED_CHARS characters, and
 # for a message no longer than that, each of its sentences (at most MAX_WINDOWS runs of sentences).
 EMBED_CHARS = 400
@@ -155,10 +155,10 @@ def _embedded(text: str) -> list[str]:
     out = [text[:EMBED_CHARS]]
     if len(text) > EMBED_CHARS:
         return out  # the patterns read all of a long message; the classifier its beginning
-    sentences = [s.strip() for s in _SENTENCE.split(text) if s.strip()]
-    if len(sentences) > 1:
-        size = max(1, -(-len(sentences) // MAX_WINDOWS))
-        out += [" ".join(sentences[i : i + size]) for i in range(0, len(sentences), size)]
+    parts = sentences(text)
+    if len(parts) > 1:
+        size = max(1, -(-len(parts) // MAX_WINDOWS))
+        out += [" ".join(parts[i : i + size]) for i in range(0, len(parts), size)]
     return out
 
 
