@@ -12,6 +12,7 @@ import numpy as np
 from bot.documents import Chunk, Sentence
 from bot.query import Query
 from bot.retrieve import Hit, QuestionWords, Vocabulary, english_words, tokenize
+from bot.router import EntryRouter
 from bot.schema import BasedOn, Citation
 from bot.store import Index
 
@@ -39,7 +40,10 @@ class ComposeParams:
     w_entry_key: float = 0.7        # entry match = this x cosine to its closest question key ...
     w_entry_words: float = 0.3      # ... + this x share of the question's words the entry (keys and answer) has
     entry_clear_min: float = 0.70   # an entry this close to the question is also the answer ...
-    entry_clear_lead: float = 0.15  # ... when it leads every other entry by this much
+    entry_lead_slope: float = 0.8   # ... when it leads the next entry by entry_margin + this x (entry_min - score) ...
+    entry_clear_lead: float = 0.15  # ... or by this much (a clear lead, whatever its score)
+    router_min: float = 0.3         # an entry the learned router (bot/router.py) gives this probability ...
+    router_entry_min: float = 0.55  # ... and that matches at least this well is the answer without a clear lead
     entry_agree_gap: float = 0.05   # ... and its best sentence is within this of the best sentence found anywhere
     own_document_min: float = 0.55  # a sentence of a document without entries (a hospital's leaflet) this good ...
     own_document_sentences: int = 1  # ... is added after an entry's answer (at most this many)
@@ -160,8 +164,9 @@ class ExtractiveWriter:
 
     def __init__(self, index: Index, idf: Callable[[str], float], vocabulary: Vocabulary,
                  words: QuestionWords | None = None, params: ComposeParams | None = None,
-                 leaning: tuple[str, ...] = ()) -> None:
+                 leaning: tuple[str, ...] = (), router: EntryRouter | None = None) -> None:
         self.index = index
+        self.router = router  # a learned second opinion on which entry is asked for (None: similarity alone)
         # A sentence opening with one of these ('This ...', 'They ...') is shown right after the one before it.
         self._leaning = re.compile(r"^\W*(?:" + "|".join(re.escape(w) for w in leaning) + r")\b", re.I) if leaning else None
         self.idf = idf
@@ -221,12 +226,13 @@ class ExtractiveWriter:
         lead = score - matches[1][0] if len(matches) > 1 else score
         # A close match needs a small lead over the next entry; a fair one (down to entry_clear_min) a lead that
         # grows as its score falls, up to entry_clear_lead: the question's meaning points to this one entry.
-        if score >= bar:
-            needed = margin
-        else:
-            slope = (p.entry_clear_lead - p.entry_margin) / max(p.entry_min - p.entry_clear_min, 1e-6)
-            needed = margin + slope * (bar - score)
-        if score < p.entry_clear_min or lead < needed:
+        needed = margin if score >= bar else min(p.entry_clear_lead, margin + p.entry_lead_slope * (bar - score))
+        routed = False
+        if (score < p.entry_clear_min or lead < needed) and self.router is not None and score >= p.router_entry_min:
+            # The learned router's second opinion: it names this same entry, and with confidence.
+            pick, prob = self.router.predict(query_vector)
+            routed = pick == chunk.chunk_id and prob >= p.router_min
+        if (score < p.entry_clear_min or lead < needed) and not routed:
             return None  # no entry fits well enough, or two fit about as well: sentence choice takes the best of both
         sents, _ = self.index.sentences_of([chunk.chunk_id])
         text = " ".join(s.text for s in sents)
@@ -259,17 +265,19 @@ class ExtractiveWriter:
         entry = self._entry_answer(question, query_vector, said, hits, unknown_word=ordinary)
         if uncovered and ordinary is None:
             return Composition([], 0.0, tuple(uncovered))
+        if entry is not None and entry.best_score >= (p.entry_min_unknown_word if ordinary else p.entry_min):
+            return self._with_own_documents(entry, question, query_vector, hits, context, said)
         sents, vecs, scored = self._score_sentences(question, query_vector, hits, context, said)
-        if entry is not None and entry.best_score < (p.entry_min_unknown_word if ordinary else p.entry_min) and scored:
+        if entry is not None and scored:
             # An entry chosen on a fair match must agree with the sentences: the best sentence found is its own,
             # or nearly as good as the best one elsewhere.
             own = [sc for sc, row, _ in scored if sents[row].chunk_id == entry.entry]
             if not own or scored[0][0] - own[0] > p.entry_agree_gap:
                 entry = None
-        # ... and without such an entry, the best sentence must clear a higher bar than usual.
-        min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary and entry is None else 0.0)
         if entry is not None:
             return self._with_own_documents(entry, question, query_vector, hits, context, said)
+        # ... and without such an entry, the best sentence must clear a higher bar than usual.
+        min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary else 0.0)
         if not scored:
             return Composition([], 0.0)
         best = scored[0][0]

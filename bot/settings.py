@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     top_k: int = Field(5, description="Passages handed to the answer composer.")
     candidate_k: int = Field(20, description="Passages each of dense and keyword search return before fusion.")
     rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
+    entry_router: bool = Field(True, description="Ask the learned entry router (bot/router.py) for a second opinion "
+                               "on which knowledge entry a question asks for; fitted once per set of entries, kept in cache_dir.")
     per_doc_max: int = Field(3, ge=1, description="Most passages of one document among the top_k handed on (more only "
                              "when fewer documents were found), so one document cannot crowd out the others.")
     own_slots: int = Field(2, ge=0, description="Places among the top_k kept for the best passages of documents without "
