@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from bot.cache import ArrayCache
-from bot.compose import AnswerWriter, ComposeParams, Composition, ExtractiveWriter, label_citations, said_sentences
+from bot.compose import AnswerWriter, Composition, ExtractiveWriter, label_citations, said_sentences
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
@@ -33,6 +33,7 @@ from bot.router import fitted_router
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.screen import Screen
+from bot.sentences import sentences
 from bot.settings import Settings, get_settings
 from bot.store import Index, pointer_stamp
 from bot.validate import normalise
@@ -66,18 +67,15 @@ def _turns(history: Sequence[Turn | dict[str, Any]] | None, max_turns: int, max_
     return out[::-1]
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
 def search_text(text: str, limit: int) -> str:
     """What retrieval and composing read of a message: all of it up to `limit` characters; of a longer one,
     its questions (sentences ending in '?', the last ones first) or else its end, within `limit`."""
     if len(text) <= limit:
         return text
-    sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
-    questions = [s for s in sentences if s.rstrip().endswith("?")]
+    parts = sentences(text)
+    questions = [s for s in parts if s.rstrip().endswith("?")]
     picked: list[str] = []
-    for s in reversed(questions or sentences):
+    for s in reversed(questions or parts):
         if len(" ".join([s, *picked])) > limit:
             break
         picked.insert(0, s)
@@ -171,7 +169,8 @@ class Assistant:
         # The one Query of this message: spelled for the documents once, embedded once (lazily), read by every step.
         query = prepare(shown_text, checked, history=turns, embedder=self.embedder,
                         correct=vocabulary.correct_text if not too_long else None,
-                        question=lambda spelled: search_text(spelled, self.settings.search_max_chars))
+                        question=lambda spelled: search_text(spelled, self.settings.search_max_chars),
+                        expand=self.words.expand)
         verdict = self.safety.check(query, turns)
         timings["safety"] = _ms(t)
         if verdict.kind == "urgent":
@@ -206,8 +205,8 @@ class Assistant:
         t = time.perf_counter()
         # Safety read all of the message; the search reads its question (a long message costs no more than that).
         context = "" if verdict.kind == "urgent" else follow_up_context(query.question, turns, self.follow_up)
-        query = query.about(query.question, context, self.words.expand)
-        hits = retriever.retrieve(query, self.settings.top_k)
+        query = query.about(query.question, context)
+        hits = retriever.retrieve(query, self.settings.retrieval.top_k)
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
@@ -234,7 +233,7 @@ class Assistant:
         if verdict.kind == "urgent":
             # Call-now first; then at most one short cited note from the sources.
             answer, citations = verdict.message, []
-            if composition.statements and composition.best_score >= self.settings.urgent_note_min:
+            if composition.statements and composition.best_score >= self.settings.answer.urgent_note_min:
                 st = max(composition.statements, key=lambda x: x.score)
                 note, citations = Composition([st], composition.best_score).render()
                 citations = label_citations(citations, self.index)
@@ -284,8 +283,8 @@ class Assistant:
             # their answer: 'how many babies were in the study (drip run)' found the drip).
             earlier = topic_words(" ".join(parts[:i])) if is_follow_up(part, self.follow_up) else ""
             ctx = " ".join(x for x in (query.context, earlier) if x)
-            part_query = query.about(part, ctx, self.words.expand)
-            part_hits = retriever.retrieve(part_query, self.settings.top_k)
+            part_query = query.about(part, ctx)
+            part_hits = retriever.retrieve(part_query, self.settings.retrieval.top_k)
             comp = writer.compose(part_query, part_hits, strict=strict,
                                   said=said | said_sentences([s.text for s in statements]))
             statements += comp.statements
@@ -350,22 +349,21 @@ def build_assistant(
     step("model")
     ensure_index(settings, embedder)
     step("index_check")
-    params = ComposeParams(min_evidence=settings.min_evidence, max_sentences=max(2, min(5, settings.max_sentences)))
     given_retriever, given_writer = retriever, writer
     leaning = load_leaning_openers(settings.prompts_dir)
 
     def open_parts() -> tuple[Index, Retriever, AnswerWriter, Vocabulary]:
         """The newest complete index and the retriever and writer over it."""
         index = Index(settings.index_dir, settings.collection, settings.chroma_url)
-        hybrid = HybridRetriever(index, embedder, candidate_k=settings.candidate_k, rrf_k=settings.rrf_k,
-                                 per_doc_max=settings.per_doc_max, own_slots=settings.own_slots)
+        hybrid = HybridRetriever(index, embedder, settings.retrieval)
+        vocabulary = Vocabulary(index.vocabulary(), index.words(), words)
         router = None
-        if given_writer is None and settings.entry_router:
+        if given_writer is None and settings.answer.entry_router:
             router = fitted_router(*index.key_vectors(), cache=ArrayCache(settings.cache_dir))
         return (index, given_retriever or hybrid,
-                given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=hybrid.vocabulary, words=words,
-                                                 params=params, leaning=leaning, router=router),
-                hybrid.vocabulary)
+                given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=vocabulary, words=words,
+                                                 params=settings.answer, leaning=leaning, router=router),
+                vocabulary)
 
     index, retriever, writer, vocabulary = open_parts()
     step("index_open")

@@ -75,6 +75,21 @@ class ArrayCache:
         return made
 
 
+def code_digest() -> str:
+    """A hash of the bot's own source files: a result computed by this code is keyed by it."""
+    folder = Path(__file__).resolve().parent
+    return digest([f.read_bytes() for f in sorted(folder.glob("*.py"))])
+
+
+def checked_once(cache: ArrayCache, kind: str, key: str, check: Callable[[], None]) -> bool:
+    """Run `check` (which raises on failure) unless it already passed for this key; True when it was run."""
+    if cache.load(kind, key) is not None:
+        return False
+    check()
+    cache.save(kind, key, {"passed": np.array(True)})
+    return True
+
+
 def cached_vectors(texts: Sequence[str], embedder, cache: ArrayCache | Path | None, model_key: str = "") -> np.ndarray:
     """Vectors of a fixed list of texts, kept between starts (keyed by the texts and the embedding model)."""
     if not isinstance(cache, ArrayCache):

@@ -11,42 +11,14 @@ import numpy as np
 
 from bot.documents import Chunk, Sentence
 from bot.query import Query
-from bot.retrieve import Hit, QuestionWords, Vocabulary, english_words, tokenize
+from bot.retrieve import Hit, QuestionWords, Vocabulary
 from bot.router import EntryRouter
 from bot.schema import BasedOn, Citation
+from bot.sentences import sentences
+from bot.settings import AnswerSettings
+from bot.spelling import english_words
 from bot.store import Index
-
-
-@dataclass(frozen=True)
-class ComposeParams:
-    """Weights and thresholds, calibrated on the eval cases (see README, 'How answers are chosen')."""
-
-    min_evidence: float = 0.42      # best sentence score below this: the sources do not answer it
-    keep_ratio: float = 0.80        # other sentences must score at least this share of the best one
-    min_keep: float = 0.36          # ... and at least this much
-    redundancy: float = 0.86        # a sentence this similar to one already chosen says nothing new
-    max_sentences: int = 4
-    w_sentence: float = 0.60
-    w_keywords: float = 0.25
-    w_passage: float = 0.15
-    w_context: float = 0.5          # weight of words carried from earlier questions in a follow-up
-    plain_from: float = 6.0         # sentences above this reading grade (or the corpus median, if higher) lose ...
-    w_hard: float = 0.012           # ... this much score per grade, so plainer near-equals win
-    entry_min: float = 0.85         # a knowledge entry this close to the question is the answer, whole
-    entry_margin: float = 0.03      # ... when no other entry is within this much of it
-    entry_min_unknown_word: float = 0.88  # the entry bar when one ordinary word of the question is in no document ...
-    unknown_word_evidence: float = 0.22  # extra evidence a sentence answer needs when one ordinary word is unknown
-    entry_margin_unknown_word: float = 0.12  # ... with a clearer lead over the next entry
-    w_entry_key: float = 0.7        # entry match = this x cosine to its closest question key ...
-    w_entry_words: float = 0.3      # ... + this x share of the question's words the entry (keys and answer) has
-    entry_clear_min: float = 0.70   # an entry this close to the question is also the answer ...
-    entry_lead_slope: float = 0.8   # ... when it leads the next entry by entry_margin + this x (entry_min - score) ...
-    entry_clear_lead: float = 0.15  # ... or by this much (a clear lead, whatever its score)
-    router_min: float = 0.3         # an entry the learned router (bot/router.py) gives this probability ...
-    router_entry_min: float = 0.55  # ... and that matches at least this well is the answer without a clear lead
-    entry_agree_gap: float = 0.05   # ... and its best sentence is within this of the best sentence found anywhere
-    own_document_min: float = 0.55  # a sentence of a document without entries (a hospital's leaflet) this good ...
-    own_document_sentences: int = 1  # ... is added after an entry's answer (at most this many)
+from bot.words import stem, tokenize
 
 
 @dataclass(frozen=True)
@@ -142,7 +114,7 @@ def said_sentences(assistant_turns: list[str]) -> frozenset[str]:
     out: set[str] = set()
     for turn in assistant_turns:
         clean = re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", turn)
-        for part in re.split(r"(?<=[.!?])\s+", clean):
+        for part in sentences(clean):
             key = _said_key(part)
             if key:
                 out.add(key)
@@ -163,7 +135,7 @@ class ExtractiveWriter:
     """Scores the sentences of the retrieved passages against the question and keeps the best few."""
 
     def __init__(self, index: Index, idf: Callable[[str], float], vocabulary: Vocabulary,
-                 words: QuestionWords | None = None, params: ComposeParams | None = None,
+                 words: QuestionWords | None = None, params: AnswerSettings | None = None,
                  leaning: tuple[str, ...] = (), router: EntryRouter | None = None) -> None:
         self.index = index
         self.router = router  # a learned second opinion on which entry is asked for (None: similarity alone)
@@ -172,7 +144,7 @@ class ExtractiveWriter:
         self.idf = idf
         self.vocabulary = vocabulary
         self.words = words or QuestionWords()
-        self.params = params or ComposeParams()
+        self.params = params or AnswerSettings()  # the weights and thresholds: Settings.answer
         # A corpus written for professionals is hard throughout; only its harder half is held back.
         self.plain_from = max(self.params.plain_from, index.median_grade())
 
@@ -189,16 +161,14 @@ class ExtractiveWriter:
         total = sum(w for _, w in weighted) or 1.0
         return sum(w for t, w in weighted if t in present) / total
 
-    def entry_matches(self, question: str, query_vector: np.ndarray, k: int = 3,
-                      ignore: tuple[str, ...] = ()) -> list[tuple[float, Chunk]]:
+    def entry_matches(self, query: Query, k: int = 3, ignore: tuple[str, ...] = ()) -> list[tuple[float, Chunk]]:
         """Knowledge entries closest to the question, best first, with their match score (0-1).
 
-        Words in `ignore` (ones no document uses) do not count against an entry's share of the question's words.
+        Tokens in `ignore` (ones no document uses) do not count against an entry's share of the question's words.
         """
         p = self.params
-        q_tokens = [t for t in dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question))))
-                    if t not in ignore]
-        found = self.index.dense_keys(query_vector, k)
+        q_tokens = [t for t in query.terms if t not in ignore]
+        found = self.index.dense_keys(query.vector, k)
         chunks = self.index.chunks(cid for cid, _ in found)
         out = []
         for cid, cos in found:
@@ -207,14 +177,15 @@ class ExtractiveWriter:
                 out.append((p.w_entry_key * cos + p.w_entry_words * words, chunks[cid]))
         return sorted(out, key=lambda x: -x[0])
 
-    def _entry_answer(self, question: str, query_vector: np.ndarray, said: frozenset[str], hits: list[Hit],
+    def _entry_answer(self, query: Query, said: frozenset[str], hits: list[Hit],
                       unknown_word: str | None = None) -> Composition | None:
         """The whole reviewed answer of the entry that matches the question strongly, or None.
 
         Only an entry the retriever returned can be the answer (the retriever searches the entries' keys).
         """
         p = self.params
-        matches = self.entry_matches(question, query_vector, ignore=(unknown_word,) if unknown_word else ())
+        question = query.question
+        matches = self.entry_matches(query, ignore=(stem(unknown_word),) if unknown_word else ())
         found = {h.chunk.chunk_id for h in hits}
         if matches and matches[0][1].chunk_id not in found:
             return None
@@ -226,11 +197,15 @@ class ExtractiveWriter:
         lead = score - matches[1][0] if len(matches) > 1 else score
         # A close match needs a small lead over the next entry; a fair one (down to entry_clear_min) a lead that
         # grows as its score falls, up to entry_clear_lead: the question's meaning points to this one entry.
-        needed = margin if score >= bar else min(p.entry_clear_lead, margin + p.entry_lead_slope * (bar - score))
+        if score >= bar:
+            needed = margin
+        else:
+            slope = (p.entry_clear_lead - p.entry_margin) / max(p.entry_min - p.entry_clear_min, 1e-6)
+            needed = margin + slope * (bar - score)
         routed = False
         if (score < p.entry_clear_min or lead < needed) and self.router is not None and score >= p.router_entry_min:
             # The learned router's second opinion: it names this same entry, and with confidence.
-            pick, prob = self.router.predict(query_vector)
+            pick, prob = self.router.predict(query.vector)
             routed = pick == chunk.chunk_id and prob >= p.router_min
         if (score < p.entry_clear_min or lead < needed) and not routed:
             return None  # no entry fits well enough, or two fit about as well: sentence choice takes the best of both
@@ -256,18 +231,17 @@ class ExtractiveWriter:
         `said_sentences`); they are not said again. A knowledge entry that matches strongly is given whole.
         """
         p = self.params
-        question, query_vector, context = query.question, query.vector, query.context
-        raw_tokens = list(dict.fromkeys(tokenize(question)))
-        uncovered = self.vocabulary.uncovered(raw_tokens, self.words) if strict else []
+        question = query.question
+        uncovered = self.vocabulary.uncovered(query.words, self.words) if strict else []
         # One ordinary English word the documents never use ('dependable') does not sink a question whose
         # other words match an entry clearly; a name, a second unknown word or a weak match does.
         ordinary = uncovered[0] if len(uncovered) == 1 and uncovered[0] in english_words() else None
-        entry = self._entry_answer(question, query_vector, said, hits, unknown_word=ordinary)
+        entry = self._entry_answer(query, said, hits, unknown_word=ordinary)
         if uncovered and ordinary is None:
             return Composition([], 0.0, tuple(uncovered))
         if entry is not None and entry.best_score >= (p.entry_min_unknown_word if ordinary else p.entry_min):
-            return self._with_own_documents(entry, question, query_vector, hits, context, said)
-        sents, vecs, scored = self._score_sentences(question, query_vector, hits, context, said)
+            return self._with_own_documents(entry, query, hits, said)
+        sents, vecs, scored = self._score_sentences(query, hits, said)
         if entry is not None and scored:
             # An entry chosen on a fair match must agree with the sentences: the best sentence found is its own,
             # or nearly as good as the best one elsewhere.
@@ -275,7 +249,7 @@ class ExtractiveWriter:
             if not own or scored[0][0] - own[0] > p.entry_agree_gap:
                 entry = None
         if entry is not None:
-            return self._with_own_documents(entry, question, query_vector, hits, context, said)
+            return self._with_own_documents(entry, query, hits, said)
         # ... and without such an entry, the best sentence must clear a higher bar than usual.
         min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary else 0.0)
         if not scored:
@@ -306,8 +280,8 @@ class ExtractiveWriter:
                 chosen.append(extra)
         return Composition(self._in_order(sents, chosen, hits), best)
 
-    def _with_own_documents(self, entry: Composition, question: str, query_vector: np.ndarray, hits: list[Hit],
-                            context: str, said: frozenset[str]) -> Composition:
+    def _with_own_documents(self, entry: Composition, query: Query, hits: list[Hit],
+                            said: frozenset[str]) -> Composition:
         """The entry's answer, then the best sentence of a document without entries (a hospital's own leaflet,
         an article) when it answers the question about as well: the family sees what their own hospital says."""
         p = self.params
@@ -315,7 +289,7 @@ class ExtractiveWriter:
         if not own or p.own_document_sentences <= 0:
             return entry
         said = said | {_said_key(st.text) for st in entry.statements}
-        sents, vecs, scored = self._score_sentences(question, query_vector, own, context, said)
+        sents, vecs, scored = self._score_sentences(query, own, said)
         entry_sents, entry_vecs = self.index.sentences_of([entry.entry] if entry.entry else [])
         chosen: list[tuple[float, int, int]] = []
         for cand in scored:
@@ -331,14 +305,13 @@ class ExtractiveWriter:
             return entry
         return replace(entry, statements=[*entry.statements, *self._in_order(sents, chosen, own)])
 
-    def _score_sentences(self, question: str, query_vector: np.ndarray, hits: list[Hit], context: str = "",
-                         said: frozenset[str] = frozenset(),
+    def _score_sentences(self, query: Query, hits: list[Hit], said: frozenset[str] = frozenset(),
                          ) -> tuple[list[Sentence], np.ndarray, list[tuple[float, int, int]]]:
         """Every statement of the passages scored against the question: (score, sentence row, hit rank), best first."""
         p = self.params
-        q_tokens = list(dict.fromkeys(self.vocabulary.correct_all(tokenize(self.words.expand(question)))))
-        c_tokens = tuple(dict.fromkeys(self.vocabulary.correct_all(tokenize(context))))
-        wanted = self.words.answer_patterns(question)
+        query_vector = query.vector
+        q_tokens, c_tokens = list(query.terms), query.context_terms
+        wanted = self.words.answer_patterns(query.question)
         scored: list[tuple[float, int, int]] = []  # (score, sentence row, hit rank)
         sents, vecs = self.index.sentences_of([h.chunk.chunk_id for h in hits])
         rows_by_chunk: dict[str, list[int]] = {}

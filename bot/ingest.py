@@ -128,9 +128,11 @@ def _embed(embedder: Embedder, texts: list[str], label: str, progress: bool) -> 
 
 
 def _tokenizer():
-    from bot.retrieve import TOKENIZER_VERSION, tokenize
+    """The keyword tokenizer, and the version of how text is cut (words and sentences): a change rebuilds the index."""
+    from bot.sentences import SPLITTER_VERSION
+    from bot.words import TOKENIZER_VERSION, tokenize
 
-    return tokenize, TOKENIZER_VERSION
+    return tokenize, f"{TOKENIZER_VERSION}/sentences-{SPLITTER_VERSION}"
 
 
 # ---------------------------------------------------------------- planning

@@ -114,6 +114,13 @@ class LanguageGuide:
         words = set(_WORDS.findall(fold(sample).lower()))
         if len(words) < 2:
             return Detected(ENGLISH, 1.0)
+        if not any(words & known for known in self.words.values()):
+            # No common word of any listed language: the rule below answers English whatever the detector
+            # says, so it is not asked (loading its models costs about a second in a one-question process).
+            return Detected(ENGLISH, 1.0)
+        return self._detect_with_model(sample, words)
+
+    def _detect_with_model(self, sample: str, words: set[str]) -> Detected:
         values = self._detector.compute_language_confidence_values(sample)
         if not values:
             return Detected(ENGLISH, 1.0)

@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 __all__ = ["for_matching", "strip_invisible"]
 
@@ -44,29 +45,54 @@ def _drop(ch: str) -> bool:
     return cat == "Cc" and ch not in "\r\x0b\x0c"  # other line and page breaks become spaces below
 
 
-def _char_class(keep: Callable[[str], bool]) -> re.Pattern[str]:
-    """A regex matching every code point for which `keep` is true (built once: matching then runs in C)."""
-    ranges: list[str] = []
+def _ranges(keep: Callable[[str], bool]) -> list[tuple[int, int]]:
+    """(first, last) code points of every run for which `keep` is true (a scan of all of Unicode: ~0.5 s)."""
+    ranges: list[tuple[int, int]] = []
     start = None
     for cp in range(0x110000 + 1):
         inside = cp < 0x110000 and keep(chr(cp))
         if inside and start is None:
             start = cp
         elif not inside and start is not None:
-            a, b = re.escape(chr(start)), re.escape(chr(cp - 1))
-            ranges.append(a if start == cp - 1 else f"{a}-{b}")
+            ranges.append((start, cp - 1))
             start = None
-    return re.compile(f"[{''.join(ranges)}]+")
+    return ranges
+
+
+def _char_class(keep: Callable[[str], bool], name: str = "") -> re.Pattern[str]:
+    """A regex matching every code point for which `keep` is true (built once: matching then runs in C).
+
+    With a `name`, the runs are kept in the settings' cache folder between starts, keyed by the Unicode
+    version and this file's source (an edit to a rule here is a new entry).
+    """
+    if name:
+        import numpy as np
+
+        from bot.cache import ArrayCache, digest
+        from bot.settings import get_settings
+
+        key = digest([name, unicodedata.unidata_version, Path(__file__).read_bytes()])
+        found = ArrayCache(get_settings().cache_dir).get_or_make(
+            "charclass", key, lambda: {"ranges": np.array(_ranges(keep), dtype=np.int64).reshape(-1, 2)})
+        ranges = [(int(a), int(b)) for a, b in found["ranges"]]
+    else:
+        ranges = _ranges(keep)
+    parts = [re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges]
+    return re.compile(f"[{''.join(parts)}]+")
 
 
 @cache
 def _invisible() -> re.Pattern[str]:
-    return _char_class(_drop)
+    return _char_class(_drop, "invisible")
+
+
+def _is_mark(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Mn", "Me")
 
 
 @cache
 def _marks() -> re.Pattern[str]:
-    return _char_class(lambda ch: unicodedata.category(ch) in ("Mn", "Me"))
+    return _char_class(_is_mark, "marks")
 
 
 def strip_invisible(text: str) -> str:

@@ -11,7 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.patterns import PatternError, compile_pattern
-from bot.retrieve import AnswerType, FollowUpRules, QuestionWords, stem
+from bot.retrieve import AnswerType, FollowUpRules, QuestionWords
+from bot.words import stem
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -201,5 +202,7 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
         filler=frozenset(stem(w.lower()) for w in q.filler_words.split()),
         synonyms={stem(k.lower()): str(v) for k, v in q.synonyms.items()},
         answer_types=tuple(types),
+        spellings=frozenset(w for text in (q.filler_words, *q.synonyms, *map(str, q.synonyms.values()))
+                            for w in re.findall(r"[a-z]+", text.lower())),
     )
     return rules, words

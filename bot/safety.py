@@ -13,13 +13,14 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bot.cache import ArrayCache, cached_vectors
+from bot.cache import ArrayCache, cached_vectors, checked_once, code_digest, digest
 from bot.embed import Embedder
 from bot.language import ENGLISH, Detected, LanguageGuide
 from bot.patterns import PatternError, PatternGroup, fold, group
 from bot.prompts import load_validated
 from bot.query import Query
 from bot.schema import Turn
+from bot.sentences import sentences
 from bot.triage import (  # noqa: F401  (TypoFixer, TemperatureParser: part of this module's interface)
     REDFLAGS_FILE,
     Assessment,
@@ -33,7 +34,6 @@ from bot.triage_model import fitted_classifier, training_set
 
 SAFETY_FILE = "safety.yaml"
 CHECKS = ("urgent", "other_language", "role_change", "scope", "personal")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # What the classifier embeds, which bounds the cost of any message: the first EMBED_CHARS characters, and
 # for a message no longer than that, each of its sentences (at most MAX_WINDOWS runs of sentences).
 EMBED_CHARS = 400
@@ -155,10 +155,10 @@ def _embedded(text: str) -> list[str]:
     out = [text[:EMBED_CHARS]]
     if len(text) > EMBED_CHARS:
         return out  # the patterns read all of a long message; the classifier its beginning
-    sentences = [s.strip() for s in _SENTENCE.split(text) if s.strip()]
-    if len(sentences) > 1:
-        size = max(1, -(-len(sentences) // MAX_WINDOWS))
-        out += [" ".join(sentences[i : i + size]) for i in range(0, len(sentences), size)]
+    parts = sentences(text)
+    if len(parts) > 1:
+        size = max(1, -(-len(parts) // MAX_WINDOWS))
+        out += [" ".join(parts[i : i + size]) for i in range(0, len(parts), size)]
     return out
 
 
@@ -191,9 +191,12 @@ class SafetyGate:
                              for r in rules.personal.rules]
         except PatternError as exc:
             raise SafetyRulesError(str(exc)) from None
+        cache = ArrayCache(cache_dir)
         if check_examples:
+            # The examples' check is deterministic: it is run again only when the rules or the code changed.
+            key = digest([code_digest(), triage.rules.model_dump_json(), languages.spec.model_dump_json()])
             try:
-                triage.check_examples()
+                checked_once(cache, "examples-checked", key, triage.check_examples)
             except RedFlagsError as exc:
                 raise SafetyRulesError(str(exc)) from None
 
@@ -204,7 +207,6 @@ class SafetyGate:
         texts, labels = training_set(triage.rules, [x for g in groups.values() for x in g])
         all_texts = texts + [x for g in groups.values() for x in g]
         model_key = str(getattr(embedder, "model_path", "")) or type(embedder).__name__
-        cache = ArrayCache(cache_dir)
         vectors = cached_vectors(all_texts, embedder, cache, model_key)
         self.classifier = fitted_classifier(vectors[: len(texts)], labels, cache)
         self._vectors: dict[str, np.ndarray] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -24,10 +24,82 @@ def _bundled_model_path() -> str:
     return str(base)
 
 
-class Settings(BaseSettings):
-    """Every knob of the bot; each can be set as BOT_<NAME> in the environment."""
+class RetrievalSettings(BaseModel):
+    """How passages are found for a question (bot/retrieve.py). Environment: BOT_RETRIEVAL__<NAME>."""
 
-    model_config = SettingsConfigDict(env_prefix="BOT_", extra="ignore")
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(5, ge=1, description="Passages handed to the answer composer.")
+    candidate_k: int = Field(20, ge=1, description="Passages each of dense and keyword search return before fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
+    per_doc_max: int = Field(3, ge=1, description="Most passages of one document among the top_k handed on (more only "
+                             "when fewer documents were found), so one document cannot crowd out the others.")
+    own_slots: int = Field(2, ge=0, description="Places among the top_k kept for the best passages of documents without "
+                           "knowledge entries (a hospital's own leaflets), which the entries' question keys would outrank.")
+    dedupe_threshold: float = Field(0.8, gt=0, le=1, description="Word-trigram Jaccard overlap at which a passage "
+                                    "counts as a near-copy of one already chosen (and is dropped).")
+    sentence_weight: float = Field(0.5, ge=0, description="Weight of the dense single-sentence list in the rank fusion "
+                                   "(each passage list counts 1).")
+    key_weight: float = Field(3.0, ge=0, description="Weight of the knowledge entries' question keys (an entry's "
+                              "question and 'also asked as' phrasings) in the rank fusion.")
+    key_min: float = Field(0.5, ge=0, le=1, description="Cosine a question key needs to count at all (below it, the "
+                           "nearest keys of an unrelated question would outrank documents without entries).")
+    key_pin: float = Field(0.9, ge=0, le=1, description="Cosine at which the entry of the nearest key is always handed "
+                           "on, whatever the fusion says (a question asked nearly word for word).")
+
+
+class AnswerSettings(BaseModel):
+    """How the extractive composer chooses sentences (bot/compose.py), calibrated on the dev eval cases
+    (README, 'How a question becomes an answer'). Environment: BOT_ANSWER__<NAME>."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_evidence: float = Field(0.42, description="Best sentence score below which the answer is 'unknown'.")
+    urgent_note_min: float = Field(0.60, description="Score a sentence needs to be added under an emergency message.")
+    max_sentences: int = Field(4, ge=2, le=5, description="Most sentences in an answer (2-5).")
+    keep_ratio: float = Field(0.80, ge=0, le=1, description="Share of the best sentence's score another sentence needs "
+                              "to be shown too.")
+    min_keep: float = Field(0.36, description="Least score any further sentence needs, whatever the best one scored.")
+    redundancy: float = Field(0.86, ge=0, le=1, description="Cosine at which a sentence repeats one already chosen "
+                              "(and is left out).")
+    w_sentence: float = Field(0.60, ge=0, description="Sentence score: weight of the sentence's cosine to the question.")
+    w_keywords: float = Field(0.25, ge=0, description="Sentence score: weight of the IDF-weighted share of the "
+                              "question's words the sentence has.")
+    w_passage: float = Field(0.15, ge=0, description="Sentence score: weight of its passage's cosine to the question.")
+    w_context: float = Field(0.5, ge=0, le=1, description="Weight of words carried from earlier questions (a follow-up) "
+                             "relative to the question's own words.")
+    plain_from: float = Field(6.0, description="Reading grade above which (or above the corpus median, if higher) a "
+                              "sentence loses score ...")
+    w_hard: float = Field(0.012, ge=0, description="... this much per grade, so the plainer of two near-equals wins.")
+    entry_min: float = Field(0.85, description="Match score at which a knowledge entry is the answer, given whole ...")
+    entry_margin: float = Field(0.03, ge=0, description="... when no other entry is within this much of it.")
+    entry_min_unknown_word: float = Field(0.88, description="The entry bar when one ordinary word of the question is "
+                                          "in no document ...")
+    entry_margin_unknown_word: float = Field(0.12, ge=0, description="... and the lead it then needs over the next entry.")
+    unknown_word_evidence: float = Field(0.22, ge=0, description="Extra evidence a sentence answer needs when one "
+                                         "ordinary word of the question is in no document.")
+    w_entry_key: float = Field(0.7, ge=0, description="Entry match score: weight of the cosine to its closest question key ...")
+    w_entry_words: float = Field(0.3, ge=0, description="... plus this weight times the share of the question's words the "
+                                 "entry (keys and answer) has.")
+    entry_clear_min: float = Field(0.70, description="A fair entry match that is also the answer ...")
+    entry_clear_lead: float = Field(0.15, ge=0, description="... when it leads every other entry by this much ...")
+    entry_agree_gap: float = Field(0.05, ge=0, description="... and its best sentence is within this of the best "
+                                   "sentence found anywhere (also asked of an entry the router chose).")
+    entry_router: bool = Field(True, description="Ask the learned entry router (bot/router.py) for a second opinion on "
+                               "which entry a question asks for; fitted once per set of entries, kept in cache_dir.")
+    router_min: float = Field(0.3, ge=0, le=1, description="Probability at which the router's entry is the answer "
+                              "without a clear lead, when similarity ranks the same entry first ...")
+    router_entry_min: float = Field(0.55, description="... with at least this match score.")
+    own_document_min: float = Field(0.55, description="Score a sentence of a document without entries (a hospital's "
+                                    "leaflet) needs to follow an entry's answer ...")
+    own_document_sentences: int = Field(1, ge=0, description="... and how many such sentences at most.")
+
+
+class Settings(BaseSettings):
+    """Every knob of the bot; each can be set as BOT_<NAME> in the environment (a group's as BOT_<GROUP>__<NAME>,
+    e.g. BOT_ANSWER__MIN_EVIDENCE=0.45)."""
+
+    model_config = SettingsConfigDict(env_prefix="BOT_", env_nested_delimiter="__", extra="ignore")
 
     knowledge_dir: Path = Field(PROJECT_DIR / "knowledge", description="Documents indexed by default.")
     index_dir: Path = Field(PROJECT_DIR / ".index", description="Where the Chroma index lives.")
@@ -44,18 +116,8 @@ class Settings(BaseSettings):
     chunk_size: int = Field(900, description="Longest chunk, in characters, before a section is split.")
     chunk_overlap: int = Field(120, description="Overlap between split pieces of a long section.")
 
-    top_k: int = Field(5, description="Passages handed to the answer composer.")
-    candidate_k: int = Field(20, description="Passages each of dense and keyword search return before fusion.")
-    rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
-    entry_router: bool = Field(True, description="Ask the learned entry router (bot/router.py) for a second opinion "
-                               "on which knowledge entry a question asks for; fitted once per set of entries, kept in cache_dir.")
-    per_doc_max: int = Field(3, ge=1, description="Most passages of one document among the top_k handed on (more only "
-                             "when fewer documents were found), so one document cannot crowd out the others.")
-    own_slots: int = Field(2, ge=0, description="Places among the top_k kept for the best passages of documents without "
-                           "knowledge entries (a hospital's own leaflets), which the entries' question keys would outrank.")
-    min_evidence: float = Field(0.42, description="Best sentence score below which the answer is 'unknown'.")
-    urgent_note_min: float = Field(0.60, description="Score a sentence needs to be added under an emergency message.")
-    max_sentences: int = Field(4, description="Most sentences in an answer (2-5).")
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings, description="How passages are found.")
+    answer: AnswerSettings = Field(default_factory=AnswerSettings, description="How the answer's sentences are chosen.")
 
     max_question_chars: int = Field(2000, description="Longest question answered (longer: still checked for emergencies).")
     cache_dir: Path | None = Field(PROJECT_DIR / ".cache",

@@ -35,6 +35,7 @@ import os
 import re
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,7 @@ def _chunk_from_row(row: sqlite3.Row | tuple) -> Chunk:
                  end=int(end), source=source, url=url or None, keys=tuple(json.loads(keys or "[]")))
 
 
+_WORDS = re.compile(r"[a-z]+")
 _CHUNK_COLS = "chunk_id, doc_id, title, section, text, start, end, source, url, keys"
 
 
@@ -285,6 +287,15 @@ class Segment:
             self.client.close()
         except Exception:  # a client on a folder that is already gone
             log.debug("closing the Chroma client failed", exc_info=True)
+
+
+def live_sql(table: str, id_col: str, n: int) -> str:
+    """Of n ids, those the catalog reads from a given segment (parameters: the ids, then the segment).
+
+    `+seg`: the ids are looked up by their primary key; SQLite would otherwise pick the segment index and
+    read every row of the segment (linear in the library: about 0.6 s an answer at x400).
+    """
+    return f"SELECT {id_col} FROM {table} WHERE {id_col} IN ({','.join('?' * n)}) AND +seg = ?"
 
 
 def _search(segment: Segment, kind: str, query_vector: np.ndarray, k: int, metadatas: bool = False):
@@ -489,9 +500,7 @@ class Index:
         """Of these ids found in segment `seg`, those the catalog reads from that segment."""
         if not ids:
             return set()
-        marks = ",".join("?" * len(ids))
-        return {r[0] for r in self._db().execute(
-            f"SELECT {id_col} FROM {table} WHERE seg = ? AND {id_col} IN ({marks})", [seg, *ids])}
+        return {r[0] for r in self._db().execute(live_sql(table, id_col, len(ids)), [*ids, seg])}
 
     def dense_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Passage ids and cosine similarities, best first, from Chroma's HNSW index (every segment)."""
@@ -569,6 +578,18 @@ class Index:
         if self._vocab is None:
             self._vocab = dict(self._db().execute("SELECT term, df FROM terms").fetchall())
         return self._vocab
+
+    def words(self) -> dict[str, int]:
+        """Every word the passages and the entries' questions use, as written (lower case), with how often.
+
+        What typo correction corrects towards (bot/spelling.py): whole words, not the keyword index's stems.
+        """
+        if getattr(self, "_words", None) is None:
+            counts: Counter[str] = Counter()
+            for text, keys in self._db().execute("SELECT text, keys FROM chunks"):
+                counts.update(_WORDS.findall(" ".join((text, *json.loads(keys or "[]"))).lower()))
+            self._words = dict(counts)
+        return self._words
 
     def vocabulary(self) -> frozenset[str]:
         """The corpus vocabulary (tokens of the project tokenizer), for typo correction."""

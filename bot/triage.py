@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.patterns import PatternError, PatternGroup, compile_all, compile_pattern, fold
 from bot.prompts import load_validated
+from bot.spelling import nearest
 
 REDFLAGS_FILE = "redflags.yaml"
 CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study",
@@ -76,6 +77,7 @@ class Decision(_Strict):
 class Clauses(_Strict):
     breaks: list[str] = Field(default_factory=list)
     min_chars: int = Field(3, ge=1)
+    max_clauses: int = Field(24, ge=1)
 
 
 class ClassifierSettings(_Strict):
@@ -186,25 +188,6 @@ def _logic(expr: str, known: set[str], where: str) -> Callable[[Mapping[str, boo
 _WORD = re.compile(r"[A-Za-z]+")
 
 
-def _osa_distance(a: str, b: str, limit: int) -> int:
-    """Edit distance with adjacent swaps (optimal string alignment), stopping early past `limit`."""
-    if abs(len(a) - len(b)) > limit:
-        return limit + 1
-    prev2: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        cur = [i] + [0] * len(b)
-        for j in range(1, len(b) + 1):
-            cost = 0 if a[i - 1] == b[j - 1] else 1
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                cur[j] = min(cur[j], prev2[j - 2] + 1)
-        if min(cur) > limit:
-            return limit + 1
-        prev2, prev = prev, cur
-    return prev[-1]
-
-
 class TypoFixer:
     """Reads common misspellings of red-flag words as the words themselves."""
 
@@ -218,15 +201,7 @@ class TypoFixer:
         if len(low) < 4 or len(low) > 20 or low in self.keep:
             return token
         if low not in self._cache:
-            best, best_distance = token, 99
-            for w in self.words:
-                # Typos rarely change the first letter; insisting on it avoids "leading" -> "bleeding".
-                if w[0] != low[0]:
-                    continue
-                limit = 2 if len(w) >= 8 else 1
-                distance = _osa_distance(low, w, limit)
-                if distance <= limit and distance < best_distance:
-                    best, best_distance = w, distance
+            best = nearest(low, self.words) or token  # the one typo policy (bot/spelling.py)
             if len(self._cache) < 50_000:
                 self._cache[low] = best
             return best
@@ -418,28 +393,24 @@ class Triage:
         """The clauses of a prepared message: cut at the file's `clauses.breaks` (a named group `keep` stays
         with the next clause, as "now" in "gone, now she is floppy"); pieces too short to read join the one before."""
         out: list[str] = []
-        pos = start = 0
-        while self.breaks:
-            m = _first_break(self.breaks, t, pos)
-            if m is None:
-                break
-            cut, nxt = m
-            if nxt <= pos:  # an empty match: step on
-                pos += 1
-                if pos >= len(t):
-                    break
+        start = 0
+        for cut, nxt in _breaks(self.breaks, t):
+            if cut < start:  # overlaps the break before
                 continue
             piece = t[start:cut].strip()
             if len(piece) >= self.rules.clauses.min_chars:
                 out.append(piece)
                 start = nxt
-            pos = nxt
         rest = t[start:].strip()
         if rest:
             if out and len(rest) < self.rules.clauses.min_chars:
                 out[-1] = f"{out[-1]} {rest}"
             else:
                 out.append(rest)
+        limit = self.rules.clauses.max_clauses
+        if len(out) > limit:  # a very long message: runs of neighbouring clauses are read together (bounded cost)
+            size = -(-len(out) // limit)
+            out = [" ".join(out[i : i + size]) for i in range(0, len(out), size)]
         return out or [t]
 
     def _read(self, t: str, previous: str, other_language: bool,
@@ -592,19 +563,21 @@ class Triage:
                                 + "\n  ".join(problems))
 
 
-def _first_break(breaks: PatternGroup, t: str, pos: int) -> tuple[int, int] | None:
-    """(where the clause ends, where the next begins) of the earliest clause break at or after `pos`."""
-    best: tuple[int, int] | None = None
+def _breaks(breaks: PatternGroup, t: str) -> list[tuple[int, int]]:
+    """Every clause break in `t`, in order: (where the clause ends, where the next begins). One pass per pattern."""
+    found: list[tuple[int, int]] = []
     for p in breaks.compiled:
-        m = p.search(t, pos)
-        if m is None:
-            continue
         group = getattr(p, "groupindex", {}).get("keep")
-        keep = m.start(group) if group is not None and m.start(group) >= 0 else m.end()  # type: ignore[attr-defined]
-        found = (m.start(), keep)  # type: ignore[attr-defined]
-        if best is None or found < best:
-            best = found
-    return best
+        pos = 0
+        while pos <= len(t):
+            m = p.search(t, pos)
+            if m is None:
+                break
+            keep = m.start(group) if group is not None and m.start(group) >= 0 else m.end()  # type: ignore[attr-defined]
+            if keep > m.start():  # type: ignore[attr-defined]
+                found.append((m.start(), keep))  # type: ignore[attr-defined]
+            pos = max(m.end(), pos + 1)  # type: ignore[attr-defined]
+    return sorted(found)
 
 
 def _and(items: Sequence[str]) -> str:

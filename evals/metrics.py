@@ -7,11 +7,12 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 
 from bot.schema import Answer, Citation, Retrieved
+from bot.sentences import sentences
 
 # A marker group such as "[1]", "[1][2]" or "[1, 2]".
 MARKER_GROUP = re.compile(r"(?:\[\d+(?:\s*,\s*\d+)*\]\s*)+")
 MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
 
 
 def normalise_ws(text: str) -> str:
@@ -57,7 +58,8 @@ def statements(text: str) -> list[tuple[str, list[int]]]:
 def first_sentence(text: str) -> str:
     """The first sentence of a text (markers removed)."""
     clean = strip_markers(text)
-    return SENTENCE_END.split(clean, maxsplit=1)[0] if clean else ""
+    found = sentences(clean)
+    return found[0] if found else ""
 
 
 def kind_ok(answer: Answer, accept_kinds: Sequence[str]) -> bool:

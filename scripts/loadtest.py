@@ -11,6 +11,11 @@ and each reply must carry exactly that conversation's questions, in order, endin
 sent. `follow_ups_naming_topic` counts follow-up answers that name their conversation's topic; it is
 for information only (answer quality is measured by the evals). Targets (issue 13): 20 -> p95 <= 1 s and 0 errors;
 50 -> p95 <= 2 s. With --check the exit code is 1 when a target is missed.
+
+On a shared machine the figures depend on what else runs, so every stage also reports the machine's
+load: the 1-minute load average before and at most during the stage, how busy its CPUs were, and how
+much of that was neither the app (--app-pid) nor this script. --wait-quiet L waits (up to
+--wait-max seconds) until the 1-minute load average is below L before each stage.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import statistics
 import sys
 import time
@@ -127,7 +134,79 @@ async def run_conversation(client: httpx.AsyncClient, i: int, stage: Stage, dead
                 stage.follow_ups_naming_topic += 1
 
 
-async def run_stage(url: str, conversations: int, questions: int, max_seconds: float | None) -> dict[str, object]:
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def _process_seconds(pid: int | None) -> float:
+    """CPU seconds used so far by a process (user + system), 0 when unknown."""
+    if not pid:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class MachineLoad:
+    """How busy the machine was while a stage ran (the latencies depend on it on a shared machine)."""
+
+    def __init__(self, app_pid: int | None) -> None:
+        self.app_pid = app_pid
+        self.load_before = os.getloadavg()[0]
+        self.load_max = self.load_before
+        self.ticks = _cpu_ticks()
+        self.app = _process_seconds(app_pid)
+        self.me = self._own_seconds()
+        self.t0 = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._sample())
+
+    @staticmethod
+    def _own_seconds() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    async def _sample(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.load_max = max(self.load_max, os.getloadavg()[0])
+
+    def stop(self) -> dict[str, object]:
+        self._task.cancel()
+        busy0, total0 = self.ticks
+        busy1, total1 = _cpu_ticks()
+        cores = os.cpu_count() or 1
+        wall = max(1e-9, time.monotonic() - self.t0)
+        busy_s = (busy1 - busy0) / max(1, total1 - total0) * wall * cores
+        app_s = _process_seconds(self.app_pid) - self.app if self.app_pid else None
+        me_s = self._own_seconds() - self.me
+        others = busy_s - (app_s or 0.0) - me_s
+        return {"cpu_cores": cores, "load_avg_1m_before": round(self.load_before, 2),
+                "load_avg_1m_max": round(self.load_max, 2),
+                "cpu_busy_pct": round(100 * busy_s / (wall * cores), 1),
+                "cpu_app_pct": round(100 * app_s / (wall * cores), 1) if app_s is not None else None,
+                "cpu_loadtest_pct": round(100 * me_s / (wall * cores), 1),
+                "cpu_others_pct": round(100 * max(0.0, others) / (wall * cores), 1) if app_s is not None else None}
+
+
+async def wait_quiet(limit: float | None, max_wait: float) -> float:
+    """Wait until the 1-minute load average is below `limit` (or `max_wait` passed); returns the seconds waited."""
+    t0 = time.monotonic()
+    while limit is not None and os.getloadavg()[0] >= limit and time.monotonic() - t0 < max_wait:
+        await asyncio.sleep(5)
+    return round(time.monotonic() - t0, 1)
+
+
+async def run_stage(url: str, conversations: int, questions: int, max_seconds: float | None,
+                    app_pid: int | None = None, quiet: float | None = None, max_wait: float = 0.0
+                    ) -> dict[str, object]:
+    waited = await wait_quiet(quiet, max_wait)
     stage = Stage(conversations, questions, max_seconds)
     # Idle connections are dropped before the server's keep-alive (5 s) can close one under a new request.
     limits = httpx.Limits(max_connections=conversations, max_keepalive_connections=conversations, keepalive_expiry=2.0)
@@ -136,10 +215,12 @@ async def run_stage(url: str, conversations: int, questions: int, max_seconds: f
         for q, _ in TOPICS:  # a running app is warm: its first answers load what they need, unmeasured
             (await client.post(ASK_PATH, json={"data": [q, {"v": 1, "turns": []}], "session_hash": "warm-up"})).raise_for_status()
         t0 = time.monotonic()
+        load = MachineLoad(app_pid)
         deadline = t0 + max_seconds if max_seconds else None
         await asyncio.gather(*(run_conversation(client, i, stage, deadline) for i in range(conversations)))
         wall = time.monotonic() - t0
-    return stage.summary(wall)
+        machine = load.stop()
+    return {**stage.summary(wall), "machine": {**machine, "waited_for_quiet_s": waited}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,11 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", default="20,50", help="concurrent conversations of each stage, comma-separated")
     ap.add_argument("--max-seconds", type=float, default=60.0, help="time limit of every stage after the first")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument("--app-pid", type=int, default=None, help="the app's process id: its CPU use is reported apart")
+    ap.add_argument("--wait-quiet", type=float, default=None, metavar="L",
+                    help="before each stage, wait until the 1-minute load average is below L")
+    ap.add_argument("--wait-max", type=float, default=600.0, help="longest wait for a quiet machine (seconds)")
     args = ap.parse_args(argv)
     results = []
     for n, conversations in enumerate(int(s) for s in args.stages.split(",")):
         limit = None if n == 0 else args.max_seconds
-        result = asyncio.run(run_stage(args.url, conversations, args.questions, limit))
+        result = asyncio.run(run_stage(args.url, conversations, args.questions, limit, args.app_pid,
+                                       args.wait_quiet, args.wait_max))
         results.append(result)
         print(json.dumps(result), flush=True)
     ok = all(r["met"] for r in results)

@@ -110,3 +110,41 @@ def test_second_start_imports_no_scikit_learn(tmp_path):
             for _ in range(2)]
     assert runs[0] == {"sklearn": True, "urgent": True}
     assert runs[1] == {"sklearn": False, "urgent": True}
+
+
+def test_char_class_tables_read_back_equal_the_scan(tmp_path, monkeypatch):
+    """The normal form's character tables kept on disk are exactly what the full Unicode scan gives."""
+    from bot import normal
+    from bot.settings import Settings
+
+    monkeypatch.setattr("bot.settings.get_settings", lambda: Settings(cache_dir=tmp_path))
+    scanned = normal._char_class(normal._drop).pattern
+    assert normal._char_class(normal._drop, "invisible").pattern == scanned  # computed, then stored
+    assert list(tmp_path.glob("charclass-*.npz"))
+    monkeypatch.setattr(normal, "_ranges", lambda keep: (_ for _ in ()).throw(AssertionError("scanned again")))
+    assert normal._char_class(normal._drop, "invisible").pattern == scanned  # read back
+
+
+def test_language_detection_skips_the_model_only_when_it_cannot_change_the_answer():
+    """Messages without a common word of any listed language are English either way; others ask the model."""
+    import yaml
+
+    from bot.language import LanguageGuide
+    from bot.settings import Settings
+
+    guide = LanguageGuide.from_dir(Settings().prompts_dir)
+    messages = ["mijn baby heeft koorts", "mi bebé tiene fiebre y no come", "my baby has a fever of 39",
+                "what is MRD?", "can I give paracetamol after the drip", "el blinatumomab es seguro?"]
+    for path in sorted((PROJECT / "evals" / "cases" / "dev").rglob("*.yaml")):  # the dev split only
+        if not path.name.startswith("_"):
+            messages += [str(c.get("question", "")) for c in yaml.safe_load(path.read_text()) or []
+                         if isinstance(c, dict)]
+    from bot.language import _WORDS
+    from bot.patterns import fold
+
+    for text in messages:
+        sample = text[:400]
+        words = set(_WORDS.findall(fold(sample).lower()))
+        if len(words) < 2:
+            continue
+        assert guide.detect(text).code == guide._detect_with_model(sample, words).code, text

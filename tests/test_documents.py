@@ -450,3 +450,16 @@ def test_a_password_protected_pdf_says_so(tmp_path):
     c.save()
     with pytest.raises(DocumentError, match="protected by a password; save a copy without one"):
         load_file(path)
+
+
+def test_one_sentence_splitter_serves_documents_messages_and_answers():
+    from bot.sentences import sentences
+
+    # A family's message: a question mark ends a sentence before lower case; other scripts are cut too.
+    assert sentences("what is it? and how long is it given. ok") == ["what is it?", "and how long is it given. ok"]
+    assert sentences("Он горячий. Что делать?") == ["Он горячий.", "Что делать?"]
+    # No module cuts sentences its own way (ingest, search, safety, composing, evals, content tests).
+    project = Path(__file__).resolve().parent.parent
+    own_splitters = [str(p.relative_to(project)) for folder in ("bot", "evals", "tests") for p in (project / folder).glob("*.py")
+                     if p.name not in ("sentences.py", "test_documents.py") and "(?<=[.!?])" in p.read_text(encoding="utf-8")]
+    assert not own_splitters, own_splitters

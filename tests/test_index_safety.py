@@ -271,3 +271,15 @@ def test_a_change_writes_a_new_vector_segment_and_small_segments_are_merged(tmp_
     kept = sorted(p.name for p in s.index_dir.glob("gen-*"))
     assert all((s.index_dir / name / "chroma").is_dir() for name in kept)
     assert len(kept) <= MAX_SEGMENTS + 2
+
+
+def test_searches_look_records_up_by_id_not_by_segment(tmp_path, corpus, embedder):
+    """The live-record check reads a few rows by primary key, never every row of a segment."""
+    from bot.store import live_sql
+
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    index = Index(s.index_dir)
+    for table, id_col in (("chunks", "chunk_id"), ("sentences", "sentence_id")):
+        plan = index._db().execute("EXPLAIN QUERY PLAN " + live_sql(table, id_col, 3), ["a", "b", "c", 1]).fetchall()
+        assert any("autoindex" in str(row) and f"({id_col}=?)" in str(row) for row in plan), plan

@@ -191,7 +191,7 @@ def entry_grade(text: str) -> float:
 
 
 def answer_sentences(entry, section: str) -> list[str]:
-    from bot.documents import split_sentences
+    from bot.sentences import split_sentences
 
     text = section[entry.answer_start:entry.answer_end]
     return [text[s:e] for s, e in split_sentences(text)]

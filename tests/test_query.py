@@ -66,10 +66,11 @@ def test_a_follow_up_embeds_the_question_and_the_question_with_its_context(assis
 
 
 def test_derived_queries_share_the_vectors_of_the_message(embedder):
-    q = prepare("Blina drip?", "Blina drip?", embedder=embedder, correct=str.lower)
+    q = prepare("Blina drip?", "Blina drip?", embedder=embedder, correct=str.lower, expand=lambda s: f"{s} (infusion)")
     assert q.spelled == q.question == "blina drip?"
-    follow = q.about(q.question, "blinatumomab", expand=lambda s: f"{s} (infusion)")
+    follow = q.about(q.question, "blinatumomab")
     assert follow.search == "blina drip? (blinatumomab)" and follow.keywords.endswith("(infusion)")
+    assert follow.terms == ("blina", "drip", "infus") and follow.context_terms == ("blinatumomab",)
     assert follow.vector.shape == (384,)
     assert "blina drip? (blinatumomab)" in q._vectors  # the original sees the derived text's vector: one cache
 

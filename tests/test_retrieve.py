@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-from bot.retrieve import FollowUpRules, Vocabulary, as_langchain_retriever, follow_up_context, is_follow_up, tokenize
+from bot.retrieve import (
+    FollowUpRules,
+    QuestionWords,
+    Vocabulary,
+    as_langchain_retriever,
+    follow_up_context,
+    is_follow_up,
+    stem,
+    tokenize,
+)
 from bot.schema import Turn
 
 RULES = FollowUpRules(pronouns=frozenset({"it", "they", "that"}), openers=("and ", "what about"), max_words=4)
 
 
 def test_tokenize_drops_stop_words_and_contractions_and_keeps_numbers():
-    assert tokenize("She's 93.3% of the babies; can't wake") == ["93.3", "baby", "wake"]
+    assert tokenize("She's 93.3% of the babies; can't wake") == ["93.3", "babi", "wake"]
 
 
-def test_vocabulary_corrects_typos_and_word_forms_but_not_unknown_words():
-    vocab = Vocabulary({"blinatumomab", "infusion", "cured", "aged"})
-    assert vocab.correct("blinatumomob") == "blinatumomab"
-    assert vocab.correct("infushion") == "infusion"
-    assert vocab.correct("cure") == "cured" and vocab.correct("age") == "aged"
-    assert vocab.correct("insurance") is None
+def test_typos_are_corrected_as_whole_words_and_then_meet_the_documents_stems():
+    """Snowball stems ('studi') are no words to correct towards: correction uses the words as written."""
+    doc_words = ["blinatumomab", "infusion", "cured", "aged", "study", "studies", "babies"]
+    vocab = Vocabulary({stem(w) for w in doc_words}, doc_words)
+    assert vocab.correct_text("Blinatumomob infushion") == "Blinatumomab infusion"
+    assert vocab.correct_text("the stuyd") == "the study" and tokenize("the study") == [stem("studies")]
+    # Another form of a word the documents use is no typo; neither is an English word they do not use.
+    assert vocab.correct_text("cure age babys insurance") == "cure age babys insurance"
+    assert vocab.uncovered(["cure", "age", "babys", "insurance"], QuestionWords()) == ["insurance"]
 
 
 def test_follow_up_detection_and_resolution():
@@ -58,5 +70,5 @@ def test_a_question_that_asks_several_things_is_split_into_its_parts():
 
 
 def test_tokenize_keeps_words_that_change_what_is_asked():
-    assert tokenize("What serious side effects did babies get?") == ["serious", "side", "effect", "baby"]
+    assert tokenize("What serious side effects did babies get?") == ["serious", "side", "effect", "babi"]
     assert {"not", "back", "none", "two", "four"} <= set(tokenize("none came back, not two or four"))

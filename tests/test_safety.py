@@ -12,6 +12,7 @@ import yaml
 
 from bot.embed import SentenceEmbedder
 from bot.safety import SafetyGate, SafetyRulesError, TypoFixer, Verdict, explain
+from bot.sentences import sentences
 from bot.settings import PROJECT_DIR, get_settings
 from bot.triage import TemperatureParser, load_redflags
 
@@ -140,7 +141,7 @@ def _urgent_messages(gate: SafetyGate) -> dict[str, str]:
 
 def test_urgent_messages_call_first_and_plain(gate: SafetyGate) -> None:
     for name, text in _urgent_messages(gate).items():
-        first = re.split(r"(?<=[.!?])\s+(?=[A-Z])", text)[0]
+        first = sentences(text)[0]
         call = r"(If this is happening now, c|C)all your (emergency number|care team's 24-hour line)\b(.*\b(now|right away))?\.$"
         assert re.match(call, first), (name, first)
         grade = _fk_grade(text)
