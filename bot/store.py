@@ -576,7 +576,9 @@ class Index:
                 continue
             res = seg.keys.get(include=["embeddings", "metadatas"])
             cids = [m["chunk_id"] for m in res["metadatas"]]
-            live = self._live("chunks", "chunk_id", seg.number, list(set(cids)))
+            live: set[str] = set()
+            for part in _batches(list(set(cids)), SQL_BATCH):  # one IN (...) per batch: SQLite limits variables
+                live |= self._live("chunks", "chunk_id", seg.number, list(part))
             for cid, vec in zip(cids, res["embeddings"], strict=True):
                 if cid in live:
                     ids.append(cid)
