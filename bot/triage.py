@@ -77,6 +77,7 @@ class Decision(_Strict):
 class Clauses(_Strict):
     breaks: list[str] = Field(default_factory=list)
     min_chars: int = Field(3, ge=1)
+    max_clauses: int = Field(24, ge=1)
 
 
 class ClassifierSettings(_Strict):
@@ -392,28 +393,24 @@ class Triage:
         """The clauses of a prepared message: cut at the file's `clauses.breaks` (a named group `keep` stays
         with the next clause, as "now" in "gone, now she is floppy"); pieces too short to read join the one before."""
         out: list[str] = []
-        pos = start = 0
-        while self.breaks:
-            m = _first_break(self.breaks, t, pos)
-            if m is None:
-                break
-            cut, nxt = m
-            if nxt <= pos:  # an empty match: step on
-                pos += 1
-                if pos >= len(t):
-                    break
+        start = 0
+        for cut, nxt in _breaks(self.breaks, t):
+            if cut < start:  # overlaps the break before
                 continue
             piece = t[start:cut].strip()
             if len(piece) >= self.rules.clauses.min_chars:
                 out.append(piece)
                 start = nxt
-            pos = nxt
         rest = t[start:].strip()
         if rest:
             if out and len(rest) < self.rules.clauses.min_chars:
                 out[-1] = f"{out[-1]} {rest}"
             else:
                 out.append(rest)
+        limit = self.rules.clauses.max_clauses
+        if len(out) > limit:  # a very long message: runs of neighbouring clauses are read together (bounded cost)
+            size = -(-len(out) // limit)
+            out = [" ".join(out[i : i + size]) for i in range(0, len(out), size)]
         return out or [t]
 
     def _read(self, t: str, previous: str, other_language: bool,
@@ -566,19 +563,21 @@ class Triage:
                                 + "\n  ".join(problems))
 
 
-def _first_break(breaks: PatternGroup, t: str, pos: int) -> tuple[int, int] | None:
-    """(where the clause ends, where the next begins) of the earliest clause break at or after `pos`."""
-    best: tuple[int, int] | None = None
+def _breaks(breaks: PatternGroup, t: str) -> list[tuple[int, int]]:
+    """Every clause break in `t`, in order: (where the clause ends, where the next begins). One pass per pattern."""
+    found: list[tuple[int, int]] = []
     for p in breaks.compiled:
-        m = p.search(t, pos)
-        if m is None:
-            continue
         group = getattr(p, "groupindex", {}).get("keep")
-        keep = m.start(group) if group is not None and m.start(group) >= 0 else m.end()  # type: ignore[attr-defined]
-        found = (m.start(), keep)  # type: ignore[attr-defined]
-        if best is None or found < best:
-            best = found
-    return best
+        pos = 0
+        while pos <= len(t):
+            m = p.search(t, pos)
+            if m is None:
+                break
+            keep = m.start(group) if group is not None and m.start(group) >= 0 else m.end()  # type: ignore[attr-defined]
+            if keep > m.start():  # type: ignore[attr-defined]
+                found.append((m.start(), keep))  # type: ignore[attr-defined]
+            pos = max(m.end(), pos + 1)  # type: ignore[attr-defined]
+    return sorted(found)
 
 
 def _and(items: Sequence[str]) -> str:
