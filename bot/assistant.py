@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from bot.cache import ArrayCache
 from bot.compose import AnswerWriter, Composition, ExtractiveWriter, label_citations, said_sentences
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
@@ -27,6 +28,7 @@ from bot.retrieve import (
     split_question,
     topic_words,
 )
+from bot.router import fitted_router
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.screen import Screen
@@ -355,9 +357,12 @@ def build_assistant(
         index = Index(settings.index_dir, settings.collection, settings.chroma_url)
         hybrid = HybridRetriever(index, embedder, settings.retrieval)
         vocabulary = Vocabulary(index.vocabulary(), index.words(), words)
+        router = None
+        if given_writer is None and settings.answer.entry_router:
+            router = fitted_router(*index.key_vectors(), cache=ArrayCache(settings.cache_dir))
         return (index, given_retriever or hybrid,
                 given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=vocabulary, words=words,
-                                                 params=settings.answer, leaning=leaning),
+                                                 params=settings.answer, leaning=leaning, router=router),
                 vocabulary)
 
     index, retriever, writer, vocabulary = open_parts()

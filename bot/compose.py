@@ -12,6 +12,7 @@ import numpy as np
 from bot.documents import Chunk, Sentence
 from bot.query import Query
 from bot.retrieve import Hit, QuestionWords, Vocabulary
+from bot.router import EntryRouter
 from bot.schema import BasedOn, Citation
 from bot.sentences import sentences
 from bot.settings import AnswerSettings
@@ -135,8 +136,9 @@ class ExtractiveWriter:
 
     def __init__(self, index: Index, idf: Callable[[str], float], vocabulary: Vocabulary,
                  words: QuestionWords | None = None, params: AnswerSettings | None = None,
-                 leaning: tuple[str, ...] = ()) -> None:
+                 leaning: tuple[str, ...] = (), router: EntryRouter | None = None) -> None:
         self.index = index
+        self.router = router  # a learned second opinion on which entry is asked for (None: similarity alone)
         # A sentence opening with one of these ('This ...', 'They ...') is shown right after the one before it.
         self._leaning = re.compile(r"^\W*(?:" + "|".join(re.escape(w) for w in leaning) + r")\b", re.I) if leaning else None
         self.idf = idf
@@ -200,7 +202,12 @@ class ExtractiveWriter:
         else:
             slope = (p.entry_clear_lead - p.entry_margin) / max(p.entry_min - p.entry_clear_min, 1e-6)
             needed = margin + slope * (bar - score)
-        if score < p.entry_clear_min or lead < needed:
+        routed = False
+        if (score < p.entry_clear_min or lead < needed) and self.router is not None and score >= p.router_entry_min:
+            # The learned router's second opinion: it names this same entry, and with confidence.
+            pick, prob = self.router.predict(query.vector)
+            routed = pick == chunk.chunk_id and prob >= p.router_min
+        if (score < p.entry_clear_min or lead < needed) and not routed:
             return None  # no entry fits well enough, or two fit about as well: sentence choice takes the best of both
         sents, _ = self.index.sentences_of([chunk.chunk_id])
         text = " ".join(s.text for s in sents)
@@ -232,17 +239,19 @@ class ExtractiveWriter:
         entry = self._entry_answer(query, said, hits, unknown_word=ordinary)
         if uncovered and ordinary is None:
             return Composition([], 0.0, tuple(uncovered))
+        if entry is not None and entry.best_score >= (p.entry_min_unknown_word if ordinary else p.entry_min):
+            return self._with_own_documents(entry, query, hits, said)
         sents, vecs, scored = self._score_sentences(query, hits, said)
-        if entry is not None and entry.best_score < (p.entry_min_unknown_word if ordinary else p.entry_min) and scored:
+        if entry is not None and scored:
             # An entry chosen on a fair match must agree with the sentences: the best sentence found is its own,
             # or nearly as good as the best one elsewhere.
             own = [sc for sc, row, _ in scored if sents[row].chunk_id == entry.entry]
             if not own or scored[0][0] - own[0] > p.entry_agree_gap:
                 entry = None
-        # ... and without such an entry, the best sentence must clear a higher bar than usual.
-        min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary and entry is None else 0.0)
         if entry is not None:
             return self._with_own_documents(entry, query, hits, said)
+        # ... and without such an entry, the best sentence must clear a higher bar than usual.
+        min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary else 0.0)
         if not scored:
             return Composition([], 0.0)
         best = scored[0][0]

@@ -84,7 +84,12 @@ class AnswerSettings(BaseModel):
     entry_clear_min: float = Field(0.70, description="A fair entry match that is also the answer ...")
     entry_clear_lead: float = Field(0.15, ge=0, description="... when it leads every other entry by this much ...")
     entry_agree_gap: float = Field(0.05, ge=0, description="... and its best sentence is within this of the best "
-                                   "sentence found anywhere.")
+                                   "sentence found anywhere (also asked of an entry the router chose).")
+    entry_router: bool = Field(True, description="Ask the learned entry router (bot/router.py) for a second opinion on "
+                               "which entry a question asks for; fitted once per set of entries, kept in cache_dir.")
+    router_min: float = Field(0.3, ge=0, le=1, description="Probability at which the router's entry is the answer "
+                              "without a clear lead, when similarity ranks the same entry first ...")
+    router_entry_min: float = Field(0.55, description="... with at least this match score.")
     own_document_min: float = Field(0.55, description="Score a sentence of a document without entries (a hospital's "
                                     "leaflet) needs to follow an entry's answer ...")
     own_document_sentences: int = Field(1, ge=0, description="... and how many such sentences at most.")

@@ -544,6 +544,22 @@ class Index:
                     best[meta["chunk_id"]] = max(best.get(meta["chunk_id"], -1.0), 1.0 - float(d))
         return sorted(best.items(), key=lambda kv: -kv[1])[:k]
 
+    def key_vectors(self) -> tuple[list[str], np.ndarray]:
+        """Every live question key's entry (passage id) and vector, for a model that learns the entries' keys."""
+        ids: list[str] = []
+        vectors: list[np.ndarray] = []
+        for seg in self.segments:
+            if int(seg.record.get("keys", 0)) <= 0:
+                continue
+            res = seg.keys.get(include=["embeddings", "metadatas"])
+            cids = [m["chunk_id"] for m in res["metadatas"]]
+            live = self._live("chunks", "chunk_id", seg.number, list(set(cids)))
+            for cid, vec in zip(cids, res["embeddings"], strict=True):
+                if cid in live:
+                    ids.append(cid)
+                    vectors.append(np.asarray(vec, dtype=np.float32))
+        return ids, (np.vstack(vectors) if vectors else np.zeros((0, 384), dtype=np.float32))
+
     def keyword_chunks(self, tokens: Sequence[str], k: int) -> list[tuple[str, float]]:
         """Passage ids and BM25 scores (higher is better) for the project tokenizer's tokens (SQLite FTS5)."""
         terms = [fts_term(t) for t in dict.fromkeys(tokens) if t in self.vocabulary_counts()]
