@@ -23,7 +23,6 @@ from bot.retrieve import (
     QuestionWords,
     Retriever,
     Vocabulary,
-    english_words,
     follow_up_context,
     is_follow_up,
     split_question,
@@ -36,6 +35,7 @@ from bot.schema import Answer, Retrieved, Turn
 from bot.screen import Screen
 from bot.sentences import sentences
 from bot.settings import Settings, get_settings
+from bot.spelling import english_words
 from bot.store import Index, pointer_stamp
 from bot.validate import normalise
 
