@@ -23,18 +23,19 @@ from bot.retrieve import (
     QuestionWords,
     Retriever,
     Vocabulary,
-    english_words,
     follow_up_context,
     is_follow_up,
     split_question,
     topic_words,
 )
+from bot.router import MAX_KEYS as ROUTER_MAX_KEYS
 from bot.router import fitted_router
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.screen import Screen
 from bot.sentences import sentences
 from bot.settings import Settings, get_settings
+from bot.spelling import english_words
 from bot.store import Index, pointer_stamp
 from bot.validate import normalise
 
@@ -358,7 +359,7 @@ def build_assistant(
         hybrid = HybridRetriever(index, embedder, settings.retrieval)
         vocabulary = Vocabulary(index.vocabulary(), index.words(), words)
         router = None
-        if given_writer is None and settings.answer.entry_router:
+        if given_writer is None and settings.answer.entry_router and int(index.marker.get("keys", 0)) <= ROUTER_MAX_KEYS:
             router = fitted_router(*index.key_vectors(), cache=ArrayCache(settings.cache_dir))
         return (index, given_retriever or hybrid,
                 given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=vocabulary, words=words,

@@ -13,11 +13,10 @@ from bot.embed import Embedder
 from bot.query import Query
 from bot.schema import Turn
 from bot.settings import RetrievalSettings
-from bot.spelling import Speller, english_words
+from bot.spelling import Speller
 from bot.store import Index
-from bot.words import STOPWORDS, TOKENIZER_VERSION, stem, stop_words, tokenize
+from bot.words import STOPWORDS, TOKENIZER_VERSION, stem, stop_words, tokenize  # noqa: F401  (also imported from here)
 
-__all__ = ["STOPWORDS", "TOKENIZER_VERSION", "english_words", "stem", "stop_words", "tokenize"]  # also used from here
 
 @dataclass(frozen=True)
 class AnswerType:
@@ -66,10 +65,6 @@ class Vocabulary:
     def correct_text(self, text: str) -> str:
         """The text with misspelt words replaced by the documents' spelling ('blinatumomob' -> 'blinatumomab')."""
         return self.speller.correct_text(text)
-
-    def knows(self, token: str) -> bool:
-        """True when a document uses this token (a stem from `tokenize`)."""
-        return token in self.stems
 
     def uncovered(self, question_words: Sequence[str], words: QuestionWords) -> list[str]:
         """Content words of an already spell-corrected question (as written) that no document uses, in any

@@ -15,6 +15,10 @@ from bot.cache import ArrayCache, digest
 
 # Raise when the model or its training changes: weights kept by an older version are then refitted.
 MODEL_VERSION = "entry-router-logreg-C30-1"
+# Most question keys the router is fitted on at start: it reads every key vector and learns one class per
+# entry, which a library of thousands of entries would pay at every start (x400 copies of knowledge/ hold
+# 246,000 keys). Beyond it, similarity alone chooses (as with the router switched off).
+MAX_KEYS = 20_000
 
 
 class EntryRouter:

@@ -36,7 +36,7 @@ import re
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,14 +298,27 @@ def live_sql(table: str, id_col: str, n: int) -> str:
     return f"SELECT {id_col} FROM {table} WHERE {id_col} IN ({','.join('?' * n)}) AND +seg = ?"
 
 
-def _search(segment: Segment, kind: str, query_vector: np.ndarray, k: int, metadatas: bool = False):
-    """The k nearest records of one segment that may be live: k plus its stale count (exact top-k of the live)."""
-    n = min(int(segment.record.get(kind, 0)), k + segment.stale(kind))
-    if n <= 0:
-        return [], [], []
+def _search(segment: Segment, kind: str, query_vector: np.ndarray, k: int,
+            live: Callable[[list[tuple[str, float, dict | None]]], list[tuple[str, float, dict | None]]],
+            metadatas: bool = False) -> list[tuple[str, float, dict | None]]:
+    """The k nearest live records of one segment, as (id, distance, metadata), nearest first.
+
+    It asks for k plus a few, then for more while replaced records take places, up to k plus the
+    segment's replaced-record count: the top k of the live records, exactly, without fetching every
+    replaced record each time.
+    """
+    total = int(segment.record.get(kind, 0))
+    most = min(total, k + segment.stale(kind))
+    n = min(most, k + max(k, 10))
     include = ["distances", "metadatas"] if metadatas else ["distances"]
-    res = segment.col(kind).query(query_embeddings=[query_vector.tolist()], n_results=n, include=include)
-    return res["ids"][0], res["distances"][0], (res["metadatas"][0] if metadatas else [None] * len(res["ids"][0]))
+    while n > 0:
+        res = segment.col(kind).query(query_embeddings=[query_vector.tolist()], n_results=n, include=include)
+        metas = res["metadatas"][0] if metadatas else [None] * len(res["ids"][0])
+        kept = live(list(zip(res["ids"][0], res["distances"][0], metas, strict=True)))
+        if len(kept) >= k or n >= most:
+            return kept
+        n = min(most, n * 4)
+    return []
 
 
 # ---------------------------------------------------------------- reading an index
@@ -502,15 +515,28 @@ class Index:
             return set()
         return {r[0] for r in self._db().execute(live_sql(table, id_col, len(ids)), [*ids, seg])}
 
+    def _live_rows(self, table: str, id_col: str, seg: int):
+        """A filter keeping the search rows whose id the catalog reads from segment `seg`."""
+        def keep(rows):
+            live = self._live(table, id_col, seg, [r[0] for r in rows])
+            return [r for r in rows if r[0] in live]
+        return keep
+
+    def _live_keys(self, seg: int):
+        """A filter keeping the question-key rows whose passage the catalog reads from segment `seg`."""
+        def keep(rows):
+            live = self._live("chunks", "chunk_id", seg, list({r[2]["chunk_id"] for r in rows}))
+            return [r for r in rows if r[2]["chunk_id"] in live]
+        return keep
+
     def dense_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Passage ids and cosine similarities, best first, from Chroma's HNSW index (every segment)."""
         if k <= 0:
             return []
         found: list[tuple[str, float]] = []
         for seg in self.segments:
-            ids, dists, _ = _search(seg, "chunks", query_vector, k)
-            live = self._live("chunks", "chunk_id", seg.number, ids)
-            found += [(cid, 1.0 - float(d)) for cid, d in zip(ids, dists, strict=True) if cid in live]
+            rows = _search(seg, "chunks", query_vector, k, self._live_rows("chunks", "chunk_id", seg.number))
+            found += [(cid, 1.0 - float(d)) for cid, d, _ in rows]
         return sorted(found, key=lambda h: -h[1])[:k]
 
     dense_search = dense_chunks  # the name used before
@@ -521,10 +547,9 @@ class Index:
             return []
         found: list[tuple[str, str, float]] = []
         for seg in self.segments:
-            ids, dists, metas = _search(seg, "sentences", query_vector, k, metadatas=True)
-            live = self._live("sentences", "sentence_id", seg.number, ids)
-            found += [(sid, meta["chunk_id"], 1.0 - float(d))
-                      for sid, d, meta in zip(ids, dists, metas, strict=True) if sid in live]
+            rows = _search(seg, "sentences", query_vector, k, self._live_rows("sentences", "sentence_id", seg.number),
+                           metadatas=True)
+            found += [(sid, meta["chunk_id"], 1.0 - float(d)) for sid, d, meta in rows]
         return sorted(found, key=lambda h: -h[2])[:k]
 
     def dense_keys(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -537,11 +562,9 @@ class Index:
             return []
         best: dict[str, float] = {}
         for seg in self.segments:
-            _, dists, metas = _search(seg, "keys", query_vector, k * 4, metadatas=True)
-            live = self._live("chunks", "chunk_id", seg.number, list({m["chunk_id"] for m in metas}))
-            for meta, d in zip(metas, dists, strict=True):
-                if meta["chunk_id"] in live:
-                    best[meta["chunk_id"]] = max(best.get(meta["chunk_id"], -1.0), 1.0 - float(d))
+            rows = _search(seg, "keys", query_vector, k * 4, self._live_keys(seg.number), metadatas=True)
+            for _, d, meta in rows:
+                best[meta["chunk_id"]] = max(best.get(meta["chunk_id"], -1.0), 1.0 - float(d))
         return sorted(best.items(), key=lambda kv: -kv[1])[:k]
 
     def key_vectors(self) -> tuple[list[str], np.ndarray]:
@@ -553,7 +576,9 @@ class Index:
                 continue
             res = seg.keys.get(include=["embeddings", "metadatas"])
             cids = [m["chunk_id"] for m in res["metadatas"]]
-            live = self._live("chunks", "chunk_id", seg.number, list(set(cids)))
+            live: set[str] = set()
+            for part in _batches(list(set(cids)), SQL_BATCH):  # one IN (...) per batch: SQLite limits variables
+                live |= self._live("chunks", "chunk_id", seg.number, list(part))
             for cid, vec in zip(cids, res["embeddings"], strict=True):
                 if cid in live:
                     ids.append(cid)

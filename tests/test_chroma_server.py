@@ -16,6 +16,7 @@ import pytest
 from bot.ingest import ingest
 from bot.settings import Settings
 from bot.store import CHROMA_DIR, Index, read_pointer
+from bot.words import tokenize
 
 PROJECT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("BOT_TEST_CHROMA_PORT", "8001"))
@@ -95,6 +96,6 @@ def test_ingest_into_a_chroma_server_and_answer_through_it(tmp_path, chroma_serv
     read = {seg.number for seg in index.segments} | {seg["number"] for seg in previous["segments"]}
     names = {c if isinstance(c, str) else c.name for c in index.client.list_collections()}
     assert names == {f"knowledge_g{n}_{kind}" for n in read for kind in ("chunks", "sentences", "keys")}
-    assert "glossary" not in index.doc_ids() and index.keyword_chunks(["fridge"], 10)
+    assert "glossary" not in index.doc_ids() and index.keyword_chunks(tokenize("fridge"), 10)  # stems: "fridg"
     answer = build_assistant(s, embedder=embedder).ask("How long is the blinatumomab drip given for?")
     assert answer.kind == "answer" and answer.citations[0].doc_id == "how-blinatumomab-was-given"

@@ -283,3 +283,40 @@ def test_searches_look_records_up_by_id_not_by_segment(tmp_path, corpus, embedde
     for table, id_col in (("chunks", "chunk_id"), ("sentences", "sentence_id")):
         plan = index._db().execute("EXPLAIN QUERY PLAN " + live_sql(table, id_col, 3), ["a", "b", "c", 1]).fetchall()
         assert any("autoindex" in str(row) and f"({id_col}=?)" in str(row) for row in plan), plan
+
+
+def test_a_segment_search_asks_for_more_only_while_replaced_records_take_places():
+    """Exact top k of the live records; few extra records fetched when little was replaced."""
+    import numpy as np
+
+    from bot.store import _search
+
+    class Col:
+        def __init__(self):
+            self.asked: list[int] = []
+
+        def query(self, query_embeddings, n_results, include):
+            self.asked.append(n_results)
+            ids = [f"r{i}" for i in range(n_results)]
+            return {"ids": [ids], "distances": [[i / 1000 for i in range(n_results)]], "metadatas": [[{}] * n_results]}
+
+    class Seg:
+        record = {"chunks": 1000, "live_chunks": 900}  # 100 replaced records
+
+        def __init__(self):
+            self.col_ = Col()
+
+        def col(self, kind):
+            return self.col_
+
+        def stale(self, kind):
+            return 100
+
+    seg = Seg()
+    near_replaced = {f"r{i}" for i in range(60)}  # the 60 nearest records were all replaced
+    rows = _search(seg, "chunks", np.zeros(3), 5, lambda rows: [r for r in rows if r[0] not in near_replaced])
+    assert [r[0] for r in rows[:5]] == ["r60", "r61", "r62", "r63", "r64"]
+    assert seg.col_.asked == [15, 60, 105]  # k + 10, then more, capped at k + the replaced count
+    seg = Seg()
+    rows = _search(seg, "chunks", np.zeros(3), 5, lambda rows: rows)
+    assert seg.col_.asked == [15] and len(rows) == 15
