@@ -254,7 +254,9 @@ class Assistant:
         answer, citations = composition.render()
         citations = label_citations(citations, self.index)
         if verdict.kind == "personal" and verdict.message:
-            answer = f"{answer} {verdict.message}"
+            # First that the care team decides for this child, then what the study did: a tired parent who
+            # reads one line must not read a study figure as their baby's dose.
+            answer = f"{verdict.message} {answer}"
         timings["total"] = _ms(t0)
         return Answer(id=qid, question=shown_text, kind="answer", answer=answer, citations=citations,
                       disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)

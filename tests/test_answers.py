@@ -191,3 +191,10 @@ def test_a_fair_entry_match_far_ahead_of_the_others_answers_whole(assistant):
     # 'tidy' is in no document; the entry on central-line care is still the clear answer.
     ans = assistant.ask("How do I keep the central line tidy and clean at home?")
     assert ans.kind == "answer" and re.search(r"clean, dry", ans.answer), ans.answer
+
+
+def test_a_question_about_ones_own_child_says_first_that_the_care_team_decides(assistant):
+    a = assistant.ask("how much blinatumomab should my 7kg son get?")
+    assert a.kind == "answer" and a.citations, a.answer  # the study's general facts, cited
+    first = a.answer.split(". ")[0:3]
+    assert "care team" in " ".join(first) and "not a dose for your child" in a.answer.split("[")[0], a.answer
