@@ -168,7 +168,7 @@ class ExtractiveWriter:
         """
         p = self.params
         q_tokens = [t for t in query.terms if t not in ignore]
-        found = self.index.dense_keys(query.vector, k)
+        found = query.nearest_keys(self.index, k)  # the search retrieval already made
         chunks = self.index.chunks(cid for cid, _ in found)
         out = []
         for cid, cos in found:

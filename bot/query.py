@@ -12,12 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bot.embed import Embedder
 from bot.schema import Turn
 from bot.words import content_words, tokenize
+
+if TYPE_CHECKING:
+    from bot.store import Index
 
 
 @dataclass
@@ -33,6 +37,7 @@ class Query:
     expand: Callable[[str], str] | None = field(default=None, repr=False)  # adds the documents' words for family words
     embedder: Embedder | None = field(default=None, repr=False)
     _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _keys: dict[tuple[int, str], tuple[int, list[tuple[str, float]]]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.spelled = self.spelled or self.text
@@ -86,10 +91,22 @@ class Query:
         """The embedding of what is searched (`search`)."""
         return self.embed([self.search])[0]
 
+    def nearest_keys(self, index: Index, k: int) -> list[tuple[str, float]]:
+        """Knowledge entries whose question keys are closest to `search` (`Index.dense_keys`), best first.
+
+        Retrieval and composing both ask; the index is searched once per text, and a smaller k reads the
+        front of the larger search already made.
+        """
+        key = (id(index), self.search)
+        done = self._keys.get(key)
+        if done is None or done[0] < k:
+            done = self._keys[key] = (k, index.dense_keys(self.vector, k))
+        return done[1][:k]
+
     def about(self, question: str, context: str = "") -> Query:
         """The same message asking `question` (a part of it, or itself with a follow-up's `context`).
 
-        Shares this query's vectors, so a text embedded for one is not embedded again for the other.
+        Shares this query's vectors and key searches, so no text is embedded or searched twice.
         """
         return replace(self, question=question, context=context)
 

@@ -148,7 +148,7 @@ class HybridRetriever:
             if len(seen) >= self.candidate_k:
                 break
         # Knowledge entries whose question or "also asked as" phrasings are closest to the query.
-        keys = self.index.dense_keys(qvec, self.candidate_k)
+        keys = query.nearest_keys(self.index, self.candidate_k)
         close = [cid for cid, sim in keys if sim >= self.key_min]
         # The entry whose question or phrasing is nearly the question itself is always handed on (the rank
         # fusion alone could leave it behind three passages of its own document).

@@ -78,3 +78,19 @@ def test_derived_queries_share_the_vectors_of_the_message(embedder):
 def test_a_query_without_an_embedder_says_how_to_build_one():
     with pytest.raises(RuntimeError, match="prepare"):
         _ = Query(raw="x", text="x").vector
+
+
+def test_the_entry_keys_are_searched_once_per_text_for_retrieval_and_composing(assistant, monkeypatch):
+    """Retrieval and the composer both want the entries nearest the question: one search of the keys."""
+    index = assistant.index
+    real = index.dense_keys
+    searched: list[int] = []
+
+    def dense_keys(vector, k):
+        searched.append(k)
+        return real(vector, k)
+
+    monkeypatch.setattr(index, "dense_keys", dense_keys)
+    ans = assistant.ask("How long is the blinatumomab drip?")
+    assert ans.kind == "answer" and ans.citations
+    assert len(searched) == 1, searched
