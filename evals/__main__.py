@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--thresholds", type=Path, default=DEFAULT_THRESHOLDS, help="thresholds file")
     p.add_argument("--k", type=int, default=5, help="k of retrieval recall@k (default 5)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--blind", action="store_true",
+                   help="print figures only, never a failed case's id or reason (for held-back blind sets)")
     p.add_argument("--replay-history", action="store_true",
                    help="a case whose history holds only user turns gets the assistant's own answers to them first")
     return p.parse_args(argv)
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         total_s=round(time.perf_counter() - t0, 2),
     )
     json_path, html_path = write_reports(result, args.report)
-    print(summary_table(result))
+    print(summary_table(result, list_failures=not args.blind))
     print(f"assistant built in {build_s:.1f} s; cases ran in {result.duration_s:.1f} s; "
           f"reports: {json_path}, {html_path.resolve().as_uri()}")
     return EXIT_OK if result.passed else EXIT_THRESHOLD

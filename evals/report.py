@@ -87,8 +87,8 @@ def _limit_text(metric: str, lo: float | None, hi: float | None) -> str:
 # ---------------------------------------------------------------- terminal
 
 
-def summary_table(result: SuiteResult) -> str:
-    """The run as a plain-text table for the terminal."""
+def summary_table(result: SuiteResult, list_failures: bool = True) -> str:
+    """The run as a plain-text table for the terminal; `list_failures=False` names no case (blind sets)."""
     limited = {c.metric: c for c in result.checks}
     rows = [("metric", "value", "threshold", "status")]
     for name, value in result.metrics.items():
@@ -111,7 +111,9 @@ def summary_table(result: SuiteResult) -> str:
     if result.tags():
         lines.append("pass rate per tag: " + ", ".join(f"{tag} {ok}/{n}" for tag, (ok, n) in result.tags().items()))
     failed = [r for r in result.results if not r.passed]
-    if failed:
+    if failed and not list_failures:
+        lines.append(f"{len(failed)} failed case(s), not listed (--blind)")
+    elif failed:
         lines.append(f"{len(failed)} failed case(s):")
         for r in failed[:40]:
             lines.append(f"  {r.case.id} [{r.case.category}]: {r.reasons[0]}" + (" ..." if len(r.reasons) > 1 else ""))

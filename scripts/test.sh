@@ -15,8 +15,12 @@ echo "== tests (pytest)"
 echo "== evaluation suite, dev split (python -m evals)"
 .venv/bin/python -m evals --report reports/evals
 
-echo "== evaluation suite, blind test split (a regression guard at the measured figures)"
-.venv/bin/python -m evals --cases evals/cases/test --thresholds evals/cases/test/_thresholds.yaml \
+echo "== evaluation suite, stranger-written dev sets (read while tuning; a regression guard)"
+.venv/bin/python -m evals --cases evals/cases/dev_strangers --thresholds evals/cases/dev_strangers/_thresholds.yaml \
+  --report reports/evals-dev-strangers
+
+echo "== evaluation suite, blind test split (held back: figures only; a regression guard)"
+.venv/bin/python -m evals --blind --cases evals/cases/test --thresholds evals/cases/test/_thresholds.yaml \
   --report reports/evals-test
 
 if [ -d ../shared/seeds ]; then

@@ -314,6 +314,8 @@ def test_reports_are_self_contained_and_escape_untrusted_text(tmp_path):
     assert data["passed"] is False and data["categories"]["out_of_scope"] == {"passed": 0, "cases": 1}
     table = summary_table(res)
     assert "Out-of-scope handled" in table and "FAIL" in table and "t-oos" in table
+    blind = summary_table(res, list_failures=False)  # a held-back set: figures, never a case
+    assert "FAIL" in blind and "t-oos" not in blind and "1 failed case(s), not listed" in blind
 
 
 def test_charts_handle_empty_and_single_values():
