@@ -251,6 +251,11 @@ class ExtractiveWriter:
         entry, lead = self._entry_answer(query, said, hits, unknown_word=ordinary)
         if uncovered and ordinary is None:
             return Composition([], 0.0, tuple(uncovered))
+        wanted = self.words.answer_patterns(query.question)
+        if entry is not None and any(not any(pattern.search(st.text) for st in entry.statements) for pattern, _ in wanted):
+            # The question asks for a kind of answer (a figure, a duration, the other arm of a comparison) that no
+            # sentence of the entry gives: the sentences of all passages are weighed instead.
+            entry = None
         if entry is not None and entry.best_score >= (p.entry_min_unknown_word if ordinary else p.entry_min):
             return self._with_own_documents(entry, query, hits, said)
         sents, vecs, scored = self._score_sentences(query, hits, said)
