@@ -122,6 +122,7 @@ class AnswerTypeFile(BaseModel):
     question: str
     answer: str
     bonus: float = Field(ge=0.0, le=0.3)
+    unless: str | None = None  # the type does not apply to a question that also matches this
 
 
 class QuestionsFile(BaseModel):
@@ -194,10 +195,10 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
         # Linear-time matching (RE2) for every editable pattern; an error names the file and the key.
         try:
             compiled = [compile_pattern(getattr(t, key), f"{path}: answer_types[{i}] ({t.name}).{key}")
-                        for key in ("question", "answer")]
+                        if getattr(t, key) is not None else None for key in ("question", "answer", "unless")]
         except PatternError as exc:
             raise PromptError(str(exc)) from None
-        types.append(AnswerType(t.name, compiled[0], compiled[1], t.bonus))
+        types.append(AnswerType(t.name, compiled[0], compiled[1], t.bonus, compiled[2]))
     words = QuestionWords(
         filler=frozenset(stem(w.lower()) for w in q.filler_words.split()),
         synonyms={stem(k.lower()): str(v) for k, v in q.synonyms.items()},
