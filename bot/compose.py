@@ -104,6 +104,17 @@ def label_citations(citations: list[Citation], index: Index) -> list[Citation]:
     return out
 
 
+# A number after 'the', 'these', 'those' or 'all' names something the family already knows ('of the 30 babies',
+# 'all the 214 earlier babies'): it is not a figure they ask for ('after 10 years', 'did 5 babies die?').
+_KNOWN_NUMBER = re.compile(r"\b(?:the|these|those|all)\s+(\d+(?:[.,]\d+)?)\b", re.I)
+
+
+def asked_numbers(question: str) -> list[str]:
+    """The numbers of a question that an answer must contain (those it only refers back to are left out)."""
+    known = {m.start(1) for m in _KNOWN_NUMBER.finditer(question)}
+    return [m.group() for m in re.finditer(r"\d+(?:[.,]\d+)?", question) if m.start() not in known]
+
+
 def _said_key(sentence: str) -> str:
     """How a sentence is compared with what was already said: its words, lower case."""
     return " ".join(re.findall(r"[a-z0-9]+", display_text(sentence).lower()))
@@ -178,8 +189,9 @@ class ExtractiveWriter:
         return sorted(out, key=lambda x: -x[0])
 
     def _entry_answer(self, query: Query, said: frozenset[str], hits: list[Hit],
-                      unknown_word: str | None = None) -> Composition | None:
-        """The whole reviewed answer of the entry that matches the question strongly, or None.
+                      unknown_word: str | None = None) -> tuple[Composition | None, float]:
+        """The whole reviewed answer of the entry that matches the question strongly (or None), and its lead
+        over the next entry's match score.
 
         Only an entry the retriever returned can be the answer (the retriever searches the entries' keys).
         """
@@ -188,11 +200,11 @@ class ExtractiveWriter:
         matches = self.entry_matches(query, ignore=(stem(unknown_word),) if unknown_word else ())
         found = {h.chunk.chunk_id for h in hits}
         if matches and matches[0][1].chunk_id not in found:
-            return None
+            return None, 0.0
         bar, margin = ((p.entry_min_unknown_word, p.entry_margin_unknown_word) if unknown_word
                        else (p.entry_min, p.entry_margin))
         if not matches:
-            return None
+            return None, 0.0
         score, chunk = matches[0]
         lead = score - matches[1][0] if len(matches) > 1 else score
         # A close match needs a small lead over the next entry; a fair one (down to entry_clear_min) a lead that
@@ -208,19 +220,19 @@ class ExtractiveWriter:
             pick, prob = self.router.predict(query.vector)
             routed = pick == chunk.chunk_id and prob >= p.router_min
         if (score < p.entry_clear_min or lead < needed) and not routed:
-            return None  # no entry fits well enough, or two fit about as well: sentence choice takes the best of both
+            return None, 0.0  # no entry fits well enough, or two fit about as well: sentence choice takes the best of both
         sents, _ = self.index.sentences_of([chunk.chunk_id])
         text = " ".join(s.text for s in sents)
-        missing = [n for n in re.findall(r"\d+(?:[.,]\d+)?", question)
+        missing = [n for n in asked_numbers(question)
                    if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", text)]
         if missing:
-            return None  # the question asks about a figure this entry does not give
+            return None, 0.0  # the question asks about a figure this entry does not give
         hit = Hit(chunk=chunk, score=score, dense=score)
         statements = [Statement(text=display_text(s.text), quote=" ".join(s.text.split()), hit=hit, score=score)
                       for s in sents if _said_key(s.text) not in said]
         if not statements:
-            return None  # all of it was said already: look further
-        return Composition(statements, score, entry=chunk.chunk_id)
+            return None, 0.0  # all of it was said already: look further
+        return Composition(statements, score, entry=chunk.chunk_id), lead
 
     def compose(self, query: Query, hits: list[Hit], strict: bool = True,
                 said: frozenset[str] = frozenset()) -> Composition:
@@ -236,15 +248,21 @@ class ExtractiveWriter:
         # One ordinary English word the documents never use ('dependable') does not sink a question whose
         # other words match an entry clearly; a name, a second unknown word or a weak match does.
         ordinary = uncovered[0] if len(uncovered) == 1 and uncovered[0] in english_words() else None
-        entry = self._entry_answer(query, said, hits, unknown_word=ordinary)
+        entry, lead = self._entry_answer(query, said, hits, unknown_word=ordinary)
         if uncovered and ordinary is None:
             return Composition([], 0.0, tuple(uncovered))
+        wanted = self.words.answer_patterns(query.question)
+        if entry is not None and any(not any(pattern.search(st.text) for st in entry.statements) for pattern, _ in wanted):
+            # The question asks for a kind of answer (a figure, a duration, the other arm of a comparison) that no
+            # sentence of the entry gives: the sentences of all passages are weighed instead.
+            entry = None
         if entry is not None and entry.best_score >= (p.entry_min_unknown_word if ordinary else p.entry_min):
             return self._with_own_documents(entry, query, hits, said)
         sents, vecs, scored = self._score_sentences(query, hits, said)
-        if entry is not None and scored:
+        if entry is not None and scored and lead < p.entry_sure_lead:
             # An entry chosen on a fair match must agree with the sentences: the best sentence found is its own,
-            # or nearly as good as the best one elsewhere.
+            # or nearly as good as the best one elsewhere (unless no other entry comes near it: a sentence that
+            # shares a word or two with the question must not overrule the one entry its meaning points to).
             own = [sc for sc, row, _ in scored if sents[row].chunk_id == entry.entry]
             if not own or scored[0][0] - own[0] > p.entry_agree_gap:
                 entry = None
@@ -263,7 +281,7 @@ class ExtractiveWriter:
         if strict:
             # A number asked about ("after 10 years") must be in a sentence good enough to be shown.
             shown = " ".join(sents[row].text for score, row, _ in scored if score >= floor)
-            missing = [n for n in re.findall(r"\d+(?:[.,]\d+)?", question)
+            missing = [n for n in asked_numbers(question)
                        if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", shown)]
             if missing:
                 return Composition([], best, tuple(missing))

@@ -114,6 +114,7 @@ class FollowUpFile(BaseModel):
     pronouns: list[str] = Field(min_length=1)
     openers: list[str]
     max_words: int = Field(ge=1, le=20)
+    default_topic: str = ""
 
 
 class AnswerTypeFile(BaseModel):
@@ -122,6 +123,7 @@ class AnswerTypeFile(BaseModel):
     question: str
     answer: str
     bonus: float = Field(ge=0.0, le=0.3)
+    unless: str | None = None  # the type does not apply to a question that also matches this
 
 
 class QuestionsFile(BaseModel):
@@ -188,16 +190,17 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
         pronouns=frozenset(w.lower() for w in f.pronouns),
         openers=tuple(o.lower() for o in f.openers),
         max_words=f.max_words,
+        default_topic=f.default_topic,
     )
     types = []
     for i, t in enumerate(q.answer_types):
         # Linear-time matching (RE2) for every editable pattern; an error names the file and the key.
         try:
             compiled = [compile_pattern(getattr(t, key), f"{path}: answer_types[{i}] ({t.name}).{key}")
-                        for key in ("question", "answer")]
+                        if getattr(t, key) is not None else None for key in ("question", "answer", "unless")]
         except PatternError as exc:
             raise PromptError(str(exc)) from None
-        types.append(AnswerType(t.name, compiled[0], compiled[1], t.bonus))
+        types.append(AnswerType(t.name, compiled[0], compiled[1], t.bonus, compiled[2]))
     words = QuestionWords(
         filler=frozenset(stem(w.lower()) for w in q.filler_words.split()),
         synonyms={stem(k.lower()): str(v) for k, v in q.synonyms.items()},

@@ -26,6 +26,7 @@ class AnswerType:
     question: re.Pattern[str]
     answer: re.Pattern[str]
     bonus: float
+    unless: re.Pattern[str] | None = None  # a question that also matches this is not of this kind
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class QuestionWords:
 
     def answer_patterns(self, question: str) -> list[tuple[re.Pattern[str], float]]:
         """Patterns a good answer sentence to this question would match, with their bonus."""
-        return [(t.answer, t.bonus) for t in self.answer_types if t.question.search(question)]
+        return [(t.answer, t.bonus) for t in self.answer_types
+                if t.question.search(question) and not (t.unless is not None and t.unless.search(question))]
 
     def expand(self, question: str) -> str:
         """The question with the document words for any family words in it ('chemo' -> 'chemotherapy')."""
@@ -218,6 +220,7 @@ class FollowUpRules:
     pronouns: frozenset[str]
     openers: tuple[str, ...]
     max_words: int
+    default_topic: str = ""  # what 'it' means in a first message that the sources did not answer as it stands
 
 
 def is_follow_up(question: str, rules: FollowUpRules) -> bool:

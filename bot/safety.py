@@ -291,7 +291,15 @@ class SafetyGate:
     def _probabilities(self, raw: str, detected: Detected, vectors: np.ndarray | None = None) -> dict[str, float]:
         if detected.code != ENGLISH:
             return {}  # the sentence model knows English only; other languages rely on their word lists
-        if vectors is None:
+        # The classifier reads what the message reports, like the cards: a worry ("I'm scared he'll stop
+        # breathing") or a denied sign ("no beeping") is left out, at the cost of a second embedding.
+        report, not_read = self.triage.blank(self.triage.prepare(raw))
+        if not_read:
+            report = " ".join(report.split())
+            if len(re.findall(r"[a-z]{3,}", report)) < 2:
+                return {}
+            vectors = self.embedder.encode(_embedded(report))
+        elif vectors is None:
             vectors = self.embedder.encode(_embedded(raw))
         return self.classifier.probabilities(vectors)
 
@@ -376,11 +384,16 @@ def explain(gate: SafetyGate, question: str, history: Sequence[Turn | dict] = ()
                                                   for r in a.readings))
     named = {k: v for k, v in a.names.items() if k in t.names or k in ("measured_fever", "measured_normal")}
     lines.append("names: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in named.items()))
+    if not a.clauses:
+        lines += [f"not read by the cards (no sign now: {', '.join(t.rules.clauses.not_reports)}): {span!r}"
+                  for span in t.blank(a.text)[1]]
     if a.clauses:
         lines.append(f"clauses ({len(a.clauses)}; set aside when: {t.rules.decision.set_aside}):")
         for c in a.clauses:
             lines.append(f"  {'SET ASIDE' if c.set_aside else 'read'}: {c.text!r}"
                          + (f"  [{', '.join(c.signs)}]" if c.signs else ""))
+            lines += [f"    not read by the cards (no sign now: {', '.join(t.rules.clauses.not_reports)}): {span!r}"
+                      for span in c.not_read]
     lines.append("cards with a match:" + ("" if any(r.matched for r in a.cards) else " none"))
     for r in a.cards:
         if not r.matched:

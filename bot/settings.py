@@ -85,6 +85,8 @@ class AnswerSettings(BaseModel):
     entry_clear_lead: float = Field(0.15, ge=0, description="... when it leads every other entry by this much ...")
     entry_agree_gap: float = Field(0.05, ge=0, description="... and its best sentence is within this of the best "
                                    "sentence found anywhere (also asked of an entry the router chose).")
+    entry_sure_lead: float = Field(0.2, ge=0, description="... unless it leads every other entry by at least this "
+                                   "much: then no sentence elsewhere can overrule it.")
     entry_router: bool = Field(True, description="Ask the learned entry router (bot/router.py) for a second opinion on "
                                "which entry a question asks for; fitted once per set of entries, kept in cache_dir.")
     router_min: float = Field(0.3, ge=0, le=1, description="Probability at which the router's entry is the answer "

@@ -26,7 +26,7 @@ from bot.spelling import nearest
 
 REDFLAGS_FILE = "redflags.yaml"
 CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study",
-                 "reassuring", "tense_past", "tense_present")
+                 "reassuring", "tense_past", "tense_present", "worry", "denied")
 # Signs a clause takes from its whole message too ("My baby is 3 months. Is breathing fast." is about the baby).
 INHERITED = ("baby", "situation")
 MESSAGE = "message_"  # message_<sign or name>: the sign or name read on the whole message, for rules about one clause
@@ -78,6 +78,8 @@ class Clauses(_Strict):
     breaks: list[str] = Field(default_factory=list)
     min_chars: int = Field(3, ge=1)
     max_clauses: int = Field(24, ge=1)
+    not_reports: list[str] = Field(default_factory=list)  # context signs whose words report no sign now (blanked for cards)
+    report_starts: list[str] = Field(default_factory=list)  # where such a span stops: a new report begins
 
 
 class ClassifierSettings(_Strict):
@@ -131,6 +133,9 @@ class RedFlagsFile(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RedFlagsFile:
+        unknown = [s for s in self.clauses.not_reports if s not in CONTEXT_SIGNS]
+        if unknown:
+            raise ValueError(f"clauses.not_reports: {unknown} are not context signs ({list(CONTEXT_SIGNS)})")
         missing = [s for s in CONTEXT_SIGNS if s not in self.context]
         extra = [s for s in self.context if s not in CONTEXT_SIGNS]
         if missing or extra:
@@ -300,6 +305,7 @@ class Clause:
     signs: dict[str, str]
     names: dict[str, bool]
     set_aside: bool
+    not_read: list[str] = field(default_factory=list)  # spans that report no sign now (a worry, a denied sign)
 
 
 @dataclass
@@ -366,6 +372,7 @@ class Triage:
                 known |= {name, MESSAGE + name}
             self._set_aside = _logic(rules.decision.set_aside, known, f"{where}: decision.set_aside")
             self.breaks = _group(rules.clauses.breaks, f"{where}: clauses.breaks", vocab)
+            self.report_starts = _group(rules.clauses.report_starts, f"{where}: clauses.report_starts", vocab)
             card_known = known | set(CARD_NAMES)
             default_fires = _logic(rules.decision.card_fires, card_known, f"{where}: decision.card_fires")
             self.cards: list[CompiledCard] = []
@@ -412,6 +419,38 @@ class Triage:
             size = -(-len(out) // limit)
             out = [" ".join(out[i : i + size]) for i in range(0, len(out), size)]
         return out or [t]
+
+    def not_reports(self, t: str) -> list[tuple[int, int]]:
+        """Spans of `t` that report no sign of the baby now (the file's `clauses.not_reports` signs: a worry about
+        what might happen, a sign denied). Each runs from its sign's match to the first `report_starts` inside it
+        ("I'm scared she'll get a fever, and now she is floppy" keeps "and now she is floppy")."""
+        spans: list[tuple[int, int]] = []
+        for sign in self.rules.clauses.not_reports:
+            for p in self.context[sign].compiled:
+                pos = 0
+                while pos <= len(t):
+                    m = p.search(t, pos)
+                    if m is None:
+                        break
+                    start, end = m.start(), m.end()  # type: ignore[attr-defined]
+                    for q in self.report_starts.compiled:
+                        stop = q.search(t, start + 1, end)
+                        if stop is not None:
+                            end = min(end, stop.start())  # type: ignore[attr-defined]
+                    if end > start:
+                        spans.append((start, end))
+                    pos = max(m.end(), pos + 1)  # type: ignore[attr-defined]
+        return sorted(spans)
+
+    def blank(self, t: str) -> tuple[str, list[str]]:
+        """`t` with the spans that report no sign now blanked out (card patterns read this), and those spans."""
+        spans = self.not_reports(t)
+        if not spans:
+            return t, []
+        chars = list(t)
+        for start, end in spans:
+            chars[start:end] = " " * (end - start)
+        return "".join(chars), [t[a:b].strip() for a, b in spans]
 
     def _read(self, t: str, previous: str, other_language: bool,
               whole: tuple[dict[str, bool], str] | None = None,
@@ -467,14 +506,23 @@ class Triage:
         prev = self.prepare(previous) if previous else ""
         signs, env, readings = self._read(t, prev, other_language)
         pieces = self.clauses(t)
-        if len(pieces) == 1:
-            clauses = [Clause(t, signs, env, bool(self._set_aside(env)))]
-        else:
-            clauses = []
-            for piece in pieces:
+        reports: dict[int, str] = {}  # what each clause reports (its worries and denied signs blanked): cards read this
+        clauses = []
+        for piece in pieces:
+            if len(pieces) == 1:
+                c_signs, c_env = signs, env
+            else:
                 c_signs, c_env, _ = self._read(piece, prev, other_language, (env, t))
-                clauses.append(Clause(piece, c_signs, c_env, bool(self._set_aside(c_env))))
+            report, not_read = self.blank(piece)
+            clauses.append(Clause(piece, c_signs, c_env, bool(self._set_aside(c_env)), not_read))
+            reports[id(clauses[-1])] = report
 
+        # The whole message, for a sign told across a clause break: what is over and what reports no sign now are not read.
+        read_whole = self.blank(t)[0]
+        for clause in clauses:
+            at = read_whole.find(clause.text) if clause.set_aside else -1
+            if at >= 0:
+                read_whole = read_whole[:at] + " " * len(clause.text) + read_whole[at + len(clause.text):]
         results: list[CardResult] = []
         for c in self.cards:
             also = c.also.first(t)  # a second sign counts anywhere in the message
@@ -482,7 +530,7 @@ class Triage:
             for clause in clauses:
                 matched = {}
                 for key, patterns in (("pattern", c.patterns), ("strong", c.strong), ("negated", c.negated)):
-                    hit = patterns.first(clause.text)
+                    hit = patterns.first(reports[id(clause)] if key != "negated" else clause.text)
                     if hit is not None:
                         matched[key] = hit
                 if also is not None:
@@ -501,7 +549,7 @@ class Triage:
                 break
             if not result.fired and not result.set_aside and len(clauses) > 1:
                 # A sign told across a clause break ("her lips are not pink but grey") is read on the whole message.
-                whole = self._card_on(c, t, env, also)
+                whole = self._card_on(c, read_whole, env, also)
                 if whole is not None and not self._set_aside(env):
                     result = CardResult(c.id, c.card.tier, True, whole, t)
             results.append(result)

@@ -48,16 +48,33 @@ def stem(word: str) -> str:
 
 # Raise the number when `tokenize` changes; an edit of the stop-word list changes the hash. Either way the
 # keyword index (which stores tokenize's output) is rebuilt on the next start.
-TOKENIZER_VERSION = f"3-snowball-{hashlib.sha256(' '.join(sorted(STOPWORDS)).encode()).hexdigest()[:8]}"
+TOKENIZER_VERSION = f"4-snowball-{hashlib.sha256(' '.join(sorted(STOPWORDS)).encode()).hexdigest()[:8]}"
 
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[a-z0-9]+(?:'[a-z0-9]+)*")
 _CONTRACTION = re.compile(r"n't\b|'(?:s|re|ve|ll|d|m)\b")
 
 
+# Contractions typed without the apostrophe ('whats', 'doesnt', 'theyre', 'hes'): the word before the ending
+# must be one that takes it, so a real word that merely ends the same way ('parts', 'hell', 'ill') stays a word.
+_BARE_CONTRACTION = {
+    "s": frozenset("what that he she it there here where who how when let".split()),
+    "nt": frozenset("does did do is are was were has have had would should could must need wo ca".split()),
+    "t": frozenset("don doesn didn isn aren wasn weren hasn haven hadn wouldn shouldn couldn won can".split()),
+    "re": frozenset("you they we who what".split()),
+    "ve": frozenset("i you we they who could would should".split()),
+    "m": frozenset({"i"}),
+}
+
+
+def bare_contraction(word: str) -> bool:
+    """True for a contraction typed without its apostrophe ('whats', 'doesnt', 'youre', 'im'): no topic of its own."""
+    return any(word.endswith(end) and word[:-len(end)] in heads for end, heads in _BARE_CONTRACTION.items())
+
+
 def content_words(text: str) -> list[str]:
-    """Lower-case content words as written (stop words dropped, numbers kept whole: '93.3')."""
+    """Lower-case content words as written (stop words and contractions dropped, numbers kept whole: '93.3')."""
     text = _CONTRACTION.sub(" ", text.lower().replace("’", "'"))
-    return [t for t in _TOKEN.findall(text) if t not in STOPWORDS]
+    return [t for t in _TOKEN.findall(text) if t not in STOPWORDS and not bare_contraction(t)]
 
 
 def tokenize(text: str) -> list[str]:

@@ -72,3 +72,26 @@ def test_a_question_that_asks_several_things_is_split_into_its_parts():
 def test_tokenize_keeps_words_that_change_what_is_asked():
     assert tokenize("What serious side effects did babies get?") == ["serious", "side", "effect", "babi"]
     assert {"not", "back", "none", "two", "four"} <= set(tokenize("none came back, not two or four"))
+
+
+def test_contractions_typed_without_the_apostrophe_carry_no_topic_but_real_words_stay():
+    assert tokenize("whats the outlook, doesnt it work, theyre sure hes ok, im scared") == \
+        tokenize("what's the outlook, doesn't it work, they're sure he's ok, i'm scared")
+    # words that merely end the same way are words
+    assert {"ill", "part", "hell"} <= set(tokenize("ill parts hell"))
+
+
+def test_a_number_the_family_refers_back_to_is_not_a_figure_they_ask_for():
+    from bot.compose import asked_numbers
+
+    assert asked_numbers("of the 30 babies, how many had no MRD") == []
+    assert asked_numbers("were all the 214 earlier babies alive after 10 years?") == ["10"]
+    assert asked_numbers("did 5 babies die?") == ["5"]
+
+
+def test_spelling_leaves_contractions_whole_and_corrects_a_possessive_word():
+    from bot.spelling import Speller
+
+    speller = Speller({"did": 5, "study": 3, "blinatumomab": 4}, same_word=lambda w: False)
+    assert speller.correct_text("who didn't get it in the stuyd, blinatumomob's dose") == \
+        "who didn't get it in the study, blinatumomab's dose"

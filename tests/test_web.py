@@ -837,6 +837,38 @@ def test_login_is_optional_and_slows_down_after_five_failures(assistant, knowled
         launch(create_app(assistant, half), half, block=False)
 
 
+def test_behind_a_trusted_proxy_the_throttle_counts_the_forwarded_client(assistant, knowledge_settings,
+                                                                          tmp_path: Path, monkeypatch) -> None:
+    """Behind a proxy every family shares its address: a trusted proxy's X-Forwarded-For names the client
+    (uvicorn trusts the addresses in FORWARDED_ALLOW_IPS, by default 127.0.0.1, a proxy on this machine);
+    from anyone else the header is ignored, so writing it cannot dodge the throttle."""
+    import httpx
+
+    from bot.web import create_app, launch
+
+    def fail_five(client: httpx.Client, forwarded: str, user: str) -> list[int]:
+        return [client.post("/login", data={"username": user, "password": f"guess-{i}"},
+                            headers={"X-Forwarded-For": forwarded}).status_code for i in range(5)]
+
+    for trusted, second_family_blocked in (("127.0.0.1", False), ("192.0.2.1", True)):
+        monkeypatch.setenv("FORWARDED_ALLOW_IPS", trusted)
+        port = _free_port()
+        settings = knowledge_settings.model_copy(update={
+            "port": port, "feedback_db": tmp_path / f"f{port}.sqlite", "auth_username": "family",
+            "auth_password": "pw-123456"})
+        app = create_app(assistant, settings)
+        launch(app, settings, block=False)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                assert fail_five(client, "203.0.113.5", "guesser") == [400] * 5  # now its next try must wait
+                # At once, another family behind the same proxy, with its own username:
+                other = client.post("/login", data={"username": "family", "password": "pw-123456"},
+                                    headers={"X-Forwarded-For": "198.51.100.7"})
+                assert (other.status_code == 429) is second_family_blocked, (trusted, other.status_code)
+        finally:
+            app.close()
+
+
 def test_load_test_script_runs_conversations_without_cross_talk(app_server) -> None:
     """scripts/loadtest.py, small: every conversation gets back exactly its own questions."""
     import json
