@@ -38,6 +38,7 @@ from bot.settings import Settings, get_settings
 from bot.spelling import english_words
 from bot.store import Index, pointer_stamp
 from bot.validate import normalise
+from bot.words import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,16 @@ class Assistant:
             composition, hits = self._compose_parts(query, parts, retriever, writer, strict, said)
         else:
             composition = writer.compose(query, hits, strict=strict, said=said)
+            topic = self.follow_up.default_topic
+            if (not composition.statements and not composition.uncovered and topic and not query.context
+                    and verdict.kind != "urgent" and is_follow_up(query.question, self.follow_up)
+                    and not set(query.terms) & set(tokenize(topic))):
+                # "Does it actually work?" as a first message, not answered as it stands: 'it' is what this
+                # assistant is about (prompts/questions.yaml follow_up.default_topic). A question that names
+                # the topic itself ('is blinatumomab approved in India?') is not asked again.
+                query = query.about(query.question, topic)
+                hits = retriever.retrieve(query, self.settings.retrieval.top_k)
+                composition = writer.compose(query, hits, strict=strict, said=said)
         composition = self._screened(composition, qid)
         timings["compose"] = _ms(t)
         if off_topic_guess:

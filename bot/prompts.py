@@ -114,6 +114,7 @@ class FollowUpFile(BaseModel):
     pronouns: list[str] = Field(min_length=1)
     openers: list[str]
     max_words: int = Field(ge=1, le=20)
+    default_topic: str = ""
 
 
 class AnswerTypeFile(BaseModel):
@@ -189,6 +190,7 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
         pronouns=frozenset(w.lower() for w in f.pronouns),
         openers=tuple(o.lower() for o in f.openers),
         max_words=f.max_words,
+        default_topic=f.default_topic,
     )
     types = []
     for i, t in enumerate(q.answer_types):

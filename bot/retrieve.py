@@ -220,6 +220,7 @@ class FollowUpRules:
     pronouns: frozenset[str]
     openers: tuple[str, ...]
     max_words: int
+    default_topic: str = ""  # what 'it' means in a first message that the sources did not answer as it stands
 
 
 def is_follow_up(question: str, rules: FollowUpRules) -> bool:

@@ -40,7 +40,7 @@ def nearest(word: str, choices: Sequence[str]) -> str | None:
     return min(fits)[2] if fits else None
 
 
-_WORD = re.compile(r"[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)?")
 
 
 def _same_case(typed: str, word: str) -> str:
@@ -91,4 +91,14 @@ class Speller:
 
     def correct_text(self, text: str) -> str:
         """The text with misspelt words replaced ('how meny babys in the stuyd' -> 'how many babys in the study')."""
-        return _WORD.sub(lambda m: self.word(m.group(0)), text)
+        return _WORD.sub(self._spelled, text)
+
+    def _spelled(self, m: re.Match[str]) -> str:
+        word = m.group(0)
+        cut = re.search(r"['’]", word)
+        if cut is None:
+            return self.word(word)
+        head, apostrophe, tail = word[:cut.start()], cut.group(), word[cut.end():]
+        # "didn't", "they're": a contraction is left as typed ('didn' is not a typo of 'did');
+        # a possessive ("blinatumomob's") has its word corrected.
+        return f"{self.word(head)}{apostrophe}{tail}" if tail.lower() == "s" else word

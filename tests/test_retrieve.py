@@ -87,3 +87,11 @@ def test_a_number_the_family_refers_back_to_is_not_a_figure_they_ask_for():
     assert asked_numbers("of the 30 babies, how many had no MRD") == []
     assert asked_numbers("were all the 214 earlier babies alive after 10 years?") == ["10"]
     assert asked_numbers("did 5 babies die?") == ["5"]
+
+
+def test_spelling_leaves_contractions_whole_and_corrects_a_possessive_word():
+    from bot.spelling import Speller
+
+    speller = Speller({"did": 5, "study": 3, "blinatumomab": 4}, same_word=lambda w: False)
+    assert speller.correct_text("who didn't get it in the stuyd, blinatumomob's dose") == \
+        "who didn't get it in the study, blinatumomab's dose"
