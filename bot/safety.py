@@ -253,11 +253,12 @@ class SafetyGate:
         # the one message is embedded once for the gate, the search and the composer.
         vectors = query.embed(_embedded(query.spelled))
 
+        seen: dict[str, Assessment] = {}  # what the red-flag step read, for the scope step
         steps = {
-            "urgent": lambda: self._urgent(raw, previous, vectors, detected),
+            "urgent": lambda: self._urgent(raw, previous, vectors, detected, seen),
             "other_language": lambda: self._other_language(detected),
             "role_change": lambda: self._role_change(raw, vectors[0]),
-            "scope": lambda: self._scope(raw, vectors[0], history),
+            "scope": lambda: self._scope(raw, vectors[0], history, self._signs_of_baby(seen.get("triage"))),
             "personal": lambda: self._personal(self.typos.fix(raw)),
         }
         for name in self.rules.order:
@@ -303,9 +304,21 @@ class SafetyGate:
             vectors = self.embedder.encode(_embedded(raw))
         return self.classifier.probabilities(vectors)
 
-    def _urgent(self, raw: str, previous: str, vectors: np.ndarray, detected: Detected) -> Verdict | None:
+    def _signs_of_baby(self, a: Assessment | None) -> bool:
+        """The red-flag step read talk of a baby's health: a card matched (even where the message is over, a
+        what-if or a question), a worry, a denied sign, a sign that is over or a report that all is well, in a
+        message about a baby. Such a message is on topic."""
+        if a is None or not a.names.get("baby"):
+            return False
+        return (any(r.matched for r in a.cards) or a.names.get("reassuring", False) or a.names.get("resolved", False)
+                or bool(self.triage.not_reports(a.text)))
+
+    def _urgent(self, raw: str, previous: str, vectors: np.ndarray, detected: Detected,
+                seen: dict[str, Assessment] | None = None) -> Verdict | None:
         a = self.triage.assess(raw, previous, self._probabilities(raw, detected, vectors),
                                other_language=detected.code != ENGLISH)
+        if seen is not None:
+            seen["triage"] = a
         if a.tier is None:
             return None
         message = self.triage.message(a)
@@ -337,7 +350,7 @@ class SafetyGate:
             return Verdict("out_of_scope", "prompt_injection", message)
         return None
 
-    def _scope(self, raw: str, vector: np.ndarray, history: Sequence[Turn | dict]) -> Verdict | None:
+    def _scope(self, raw: str, vector: np.ndarray, history: Sequence[Turn | dict], signs_of_baby: bool = False) -> Verdict | None:
         if _any(self.greetings, raw):  # "hello", "thank you": a kind word back, not a refusal
             return Verdict("out_of_scope", "greeting", self.rules.messages[self.rules.scope.greeting_message])
         od = self.rules.other_disease
@@ -345,7 +358,7 @@ class SafetyGate:
             return Verdict("out_of_scope", "other_cancer", self.rules.messages[od.message])
         if _any(self.adult, raw) and _any(self.illness, raw) and not _any(self.child, raw):
             return Verdict("out_of_scope", "adult_disease", self.rules.messages[od.message])
-        if _any(self.topic, raw):
+        if _any(self.topic, raw) or signs_of_baby:  # a family asking about a sign in their baby is on topic
             return None
         # A decision about one's own child is on topic even without a topic word, and so is a fear
         # for the child's life ("will she die?"); "can you recommend a pizza place" is not.

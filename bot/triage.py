@@ -206,11 +206,11 @@ class TypoFixer:
         if len(low) < 4 or len(low) > 20 or low in self.keep:
             return token
         if low not in self._cache:
-            best = nearest(low, self.words) or token  # the one typo policy (bot/spelling.py)
+            best = nearest(low, self.words) or ""  # the one typo policy (bot/spelling.py); "" = not a typo
             if len(self._cache) < 50_000:
-                self._cache[low] = best
-            return best
-        return self._cache[low]
+                self._cache[low] = best  # never the token itself: "Will" once cached must not turn "will" into "Will"
+            return best or token
+        return self._cache[low] or token
 
     def fix(self, text: str) -> str:
         return _WORD.sub(lambda m: self.word(m.group(0)), text)

@@ -489,6 +489,44 @@ def test_tier_3_is_not_given_to_a_report_that_the_baby_is_fine(gate: SafetyGate,
     assert unsure.tier == 3  # the same scores on a worrying report still give tier 3
 
 
+# --- stance: a worry about what might happen and a sign denied report no sign now ----------------
+
+
+@pytest.mark.parametrize("message", [
+    "I'm worried she might have a fever, she feels really hot and is shivering",   # the worry, then a report
+    "I'm scared she'll get a fever, and now she is floppy and hard to wake",       # a new report inside the clause
+    "no fever but she has been vomiting green all morning",                         # a denied sign beside a real one
+    "no bleeding from the line but the line is cracked and leaking",
+    "I'm scared, she's gone grey and is breathing really fast",                     # fear, not a worry about the future
+    "Ik ben bang, hij is helemaal slap en reageert niet",
+    "tengo miedo, está morada y casi no respira",
+])
+def test_a_worry_or_a_denied_sign_never_hides_a_red_flag_now(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind == "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "I'm terrified he will stop breathing in his sleep while the pump is on",
+    "we keep worrying that the line might come out when he rolls over",
+    "my biggest fear is that she gets a fever over the weekend",
+    "no temperature today and she has finished her whole bottle",
+    "the dressing over his line is dry and there's no redness at all",
+    "Ik ben zo bang dat ze koorts krijgt als haar broer verkouden thuiskomt",
+    "J'ai peur qu'elle fasse de la fièvre pendant le week-end",
+    "Boję się, że dostanie gorączki w weekend",
+    "Heute kein Fieber, er trinkt gut",
+])
+def test_a_worry_or_a_denied_sign_alone_is_not_urgent_nor_sent_away(gate: SafetyGate, message: str) -> None:
+    verdict = gate.check(message)
+    assert verdict.kind not in ("urgent", "out_of_scope"), explain(gate, message)
+
+
+def test_explain_shows_what_the_cards_did_not_read(gate: SafetyGate) -> None:
+    out = explain(gate, "I'm scared she will get a fever, and now she is floppy")
+    assert "not read by the cards" in out and "scared she will get a fever" in out
+    assert "unresponsive (tier 1): FIRED" in out and "fever (tier 2): FIRED" not in out
+
+
 def test_clause_breaks_and_set_aside_are_data(tmp_path: Path, embedder: SentenceEmbedder) -> None:
     text = (PROMPTS / "redflags.yaml").read_text(encoding="utf-8")
     bad = text.replace('set_aside: "over_and_done or', 'set_aside: "over_and_gone or', 1)
