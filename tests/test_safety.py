@@ -500,6 +500,9 @@ def test_tier_3_is_not_given_to_a_report_that_the_baby_is_fine(gate: SafetyGate,
     "I'm scared, she's gone grey and is breathing really fast",                     # fear, not a worry about the future
     "Ik ben bang, hij is helemaal slap en reageert niet",
     "tengo miedo, está morada y casi no respira",
+    "I'm worried he may have swallowed some of my tablets",                         # a possibility about now or the past
+    "scared she could be having a seizure",
+    "me preocupa que se haya tragado unas pastillas mías",
 ])
 def test_a_worry_or_a_denied_sign_never_hides_a_red_flag_now(gate: SafetyGate, message: str) -> None:
     assert gate.check(message).kind == "urgent", explain(gate, message)
