@@ -82,6 +82,7 @@ class SentenceEmbedder:
         self._st = None
         self._torch_lock = threading.Lock()
         self._ready = threading.Event()
+        self.backends_used: set[str] = set()  # the models that answered encode(): one, once a run is pinned
         if self.backend == "numpy":
             from threadpoolctl import threadpool_limits
 
@@ -115,6 +116,20 @@ class SentenceEmbedder:
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the model a long-running process answers with is loaded (see __init__)."""
         return self._ready.wait(timeout)
+
+    def pin(self, timeout: float | None = 600) -> str:
+        """Wait for the background switch, so that every later question uses one model; return its name.
+
+        A measuring run (evals, benchmark) calls this before its first case: a run that started on numpy
+        and went on with torch scored the same code 76 and 77 of 129 (the two give vectors equal within
+        2e-7, which can still swap two near-tied passages). `backends_used` is then emptied, so that it
+        names the models of the run alone.
+        """
+        if not self._ready.wait(timeout):
+            raise RuntimeError(f"the torch embedding model did not load within {timeout} s; "
+                               "set BOT_EMBEDDING_BACKEND=numpy to measure on numpy alone")
+        self.backends_used.clear()
+        return "numpy" if isinstance(self.model, NumpyMiniLM) else "torch"
 
     def _torch(self):
         """The sentence-transformers model, loaded on first use (quietly)."""
@@ -157,9 +172,12 @@ class SentenceEmbedder:
     def _encode(self, texts: list[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
-            if isinstance(self.model, NumpyMiniLM) and len(missing) <= self.numpy_max_batch:
-                vectors = self.model.encode(missing)
+            model = self.model  # read once: the background switch may replace it meanwhile
+            if isinstance(model, NumpyMiniLM) and len(missing) <= self.numpy_max_batch:
+                self.backends_used.add("numpy")
+                vectors = model.encode(missing)
             else:  # long batches (ingest): the torch model is several times faster and gives the same vectors
+                self.backends_used.add("torch")
                 vectors = self._batch(missing)
             for text, vec in zip(missing, vectors, strict=True):
                 self._cache[text] = vec.astype(np.float32)

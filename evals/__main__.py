@@ -41,6 +41,12 @@ def _build(corpus: Path | None, index_dir: Path | None):
     return build_assistant(settings=Settings(index_dir=index_dir, knowledge_dir=corpus.resolve()))
 
 
+def pin_embedder(assistant) -> str | None:
+    """One model embeds every question of the run: wait for the background torch load first (bot/embed.py)."""
+    pin = getattr(assistant.embedder, "pin", None)
+    return pin() if pin is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.k < 1:
@@ -65,13 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="evals-index-") as tmp:
         print(f"building the assistant{' on ' + str(args.corpus) if args.corpus else ''} ...", file=sys.stderr)
         assistant = _build(args.corpus, Path(tmp))
+        embedder_name = pin_embedder(assistant)
         build_s = time.perf_counter() - t0
         print(f"running {len(cases)} cases ...", file=sys.stderr)
         result = run_suite(assistant, cases, thresholds, k=args.k, progress=progress, replay_history=args.replay_history)
+        used = sorted(getattr(assistant.embedder, "backends_used", ()))
+    if len(used) > 1:
+        print(f"error: the run mixed embedding models {used}; its figures are not comparable", file=sys.stderr)
+        return EXIT_THRESHOLD
     result.meta.update(
         corpus=str(args.corpus) if args.corpus else None,
         cases=[str(p) for p in args.cases],
         build_s=round(build_s, 2),
+        embedder=embedder_name,
+        embedders_used=used,
         total_s=round(time.perf_counter() - t0, 2),
     )
     json_path, html_path = write_reports(result, args.report)

@@ -428,3 +428,30 @@ def test_cli_exits_1_when_a_threshold_is_missed(tmp_path, capsys):
                  "--thresholds", str(strict), "--report", str(tmp_path), "--quiet"])
     assert code == 1
     assert "FAIL: latency_p95_ms" in capsys.readouterr().out
+
+
+def test_a_run_pinned_to_one_embedding_model_never_mixes_two(monkeypatch):
+    """The evals wait for the background torch load before the first case (evals.pin_embedder).
+
+    Unpinned, a question asked before the switch is embedded in numpy and one asked after it in torch:
+    `backends_used` names both, which the evals refuse as a mixed run. Pinned, every question uses one.
+    """
+    from types import SimpleNamespace
+
+    from bot.embed import SentenceEmbedder
+    from bot.settings import Settings
+    from evals.__main__ import pin_embedder
+
+    monkeypatch.delenv("BOT_EMBEDDING_BACKEND", raising=False)
+    mixed = SentenceEmbedder(Settings().embedding_model)
+    mixed.encode(["what is MRD?"])  # before the background switch: numpy
+    assert mixed.wait_ready(600)
+    mixed.encode(["what is a lumbar puncture?"])
+    assert mixed.backends_used == {"numpy", "torch"}, "the background switch to torch did not happen"
+
+    pinned = SentenceEmbedder(Settings().embedding_model)
+    name = pin_embedder(SimpleNamespace(embedder=pinned))
+    assert name == "torch"
+    for q in ["what is MRD?", "what is a lumbar puncture?", "my baby has a fever of 38.5"]:
+        pinned.encode([q])
+    assert pinned.backends_used == {name}
