@@ -115,6 +115,11 @@ def asked_numbers(question: str) -> list[str]:
     return [m.group() for m in re.finditer(r"\d+(?:[.,]\d+)?", question) if m.start() not in known]
 
 
+def missing_numbers(question: str, text: str) -> list[str]:
+    """The numbers the question asks about that `text` does not give ('10' is not in '100' nor in '1.10')."""
+    return [n for n in asked_numbers(question) if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", text)]
+
+
 def _said_key(sentence: str) -> str:
     """How a sentence is compared with what was already said: its words, lower case."""
     return " ".join(re.findall(r"[a-z0-9]+", display_text(sentence).lower()))
@@ -223,9 +228,7 @@ class ExtractiveWriter:
             return None, 0.0  # no entry fits well enough, or two fit about as well: sentence choice takes the best of both
         sents, _ = self.index.sentences_of([chunk.chunk_id])
         text = " ".join(s.text for s in sents)
-        missing = [n for n in asked_numbers(question)
-                   if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", text)]
-        if missing:
+        if missing_numbers(question, text):
             return None, 0.0  # the question asks about a figure this entry does not give
         hit = Hit(chunk=chunk, score=score, dense=score)
         statements = [Statement(text=display_text(s.text), quote=" ".join(s.text.split()), hit=hit, score=score)
@@ -281,8 +284,7 @@ class ExtractiveWriter:
         if strict:
             # A number asked about ("after 10 years") must be in a sentence good enough to be shown.
             shown = " ".join(sents[row].text for score, row, _ in scored if score >= floor)
-            missing = [n for n in asked_numbers(question)
-                       if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", shown)]
+            missing = missing_numbers(question, shown)
             if missing:
                 return Composition([], best, tuple(missing))
         for cand in scored[1:]:

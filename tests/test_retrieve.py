@@ -82,11 +82,14 @@ def test_contractions_typed_without_the_apostrophe_carry_no_topic_but_real_words
 
 
 def test_a_number_the_family_refers_back_to_is_not_a_figure_they_ask_for():
-    from bot.compose import asked_numbers
+    from bot.compose import asked_numbers, missing_numbers
 
     assert asked_numbers("of the 30 babies, how many had no MRD") == []
     assert asked_numbers("were all the 214 earlier babies alive after 10 years?") == ["10"]
     assert asked_numbers("did 5 babies die?") == ["5"]
+    # A figure asked for is found only as itself: not inside 100 or 1.10.
+    assert missing_numbers("alive after 10 years?", "after 100 days, 1.10 times as many") == ["10"]
+    assert missing_numbers("alive after 10 years?", "alive after 10 years: 93%") == []
 
 
 def test_spelling_leaves_contractions_whole_and_corrects_a_possessive_word():
