@@ -5,8 +5,11 @@ Layout of `index_dir`:
     CURRENT            {"generation": 7, "dir": "gen-000007", ...}: replaced by rename, so it always
                        names a complete generation (or is missing: no index yet)
     ingest.lock        held by the one ingest that may write
-    gen-000007/        catalog.sqlite3: documents, passages, sentences, keyword index (SQLite FTS5),
-                                        word statistics; never changed once complete
+    gen-000007/        catalog.sqlite3: documents, passages, sentences, word statistics; never changed
+                                        once complete
+                       keywords/:       the keyword index (tantivy: BM25, block-max WAND top k); its
+                                        segment files are shared with the previous generation by hard
+                                        links (write-once), its small meta files are copied
                        chroma/:         vector segment 7: the passage, sentence and question-key vectors
                                         this ingest added (Chroma HNSW collections)
                        INDEX_COMPLETE:  written last; lists the vector segments the generation reads
@@ -51,8 +54,9 @@ LOCK_FILE = "ingest.lock"
 COMPLETE_MARKER = "INDEX_COMPLETE"  # written last in a generation folder
 CATALOG = "catalog.sqlite3"
 CHROMA_DIR = "chroma"
-INDEX_FORMAT = 6  # 4: knowledge entries' question keys (catalog column + *_keys collection); 5: file stamps;
-# 6: vector segments (catalog `seg` columns, marker `segments`).
+KEYWORDS_DIR = "keywords"
+INDEX_FORMAT = 7  # 4: knowledge entries' question keys (catalog column + *_keys collection); 5: file stamps;
+# 6: vector segments (catalog `seg` columns, marker `segments`); 7: keyword index in tantivy (was SQLite FTS5).
 # raise when what ingest stores changes; an index of another format is rebuilt
 GEN_PREFIX = "gen-"
 SQL_BATCH = 500  # ids per SQL `IN (...)` or Chroma `get`, far below SQLite's variable limit
@@ -150,11 +154,6 @@ def is_complete(root: Path) -> bool:
     return marker is not None and marker.get("format") == INDEX_FORMAT
 
 
-def fts_term(token: str) -> str:
-    """A token as one FTS5 term: plain [a-z0-9] words stay, anything else is hex-encoded (no clash, no syntax)."""
-    return token if re.fullmatch(r"[a-z0-9]+", token) else "x_" + token.encode("utf-8").hex()
-
-
 def bm25_idf(n_docs: int, df: int) -> float:
     """Okapi BM25 inverse document frequency (as rank-bm25 computes it before its epsilon floor)."""
     return math.log(n_docs - df + 0.5) - math.log(df + 0.5)
@@ -181,8 +180,55 @@ CREATE TABLE sentences (
 CREATE INDEX sentences_by_seg ON sentences (seg);
 CREATE INDEX sentences_by_chunk ON sentences (chunk_id);
 CREATE TABLE terms (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
-CREATE VIRTUAL TABLE chunk_fts USING fts5(terms, tokenize = "unicode61 remove_diacritics 0 tokenchars '_'");
 """
+
+
+# ---------------------------------------------------------------- the keyword index (tantivy)
+
+
+def keyword_schema():
+    """One document per passage: its id (stored, matched whole) and the project tokenizer's tokens.
+
+    The tokens are joined by spaces and cut again by tantivy's whitespace tokenizer, so tantivy indexes
+    exactly our tokens (stems, whole numbers); term frequencies are kept for BM25, positions are not.
+    """
+    import tantivy
+
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("chunk_id", stored=True, tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("terms", tokenizer_name="whitespace", index_option="freq")
+    return builder.build()
+
+
+def keyword_top(schema, searcher, terms: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The k passages with the best BM25 score for any of these tokens, as (passage id, score), best first."""
+    import tantivy
+
+    query = tantivy.Query.boolean_query(
+        [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "terms", t)) for t in terms])
+    return [(searcher.doc(address)["chunk_id"][0], float(score)) for score, address in searcher.search(query, k).hits]
+
+
+def share_keyword_files(src: Path, dst: Path) -> None:
+    """Start a generation's keyword index from the previous one's without copying its postings.
+
+    Tantivy writes a segment file once and never changes it (a deletion is a new `.del` file, a merge a new
+    segment), so segment files are hard-linked (a copy where links are not possible); the files it
+    rewrites (meta.json, .managed.json) are copied, and lock files are left behind.
+    """
+    import shutil
+
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if not f.is_file() or (f.name.startswith(".tantivy-") and f.name.endswith(".lock")):
+            continue
+        if f.name.endswith(".json"):
+            shutil.copyfile(f, dst / f.name)
+            continue
+        try:
+            os.link(f, dst / f.name)
+        except OSError:
+            shutil.copyfile(f, dst / f.name)
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -351,6 +397,7 @@ class Index:
             self._check_catalog()
             for record in marker.get("segments", []):
                 self.segments.append(Segment(self.path, record, collection, chroma_url))
+            self._keywords = self._open_keywords(int(marker.get("chunks", 0)))
             counts = [(seg.number, seg.chunks.count(), seg.sentences.count()) for seg in self.segments]
         except IndexDamaged:
             self.close()
@@ -585,16 +632,36 @@ class Index:
                     vectors.append(np.asarray(vec, dtype=np.float32))
         return ids, (np.vstack(vectors) if vectors else np.zeros((0, 384), dtype=np.float32))
 
+    def _open_keywords(self, n_chunks: int):
+        """The generation's tantivy index as (schema, searcher); it never changes, so it is never reloaded."""
+        import tantivy
+
+        folder = self.dir / KEYWORDS_DIR
+        try:
+            if not (folder / "meta.json").is_file():
+                raise OSError("its meta.json is missing")
+            index = tantivy.Index.open(str(folder))
+            index.config_reader("Manual")
+            searcher = index.searcher()
+        except (OSError, ValueError) as exc:
+            raise IndexDamaged(f"the index at {self.dir} is damaged (keyword index: {exc}); "
+                               "it is rebuilt from its documents by: python -m bot ingest") from None
+        if searcher.num_docs != n_chunks:
+            raise IndexDamaged(f"the index at {self.dir} is damaged (the keyword index holds {searcher.num_docs} "
+                               f"passages, the catalog {n_chunks}); it is rebuilt from its documents by: "
+                               "python -m bot ingest")
+        return index.schema, searcher
+
     def keyword_chunks(self, tokens: Sequence[str], k: int) -> list[tuple[str, float]]:
-        """Passage ids and BM25 scores (higher is better) for the project tokenizer's tokens (SQLite FTS5)."""
-        terms = [fts_term(t) for t in dict.fromkeys(tokens) if t in self.vocabulary_counts()]
+        """Passage ids and BM25 scores (higher is better) for the project tokenizer's tokens (tantivy).
+
+        A disjunction of the tokens the corpus uses; tantivy's top-k collector skips the blocks of postings
+        that cannot enter the top k (block-max WAND), so common words do not make it read every passage.
+        """
+        terms = [t for t in dict.fromkeys(tokens) if t in self.vocabulary_counts()]
         if not terms or k <= 0:
             return []
-        query = " OR ".join(f'"{t}"' for t in terms)
-        rows = self._db().execute(
-            "SELECT c.chunk_id, bm25(chunk_fts) AS s FROM chunk_fts JOIN chunks c ON c.row = chunk_fts.rowid "
-            "WHERE chunk_fts MATCH ? ORDER BY s LIMIT ?", (query, k)).fetchall()
-        return [(cid, -float(s)) for cid, s in rows]
+        return keyword_top(*self._keywords, terms, k)
 
     # ------------------------------------------------------------ word statistics
 
@@ -662,6 +729,13 @@ class IndexWriter:
         if base is not None:  # the catalog is copied; the vectors stay in their segments
             shutil.copyfile(base.dir / CATALOG, gen_dir / CATALOG)
         fresh = not (gen_dir / CATALOG).exists()
+        if base is not None:
+            share_keyword_files(base.dir / KEYWORDS_DIR, gen_dir / KEYWORDS_DIR)
+        import tantivy
+
+        (gen_dir / KEYWORDS_DIR).mkdir(exist_ok=True)
+        self.keywords = tantivy.Index(keyword_schema(), path=str(gen_dir / KEYWORDS_DIR))
+        self.keyword_writer = self.keywords.writer(heap_size=64_000_000, num_threads=1)
         self.db = sqlite3.connect(gen_dir / CATALOG)
         self.db.execute("PRAGMA journal_mode = MEMORY")
         self.db.execute("PRAGMA synchronous = OFF")  # an unfinished folder is thrown away, never repaired
@@ -717,8 +791,9 @@ class IndexWriter:
             self.db.execute(f"DELETE FROM sentences WHERE sentence_id IN ({marks})", part)
         for part in _batches(list(chunk_ids), SQL_BATCH):
             marks = ",".join("?" * len(part))
-            rows = self.db.execute(f"SELECT row, tokens FROM chunks WHERE chunk_id IN ({marks})", part).fetchall()
-            self.db.executemany("DELETE FROM chunk_fts WHERE rowid = ?", [(r,) for r, _ in rows])
+            rows = self.db.execute(f"SELECT chunk_id, tokens FROM chunks WHERE chunk_id IN ({marks})", part).fetchall()
+            for cid, _ in rows:
+                self.keyword_writer.delete_documents_by_term("chunk_id", cid)
             gone = [(t,) for _, tokens in rows for t in set(json.loads(tokens))]
             self.db.executemany("UPDATE terms SET df = df - 1 WHERE term = ?", gone)
             self.db.execute(f"DELETE FROM chunks WHERE chunk_id IN ({marks})", part)
@@ -729,13 +804,14 @@ class IndexWriter:
         for i in range(0, len(chunks), self.batch):
             self.chunks_col.add(ids=[c.chunk_id for c in chunks[i:i + self.batch]],
                                 embeddings=vectors[i:i + self.batch])
+        import tantivy
+
         for c, toks in zip(chunks, tokens, strict=True):
-            cur = self.db.execute(
+            self.db.execute(
                 f"INSERT INTO chunks ({_CHUNK_COLS}, tokens, seg) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (c.chunk_id, c.doc_id, c.title, c.section, c.text, c.start, c.end, c.source, c.url or "",
                  json.dumps(list(c.keys)), json.dumps(toks), self.generation))
-            self.db.execute("INSERT INTO chunk_fts (rowid, terms) VALUES (?, ?)",
-                            (cur.lastrowid, " ".join(fts_term(t) for t in toks)))
+            self.keyword_writer.add_document(tantivy.Document(chunk_id=c.chunk_id, terms=" ".join(toks)))
             self.db.executemany("INSERT INTO terms (term, df) VALUES (?, 1) ON CONFLICT (term) DO UPDATE SET df = df + 1",
                                 [(t,) for t in set(toks)])
 
@@ -828,6 +904,13 @@ class IndexWriter:
         self.db.commit()
         self.db.execute("PRAGMA journal_mode = DELETE")
         self.db.close()
+        self.keyword_writer.commit()
+        self.keyword_writer.wait_merging_threads()  # merges done; the writer is released (its lock too)
+        self.keyword_writer = None
+        self.keywords.reload()
+        n_keyword = self.keywords.searcher().num_docs
+        if n_keyword != n_chunks:
+            raise RuntimeError(f"the keyword index holds {n_keyword} passages, the catalog {n_chunks}")
         live = (sum(r["live_chunks"] for r in segments), sum(r["live_sentences"] for r in segments))
         if live != (n_chunks, n_sents):
             raise RuntimeError(f"the vector segments hold {live} live records, the catalog {(n_chunks, n_sents)}")
@@ -849,4 +932,5 @@ class IndexWriter:
         return marker
 
     def close(self) -> None:
+        self.keyword_writer = None  # an unfinished writer is dropped: nothing it buffered is committed
         self.segment.close()

@@ -14,7 +14,7 @@ import pytest
 
 from bot.ingest import IngestBusy, ensure_index, ingest
 from bot.settings import Settings
-from bot.store import CATALOG, CHROMA_DIR, Index, IndexDamaged, read_pointer
+from bot.store import CATALOG, CHROMA_DIR, KEYWORDS_DIR, Index, IndexDamaged, read_pointer
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -119,6 +119,37 @@ def test_a_one_document_change_rewrites_only_that_documents_records(tmp_path, co
     new = Index(s.index_dir)
     assert {c.chunk_id for c in new.chunks(_ids(new, "glossary")).values()} == glossary
     assert new.keyword_chunks(["park"], 5)[0][0].startswith("ward:")
+
+
+def test_a_change_shares_the_keyword_files_and_leaves_the_served_generation_as_it_was(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus)
+    more = leaflets(tmp_path / "more", 2)
+    ingest(s, embedder, paths=[corpus, more], progress=False)
+    old = Index(s.index_dir)
+    before = old.keyword_chunks(["park"], 5)
+    assert {cid.split(":")[0] for cid, _ in before} == {"leaflet-0", "leaflet-1"}
+    (more / "leaflet-1.txt").unlink()
+    res = ingest(s, embedder, paths=[corpus, more], progress=False)
+    assert res.removed == ["leaflet-1"]
+    new = Index(s.index_dir)
+    assert {cid.split(":")[0] for cid, _ in new.keyword_chunks(["park"], 5)} == {"leaflet-0"}
+    assert old.keyword_chunks(["park"], 5) == before  # a question in flight still reads the old generation whole
+    # The new generation's keyword index is the old one's files (hard links) plus its deletions, not a copy.
+    linked = [f for f in (new.dir / KEYWORDS_DIR).iterdir() if f.stat().st_nlink > 1]
+    assert linked and all((old.dir / KEYWORDS_DIR / f.name).samefile(f) for f in linked)
+    old.close()
+    new.close()
+
+
+def test_a_missing_keyword_index_is_reported_and_rebuilt(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    shutil.rmtree(s.index_dir / read_pointer(s.index_dir)["dir"] / KEYWORDS_DIR)
+    with pytest.raises(IndexDamaged, match="damaged.*keyword index.*python -m bot ingest"):
+        Index(s.index_dir)
+    res = ensure_index(s, embedder)
+    assert res is not None and res.rebuilt
+    assert Index(s.index_dir).keyword_chunks(["blinatumomab"], 3)
 
 
 def _ids(index: Index, doc_id: str) -> list[str]:
