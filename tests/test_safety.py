@@ -560,6 +560,28 @@ def test_a_red_flag_now_beside_someone_elses_sign_or_a_past_one_is_urgent(gate: 
     assert gate.check(message).kind == "urgent", explain(gate, message)
 
 
+@pytest.mark.parametrize("message", [
+    "il mio bambino di 10 mesi fa fatica a respirare e geme a ogni respiro",          # an age, not "10 months ago"
+    "his big sister gave him a spoonful of the calpol, no idea how much",            # a medicine given by another child
+    "she sucked on the syringe of her sister's medicine, not sure how much she swallowed",
+])
+def test_an_age_and_a_medicine_given_by_another_child_are_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind == "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "how do we give her a bath without getting the line dressing wet?",              # what they want to avoid
+    "comment laver mon bébé avec le cathéter sans mouiller le pansement ?",
+    "im worried ill mess up the pump when the bag needs changing",                    # a worry about oneself
+    "Boję się, że coś przeoczę, bo jestem bardzo zmęczona",
+    "She's been giggling all morning, no fever, dressing dry and clean. Just wanted to share some good news!",
+    "my 4 year old keeps playing doctors and making his teddy 'have a fit', is that normal for siblings?",
+    "Sa grande sœur dit à l'école que le bébé va 'saigner partout'. Comment lui expliquer la maladie ?",
+])
+def test_what_is_avoided_feared_for_oneself_good_news_and_play_are_not_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind != "urgent", explain(gate, message)
+
+
 def test_a_health_question_without_a_baby_word_is_not_sent_away(gate: SafetyGate) -> None:
     for message in ("green poo after antibiotics?", "hiccups after every feed, normal?",
                     "the dressing was soaked with blood after the line went in back in may, the nurses redid it"):
