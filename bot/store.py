@@ -26,6 +26,12 @@ document's vectors plus a copy of the catalog, whatever the size of the library,
 processes may read a segment while an ingest writes the next. When a generation would read more than
 MAX_SEGMENTS segments, or a segment holds more replaced records than live ones, the ingest copies the
 live vectors of the small or mostly replaced segments into its new one (the largest segment stays).
+
+One vector per distinct text: a segment holds one sentence vector for every distinct sentence text and
+one question-key vector for every distinct key text it needs (their Chroma id is a hash of the text, the
+catalog's `vkey`); the catalog says which sentences and which entries' keys have that text. A sentence
+or key repeated across documents (a leaflet's boilerplate, the same entry in several libraries) is
+embedded, stored and searched once. Passages keep one vector each.
 """
 
 from __future__ import annotations
@@ -55,8 +61,9 @@ COMPLETE_MARKER = "INDEX_COMPLETE"  # written last in a generation folder
 CATALOG = "catalog.sqlite3"
 CHROMA_DIR = "chroma"
 KEYWORDS_DIR = "keywords"
-INDEX_FORMAT = 7  # 4: knowledge entries' question keys (catalog column + *_keys collection); 5: file stamps;
-# 6: vector segments (catalog `seg` columns, marker `segments`); 7: keyword index in tantivy (was SQLite FTS5).
+INDEX_FORMAT = 8  # 4: knowledge entries' question keys (catalog column + *_keys collection); 5: file stamps;
+# 6: vector segments (catalog `seg` columns, marker `segments`); 7: keyword index in tantivy (was SQLite FTS5);
+# 8: one sentence / question-key vector per distinct text in a segment (catalog `vkey`, table `entry_keys`).
 # raise when what ingest stores changes; an index of another format is rebuilt
 GEN_PREFIX = "gen-"
 SQL_BATCH = 500  # ids per SQL `IN (...)` or Chroma `get`, far below SQLite's variable limit
@@ -176,9 +183,14 @@ CREATE INDEX chunks_by_doc ON chunks (doc_id);
 CREATE INDEX chunks_by_seg ON chunks (seg);
 CREATE TABLE sentences (
     sentence_id TEXT PRIMARY KEY, chunk_id TEXT NOT NULL, position INTEGER NOT NULL, text TEXT NOT NULL,
-    grade REAL NOT NULL, seg INTEGER NOT NULL);
+    grade REAL NOT NULL, seg INTEGER NOT NULL,
+    vkey TEXT NOT NULL);  -- the id of its text's vector in segment `seg` (one vector per distinct text)
 CREATE INDEX sentences_by_seg ON sentences (seg);
 CREATE INDEX sentences_by_chunk ON sentences (chunk_id);
+CREATE INDEX sentences_by_vkey ON sentences (vkey, seg);
+CREATE TABLE entry_keys (  -- a knowledge entry's question or phrasing: its vector in the segment of its passage
+    chunk_id TEXT NOT NULL, vkey TEXT NOT NULL, seg INTEGER NOT NULL, PRIMARY KEY (chunk_id, vkey)) WITHOUT ROWID;
+CREATE INDEX entry_keys_by_vkey ON entry_keys (vkey, seg);
 CREATE TABLE terms (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
 """
 
@@ -229,6 +241,11 @@ def share_keyword_files(src: Path, dst: Path) -> None:
             os.link(f, dst / f.name)
         except OSError:
             shutil.copyfile(f, dst / f.name)
+
+
+def vector_key(kind: str, text: str) -> str:
+    """The id of a text's vector in a segment: texts that are the same share one vector."""
+    return f"{kind[0]}{hashlib.sha256(text.encode('utf-8')).hexdigest()[:24]}"
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -345,22 +362,21 @@ def live_sql(table: str, id_col: str, n: int) -> str:
 
 
 def _search(segment: Segment, kind: str, query_vector: np.ndarray, k: int,
-            live: Callable[[list[tuple[str, float, dict | None]]], list[tuple[str, float, dict | None]]],
-            metadatas: bool = False) -> list[tuple[str, float, dict | None]]:
-    """The k nearest live records of one segment, as (id, distance, metadata), nearest first.
+            live: Callable[[list[tuple[str, float]], int], list]) -> list:
+    """The k nearest live records of one segment, nearest first.
 
-    It asks for k plus a few, then for more while replaced records take places, up to k plus the
-    segment's replaced-record count: the top k of the live records, exactly, without fetching every
-    replaced record each time.
+    `live(rows, k)` turns (vector id, distance) rows, nearest first, into the records the generation reads
+    (each live vector stands for one record or more: the passages or sentences with that text), at most k.
+    It asks for k vectors plus a few, then for more while replaced vectors take places, up to k plus the
+    segment's replaced-vector count: the top k of the live records, exactly, without fetching every
+    replaced vector each time.
     """
     total = int(segment.record.get(kind, 0))
     most = min(total, k + segment.stale(kind))
     n = min(most, k + max(k, 10))
-    include = ["distances", "metadatas"] if metadatas else ["distances"]
     while n > 0:
-        res = segment.col(kind).query(query_embeddings=[query_vector.tolist()], n_results=n, include=include)
-        metas = res["metadatas"][0] if metadatas else [None] * len(res["ids"][0])
-        kept = live(list(zip(res["ids"][0], res["distances"][0], metas, strict=True)))
+        res = segment.col(kind).query(query_embeddings=[query_vector.tolist()], n_results=n, include=["distances"])
+        kept = live(list(zip(res["ids"][0], res["distances"][0], strict=True)), k)
         if len(kept) >= k or n >= most:
             return kept
         n = min(most, n * 4)
@@ -537,18 +553,20 @@ class Index:
         order = {cid: i for i, cid in enumerate(dict.fromkeys(chunk_ids))}
         sents: list[Sentence] = []
         where: dict[str, int] = {}
+        vkey: dict[str, str] = {}
         for part in _batches(list(order), SQL_BATCH):
             marks = ",".join("?" * len(part))
-            for r in self._db().execute("SELECT sentence_id, chunk_id, position, text, grade, seg FROM sentences "
+            for r in self._db().execute("SELECT sentence_id, chunk_id, position, text, grade, seg, vkey FROM sentences "
                                         f"WHERE chunk_id IN ({marks})", part):
                 sents.append(Sentence(sentence_id=r[0], chunk_id=r[1], position=int(r[2]), text=r[3],
                                       grade=float(r[4])))
-                where[r[0]] = int(r[5])
+                where[r[6]] = int(r[5])  # a text in two segments: either vector (the same text, the same model)
+                vkey[r[0]] = r[6]
         sents.sort(key=lambda s: (order[s.chunk_id], s.position))
         if not sents:
             return [], np.zeros((0, 384), dtype=np.float32)
         vecs = self._vectors("sentences", where)
-        return sents, np.vstack([vecs[s.sentence_id] for s in sents])
+        return sents, np.vstack([vecs[vkey[s.sentence_id]] for s in sents])
 
     def median_grade(self) -> float:
         """Median reading grade of the indexed sentences (recorded at ingest)."""
@@ -562,19 +580,24 @@ class Index:
             return set()
         return {r[0] for r in self._db().execute(live_sql(table, id_col, len(ids)), [*ids, seg])}
 
-    def _live_rows(self, table: str, id_col: str, seg: int):
-        """A filter keeping the search rows whose id the catalog reads from segment `seg`."""
-        def keep(rows):
-            live = self._live(table, id_col, seg, [r[0] for r in rows])
+    def _live_chunks(self, seg: int):
+        """A filter keeping the passage rows whose id the catalog reads from segment `seg`."""
+        def keep(rows, k):
+            live = self._live("chunks", "chunk_id", seg, [r[0] for r in rows])
             return [r for r in rows if r[0] in live]
         return keep
 
-    def _live_keys(self, seg: int):
-        """A filter keeping the question-key rows whose passage the catalog reads from segment `seg`."""
-        def keep(rows):
-            live = self._live("chunks", "chunk_id", seg, list({r[2]["chunk_id"] for r in rows}))
-            return [r for r in rows if r[2]["chunk_id"] in live]
-        return keep
+    def _owners(self, sql: str, seg: int):
+        """A filter turning (vector id, distance) rows into the live records with that text in segment `seg`,
+        nearest first, at most k: one indexed lookup per vector, stopping when k records are found."""
+        def expand(rows, k):
+            out: list[tuple] = []
+            for vkey, distance in rows:
+                if len(out) >= k:
+                    break
+                out += [(*r, distance) for r in self._db().execute(sql, (vkey, seg, k - len(out)))]
+            return out
+        return expand
 
     def dense_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Passage ids and cosine similarities, best first, from Chroma's HNSW index (every segment)."""
@@ -582,8 +605,8 @@ class Index:
             return []
         found: list[tuple[str, float]] = []
         for seg in self.segments:
-            rows = _search(seg, "chunks", query_vector, k, self._live_rows("chunks", "chunk_id", seg.number))
-            found += [(cid, 1.0 - float(d)) for cid, d, _ in rows]
+            rows = _search(seg, "chunks", query_vector, k, self._live_chunks(seg.number))
+            found += [(cid, 1.0 - float(d)) for cid, d in rows]
         return sorted(found, key=lambda h: -h[1])[:k]
 
     dense_search = dense_chunks  # the name used before
@@ -593,10 +616,10 @@ class Index:
         if k <= 0:
             return []
         found: list[tuple[str, str, float]] = []
+        sql = "SELECT sentence_id, chunk_id FROM sentences WHERE vkey = ? AND seg = ? ORDER BY sentence_id LIMIT ?"
         for seg in self.segments:
-            rows = _search(seg, "sentences", query_vector, k, self._live_rows("sentences", "sentence_id", seg.number),
-                           metadatas=True)
-            found += [(sid, meta["chunk_id"], 1.0 - float(d)) for sid, d, meta in rows]
+            rows = _search(seg, "sentences", query_vector, k, self._owners(sql, seg.number))
+            found += [(sid, cid, 1.0 - float(d)) for sid, cid, d in rows]
         return sorted(found, key=lambda h: -h[2])[:k]
 
     def dense_keys(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -608,10 +631,10 @@ class Index:
         if k <= 0:
             return []
         best: dict[str, float] = {}
+        sql = "SELECT chunk_id FROM entry_keys WHERE vkey = ? AND seg = ? ORDER BY chunk_id LIMIT ?"
         for seg in self.segments:
-            rows = _search(seg, "keys", query_vector, k * 4, self._live_keys(seg.number), metadatas=True)
-            for _, d, meta in rows:
-                best[meta["chunk_id"]] = max(best.get(meta["chunk_id"], -1.0), 1.0 - float(d))
+            for cid, d in _search(seg, "keys", query_vector, k * 4, self._owners(sql, seg.number)):
+                best[cid] = max(best.get(cid, -1.0), 1.0 - float(d))
         return sorted(best.items(), key=lambda kv: -kv[1])[:k]
 
     def key_vectors(self) -> tuple[list[str], np.ndarray]:
@@ -619,17 +642,12 @@ class Index:
         ids: list[str] = []
         vectors: list[np.ndarray] = []
         for seg in self.segments:
-            if int(seg.record.get("keys", 0)) <= 0:
-                continue
-            res = seg.keys.get(include=["embeddings", "metadatas"])
-            cids = [m["chunk_id"] for m in res["metadatas"]]
-            live: set[str] = set()
-            for part in _batches(list(set(cids)), SQL_BATCH):  # one IN (...) per batch: SQLite limits variables
-                live |= self._live("chunks", "chunk_id", seg.number, list(part))
-            for cid, vec in zip(cids, res["embeddings"], strict=True):
-                if cid in live:
-                    ids.append(cid)
-                    vectors.append(np.asarray(vec, dtype=np.float32))
+            rows = self._db().execute("SELECT chunk_id, vkey FROM entry_keys WHERE seg = ? ORDER BY chunk_id, vkey",
+                                      (seg.number,)).fetchall()
+            got = get_vectors(seg.keys, [vkey for _, vkey in rows])
+            for cid, vkey in rows:
+                ids.append(cid)
+                vectors.append(got[vkey])
         return ids, (np.vstack(vectors) if vectors else np.zeros((0, 384), dtype=np.float32))
 
     def _open_keywords(self, n_chunks: int):
@@ -752,6 +770,7 @@ class IndexWriter:
         self.client = self.segment.client
         self.chunks_col, self.sentences_col, self.keys_col = self.segment.chunks, self.segment.sentences, self.segment.keys
         self.batch = max(1, min(4000, int(self.client.get_max_batch_size())))
+        self._has: dict[str, set[str]] = {"sentences": set(), "keys": set()}  # text vectors the new segment holds
 
     # ------------------------------------------------------------ reading what is there
 
@@ -797,6 +816,7 @@ class IndexWriter:
             gone = [(t,) for _, tokens in rows for t in set(json.loads(tokens))]
             self.db.executemany("UPDATE terms SET df = df - 1 WHERE term = ?", gone)
             self.db.execute(f"DELETE FROM chunks WHERE chunk_id IN ({marks})", part)
+            self.db.execute(f"DELETE FROM entry_keys WHERE chunk_id IN ({marks})", part)
         self.db.execute("DELETE FROM terms WHERE df <= 0")
 
     def add_chunks(self, chunks: Sequence[Chunk], tokens: Sequence[list[str]], vectors: np.ndarray) -> None:
@@ -815,51 +835,62 @@ class IndexWriter:
             self.db.executemany("INSERT INTO terms (term, df) VALUES (?, 1) ON CONFLICT (term) DO UPDATE SET df = df + 1",
                                 [(t,) for t in set(toks)])
 
-    def add_keys(self, keys: Sequence[tuple[str, str]], vectors: np.ndarray) -> None:
-        """Knowledge entries' questions and phrasings: (passage id, text) with their vectors."""
-        for i in range(0, len(keys), self.batch):
-            part = keys[i:i + self.batch]
-            self.keys_col.add(ids=[f"{cid}:k{hashlib.sha256(text.encode()).hexdigest()[:10]}" for cid, text in part],
-                              embeddings=vectors[i:i + self.batch],
-                              metadatas=[{"chunk_id": cid} for cid, _ in part])
+    def _add_text_vectors(self, kind: str, texts: Iterable[str], embed: Callable[[list[str]], np.ndarray]) -> int:
+        """Embed and add the texts the new segment has no vector for yet (one per distinct text); returns how many."""
+        have = self._has[kind]
+        todo = {vector_key(kind, t): t for t in texts}
+        todo = {vkey: t for vkey, t in todo.items() if vkey not in have}
+        if not todo:
+            return 0
+        vectors = embed(list(todo.values()))
+        ids = list(todo)
+        for i in range(0, len(ids), self.batch):
+            self.segment.col(kind).add(ids=ids[i:i + self.batch], embeddings=vectors[i:i + self.batch])
+        have.update(ids)
+        return len(ids)
 
-    def add_sentences(self, sentences: Sequence[Sentence], vectors: np.ndarray) -> None:
-        for i in range(0, len(sentences), self.batch):
-            part = sentences[i:i + self.batch]
-            self.sentences_col.add(ids=[s.sentence_id for s in part], embeddings=vectors[i:i + self.batch],
-                                   metadatas=[{"chunk_id": s.chunk_id} for s in part])
+    def add_keys(self, keys: Sequence[tuple[str, str]], embed: Callable[[list[str]], np.ndarray]) -> int:
+        """Knowledge entries' questions and phrasings, as (passage id, text); returns the texts embedded."""
+        self.db.executemany("INSERT OR IGNORE INTO entry_keys (chunk_id, vkey, seg) VALUES (?, ?, ?)",
+                            [(cid, vector_key("keys", text), self.generation) for cid, text in keys])
+        return self._add_text_vectors("keys", (text for _, text in keys), embed)
+
+    def add_sentences(self, sentences: Sequence[Sentence], embed: Callable[[list[str]], np.ndarray]) -> int:
+        """New sentences of the catalog, and a vector for each text the new segment lacks; returns texts embedded."""
         self.db.executemany(
-            "INSERT INTO sentences (sentence_id, chunk_id, position, text, grade, seg) VALUES (?, ?, ?, ?, ?, ?)",
-            [(s.sentence_id, s.chunk_id, s.position, s.text, s.grade, self.generation) for s in sentences])
+            "INSERT INTO sentences (sentence_id, chunk_id, position, text, grade, seg, vkey) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(s.sentence_id, s.chunk_id, s.position, s.text, s.grade, self.generation,
+              vector_key("sentences", s.text)) for s in sentences])
+        return self._add_text_vectors("sentences", (s.text for s in sentences), embed)
 
     # ------------------------------------------------------------ segments
 
     def _live_counts(self) -> dict[int, dict[str, int]]:
-        """Per segment: the passages, sentences and question keys this generation reads from it."""
+        """Per segment: the passage vectors, and the distinct sentence and question-key vectors, this generation
+        reads from it."""
         live: dict[int, dict[str, int]] = {}
-        for seg, keys in self.db.execute("SELECT seg, keys FROM chunks"):
-            counts = live.setdefault(seg, {"chunks": 0, "sentences": 0, "keys": 0})
-            counts["chunks"] += 1
-            counts["keys"] += len(dict.fromkeys(json.loads(keys or "[]")))
-        for seg, n in self.db.execute("SELECT seg, COUNT(*) FROM sentences GROUP BY seg"):
-            live.setdefault(seg, {"chunks": 0, "sentences": 0, "keys": 0})["sentences"] = n
+        for kind, sql in (("chunks", "SELECT seg, COUNT(*) FROM chunks GROUP BY seg"),
+                          ("sentences", "SELECT seg, COUNT(DISTINCT vkey) FROM sentences GROUP BY seg"),
+                          ("keys", "SELECT seg, COUNT(DISTINCT vkey) FROM entry_keys GROUP BY seg")):
+            for seg, n in self.db.execute(sql):
+                live.setdefault(seg, {"chunks": 0, "sentences": 0, "keys": 0})[kind] = n
         return live
 
     def _merge(self, old: Segment) -> None:
-        """Copy the live records of an older segment into the new one (then the generation no longer reads it)."""
+        """Copy the live vectors of an older segment into the new one (then the generation no longer reads it)."""
         chunk_ids = [r[0] for r in self.db.execute("SELECT chunk_id FROM chunks WHERE seg = ?", (old.number,))]
         for part in _batches(chunk_ids, SQL_BATCH):
             got = old.chunks.get(ids=list(part), include=["embeddings"])
             self.chunks_col.add(ids=got["ids"], embeddings=got["embeddings"])
-            keys = old.keys.get(where={"chunk_id": {"$in": list(part)}}, include=["embeddings", "metadatas"])
-            if keys["ids"]:
-                self.keys_col.add(ids=keys["ids"], embeddings=keys["embeddings"], metadatas=keys["metadatas"])
-        sentence_ids = [r[0] for r in self.db.execute("SELECT sentence_id FROM sentences WHERE seg = ?", (old.number,))]
-        for part in _batches(sentence_ids, SQL_BATCH):
-            got = old.sentences.get(ids=list(part), include=["embeddings", "metadatas"])
-            self.sentences_col.add(ids=got["ids"], embeddings=got["embeddings"], metadatas=got["metadatas"])
-        self.db.execute("UPDATE chunks SET seg = ? WHERE seg = ?", (self.generation, old.number))
-        self.db.execute("UPDATE sentences SET seg = ? WHERE seg = ?", (self.generation, old.number))
+        for kind, table in (("sentences", "sentences"), ("keys", "entry_keys")):
+            vkeys = [r[0] for r in self.db.execute(f"SELECT DISTINCT vkey FROM {table} WHERE seg = ?", (old.number,))
+                     if r[0] not in self._has[kind]]
+            for part in _batches(vkeys, SQL_BATCH):
+                got = old.col(kind).get(ids=list(part), include=["embeddings"])
+                self.segment.col(kind).add(ids=got["ids"], embeddings=got["embeddings"])
+                self._has[kind].update(got["ids"])
+        for table in ("chunks", "sentences", "entry_keys"):
+            self.db.execute(f"UPDATE {table} SET seg = ? WHERE seg = ?", (self.generation, old.number))
 
     def _segments(self) -> list[dict]:
         """The segments the new generation reads, after merging the small or mostly replaced ones into the new one."""
@@ -895,6 +926,7 @@ class IndexWriter:
         n_chunks = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         n_sents = self.db.execute("SELECT COUNT(*) FROM sentences").fetchone()[0]
         n_docs = self.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        n_keys = self.db.execute("SELECT COUNT(*) FROM entry_keys").fetchone()[0]  # (entry, key) pairs
         median = self.db.execute("SELECT grade FROM sentences ORDER BY grade LIMIT 1 OFFSET ?",
                                  (n_sents // 2,)).fetchone()
         paths = sorted(r[0] for r in self.db.execute("SELECT DISTINCT path FROM documents"))
@@ -911,16 +943,17 @@ class IndexWriter:
         n_keyword = self.keywords.searcher().num_docs
         if n_keyword != n_chunks:
             raise RuntimeError(f"the keyword index holds {n_keyword} passages, the catalog {n_chunks}")
-        live = (sum(r["live_chunks"] for r in segments), sum(r["live_sentences"] for r in segments))
-        if live != (n_chunks, n_sents):
-            raise RuntimeError(f"the vector segments hold {live} live records, the catalog {(n_chunks, n_sents)}")
+        live = sum(r["live_chunks"] for r in segments)
+        if live != n_chunks:
+            raise RuntimeError(f"the vector segments hold {live} live passages, the catalog {n_chunks}")
         mine = next(r for r in segments if r["number"] == self.generation)
-        if (mine["chunks"], mine["sentences"]) != (mine["live_chunks"], mine["live_sentences"]):
-            raise RuntimeError(f"the new vector segment holds {(mine['chunks'], mine['sentences'])} records, "
-                               f"the catalog {(mine['live_chunks'], mine['live_sentences'])}")
+        held = tuple(mine[kind] for kind in Segment.KINDS)
+        if held != tuple(mine[f"live_{kind}"] for kind in Segment.KINDS):
+            raise RuntimeError(f"the new vector segment holds {held} vectors (passages, sentences, keys), the catalog "
+                               f"reads {tuple(mine[f'live_{kind}'] for kind in Segment.KINDS)}")
         self.close()
         marker = {"format": INDEX_FORMAT, "generation": self.generation, "documents": n_docs,
-                  "chunks": n_chunks, "sentences": n_sents, "keys": sum(r["live_keys"] for r in segments),
+                  "chunks": n_chunks, "sentences": n_sents, "keys": n_keys,
                   "segments": segments, "paths": paths, **extra}
         fsync_tree(self.dir)  # the data files reach the disk before the marker, and the marker before the pointer
         with open(self.dir / COMPLETE_MARKER, "w") as f:
