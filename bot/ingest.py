@@ -486,14 +486,15 @@ def _write_documents(writer: IndexWriter, docs: list[SourceDocument], settings: 
         writer.put_document(doc, stamps.get(doc.path, ""))
     new_sents = [replace(s, grade=round(reading_grade(s.text), 2)) for s in new_sents]
     chunk_vecs = _embed(embedder, [c.search_text for c in new_chunks], "passages", progress)
-    sent_vecs = _embed(embedder, [s.text for s in new_sents], "sentences", progress)
     # An entry's question and phrasings are keyword keys to it too (search over questions and answers).
     writer.add_chunks(new_chunks, [tokenize(" ".join((c.search_text, *c.keys))) for c in new_chunks], chunk_vecs)
-    writer.add_sentences(new_sents, sent_vecs)
+    # Sentences and keys: one vector per distinct text in the new segment, embedded only when it has none yet.
+    embedded = len(new_chunks)
+    embedded += writer.add_sentences(new_sents, lambda texts: _embed(embedder, texts, "sentences", progress))
     # Knowledge entries: their question and "also asked as" phrasings are searched as keys to the answer.
     keys = list(dict.fromkeys((c.chunk_id, k) for c in new_chunks for k in c.keys))
-    writer.add_keys(keys, _embed(embedder, [k for _, k in keys], "questions", progress))
-    return len(new_chunks) + len(new_sents) + len(keys)
+    embedded += writer.add_keys(keys, lambda texts: _embed(embedder, texts, "questions", progress))
+    return embedded
 
 
 def ensure_index(settings: Settings, embedder: Embedder) -> IngestResult | None:

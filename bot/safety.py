@@ -5,7 +5,7 @@ the patterns), other languages (prompts/languages.yaml), role changes, scope and
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -271,9 +271,8 @@ class SafetyGate:
         """What the red-flag step saw (for `python -m bot explain`)."""
         raw = fold(question)
         detected = self.languages.detect(question)
-        probs = self._probabilities(raw, detected)
-        return self.triage.assess(raw, self._previous_user_text(history), probs,
-                                  other_language=detected.code != ENGLISH), detected
+        return self.triage.assess(raw, self._previous_user_text(history), other_language=detected.code != ENGLISH,
+                                  classify=self._classifier_for(detected)), detected
 
     def temperatures(self, text: str, previous: str = ""):
         """Temperatures the gate would read in a message (exposed for tests and staff tools)."""
@@ -289,34 +288,42 @@ class SafetyGate:
                 return str(content)[:2000]
         return ""
 
-    def _probabilities(self, raw: str, detected: Detected, vectors: np.ndarray | None = None) -> dict[str, float]:
-        if detected.code != ENGLISH:
-            return {}  # the sentence model knows English only; other languages rely on their word lists
-        # The classifier reads what the message reports, like the cards: a worry ("I'm scared he'll stop
-        # breathing") or a denied sign ("no beeping") is left out, at the cost of a second embedding.
-        report, not_read = self.triage.blank(self.triage.prepare(raw))
-        if not_read:
-            report = " ".join(report.split())
+    def _classifier_for(self, detected: Detected, vectors: np.ndarray | None = None
+                        ) -> Callable[[str, str], dict[str, float]]:
+        """What the triage calls with (what the message reports now, the message as the rules read it)."""
+
+        def classify(reported: str, text: str) -> dict[str, float]:
+            if detected.code != ENGLISH:
+                return {}  # the sentence model knows English only; other languages rely on their word lists
+            if reported == text and vectors is not None:
+                return self.classifier.probabilities(vectors)
+            # The classifier reads what the message reports now, like the cards: a worry ("I'm scared he'll stop
+            # breathing"), a denied sign ("no beeping"), someone else's sign ("my husband has a fever") and a
+            # clause that is over ("when he was diagnosed his tummy was hard") are left out, at the cost of a
+            # second embedding.
+            report = " ".join(reported.split())
             if len(re.findall(r"[a-z]{3,}", report)) < 2:
                 return {}
-            vectors = self.embedder.encode(_embedded(report))
-        elif vectors is None:
-            vectors = self.embedder.encode(_embedded(raw))
-        return self.classifier.probabilities(vectors)
+            return self.classifier.probabilities(self.embedder.encode(_embedded(report)))
+
+        return classify
 
     def _signs_of_baby(self, a: Assessment | None) -> bool:
         """The red-flag step read talk of a baby's health: a card matched (even where the message is over, a
-        what-if or a question), a worry, a denied sign, a sign that is over or a report that all is well, in a
-        message about a baby. Such a message is on topic."""
-        if a is None or not a.names.get("baby"):
+        what-if or a question, and with no word for the baby: "the dressing was soaked with blood, the nurses
+        redid it"), or, in a message about a baby, a worry, a denied sign, a sign that is over or a report that
+        all is well. Such a message is on topic."""
+        if a is None:
             return False
-        return (any(r.matched for r in a.cards) or a.names.get("reassuring", False) or a.names.get("resolved", False)
-                or bool(self.triage.not_reports(a.text)))
+        if any(r.matched for r in a.cards):
+            return True
+        return bool(a.names.get("baby")) and (a.names.get("reassuring", False) or a.names.get("resolved", False)
+                                              or bool(self.triage.not_reports(a.text)))
 
     def _urgent(self, raw: str, previous: str, vectors: np.ndarray, detected: Detected,
                 seen: dict[str, Assessment] | None = None) -> Verdict | None:
-        a = self.triage.assess(raw, previous, self._probabilities(raw, detected, vectors),
-                               other_language=detected.code != ENGLISH)
+        a = self.triage.assess(raw, previous, other_language=detected.code != ENGLISH,
+                               classify=self._classifier_for(detected, vectors))
         if seen is not None:
             seen["triage"] = a
         if a.tier is None:
@@ -420,7 +427,8 @@ def explain(gate: SafetyGate, question: str, history: Sequence[Turn | dict] = ()
         lines += [f"    {key}: {pattern}" for key, pattern in r.matched.items()]
     top = sorted(a.probabilities.items(), key=lambda kv: -kv[1])[:3]
     clf = t.rules.classifier
-    lines.append("classifier: " + (", ".join(f"{k} {v:.2f}" for k, v in top) if top else "not used (not English)")
+    unused = "not used (not English, or nothing left to read once what is over or reports no sign is set aside)"
+    lines.append("classifier: " + (", ".join(f"{k} {v:.2f}" for k, v in top) if top else unused)
                  + f"  (sure >= {clf.sure}, unsure when all cards sum >= {clf.unsure}; "
                  f"sum {sum(a.probabilities.values()):.2f})")
     step = t.rules.decision.steps[a.step] if a.step < len(t.rules.decision.steps) else None

@@ -5,8 +5,11 @@ Layout of `index_dir`:
     CURRENT            {"generation": 7, "dir": "gen-000007", ...}: replaced by rename, so it always
                        names a complete generation (or is missing: no index yet)
     ingest.lock        held by the one ingest that may write
-    gen-000007/        catalog.sqlite3: documents, passages, sentences, keyword index (SQLite FTS5),
-                                        word statistics; never changed once complete
+    gen-000007/        catalog.sqlite3: documents, passages, sentences, word statistics; never changed
+                                        once complete
+                       keywords/:       the keyword index (tantivy: BM25, block-max WAND top k); its
+                                        segment files are shared with the previous generation by hard
+                                        links (write-once), its small meta files are copied
                        chroma/:         vector segment 7: the passage, sentence and question-key vectors
                                         this ingest added (Chroma HNSW collections)
                        INDEX_COMPLETE:  written last; lists the vector segments the generation reads
@@ -23,6 +26,12 @@ document's vectors plus a copy of the catalog, whatever the size of the library,
 processes may read a segment while an ingest writes the next. When a generation would read more than
 MAX_SEGMENTS segments, or a segment holds more replaced records than live ones, the ingest copies the
 live vectors of the small or mostly replaced segments into its new one (the largest segment stays).
+
+One vector per distinct text: a segment holds one sentence vector for every distinct sentence text and
+one question-key vector for every distinct key text it needs (their Chroma id is a hash of the text, the
+catalog's `vkey`); the catalog says which sentences and which entries' keys have that text. A sentence
+or key repeated across documents (a leaflet's boilerplate, the same entry in several libraries) is
+embedded, stored and searched once. Passages keep one vector each.
 """
 
 from __future__ import annotations
@@ -51,8 +60,10 @@ LOCK_FILE = "ingest.lock"
 COMPLETE_MARKER = "INDEX_COMPLETE"  # written last in a generation folder
 CATALOG = "catalog.sqlite3"
 CHROMA_DIR = "chroma"
-INDEX_FORMAT = 6  # 4: knowledge entries' question keys (catalog column + *_keys collection); 5: file stamps;
-# 6: vector segments (catalog `seg` columns, marker `segments`).
+KEYWORDS_DIR = "keywords"
+INDEX_FORMAT = 8  # 4: knowledge entries' question keys (catalog column + *_keys collection); 5: file stamps;
+# 6: vector segments (catalog `seg` columns, marker `segments`); 7: keyword index in tantivy (was SQLite FTS5);
+# 8: one sentence / question-key vector per distinct text in a segment (catalog `vkey`, table `entry_keys`).
 # raise when what ingest stores changes; an index of another format is rebuilt
 GEN_PREFIX = "gen-"
 SQL_BATCH = 500  # ids per SQL `IN (...)` or Chroma `get`, far below SQLite's variable limit
@@ -150,11 +161,6 @@ def is_complete(root: Path) -> bool:
     return marker is not None and marker.get("format") == INDEX_FORMAT
 
 
-def fts_term(token: str) -> str:
-    """A token as one FTS5 term: plain [a-z0-9] words stay, anything else is hex-encoded (no clash, no syntax)."""
-    return token if re.fullmatch(r"[a-z0-9]+", token) else "x_" + token.encode("utf-8").hex()
-
-
 def bm25_idf(n_docs: int, df: int) -> float:
     """Okapi BM25 inverse document frequency (as rank-bm25 computes it before its epsilon floor)."""
     return math.log(n_docs - df + 0.5) - math.log(df + 0.5)
@@ -177,12 +183,69 @@ CREATE INDEX chunks_by_doc ON chunks (doc_id);
 CREATE INDEX chunks_by_seg ON chunks (seg);
 CREATE TABLE sentences (
     sentence_id TEXT PRIMARY KEY, chunk_id TEXT NOT NULL, position INTEGER NOT NULL, text TEXT NOT NULL,
-    grade REAL NOT NULL, seg INTEGER NOT NULL);
+    grade REAL NOT NULL, seg INTEGER NOT NULL,
+    vkey TEXT NOT NULL);  -- the id of its text's vector in segment `seg` (one vector per distinct text)
 CREATE INDEX sentences_by_seg ON sentences (seg);
 CREATE INDEX sentences_by_chunk ON sentences (chunk_id);
+CREATE INDEX sentences_by_vkey ON sentences (vkey, seg);
+CREATE TABLE entry_keys (  -- a knowledge entry's question or phrasing: its vector in the segment of its passage
+    chunk_id TEXT NOT NULL, vkey TEXT NOT NULL, seg INTEGER NOT NULL, PRIMARY KEY (chunk_id, vkey)) WITHOUT ROWID;
+CREATE INDEX entry_keys_by_vkey ON entry_keys (vkey, seg);
 CREATE TABLE terms (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
-CREATE VIRTUAL TABLE chunk_fts USING fts5(terms, tokenize = "unicode61 remove_diacritics 0 tokenchars '_'");
 """
+
+
+# ---------------------------------------------------------------- the keyword index (tantivy)
+
+
+def keyword_schema():
+    """One document per passage: its id (stored, matched whole) and the project tokenizer's tokens.
+
+    The tokens are joined by spaces and cut again by tantivy's whitespace tokenizer, so tantivy indexes
+    exactly our tokens (stems, whole numbers); term frequencies are kept for BM25, positions are not.
+    """
+    import tantivy
+
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("chunk_id", stored=True, tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("terms", tokenizer_name="whitespace", index_option="freq")
+    return builder.build()
+
+
+def keyword_top(schema, searcher, terms: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The k passages with the best BM25 score for any of these tokens, as (passage id, score), best first."""
+    import tantivy
+
+    query = tantivy.Query.boolean_query(
+        [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "terms", t)) for t in terms])
+    return [(searcher.doc(address)["chunk_id"][0], float(score)) for score, address in searcher.search(query, k).hits]
+
+
+def share_keyword_files(src: Path, dst: Path) -> None:
+    """Start a generation's keyword index from the previous one's without copying its postings.
+
+    Tantivy writes a segment file once and never changes it (a deletion is a new `.del` file, a merge a new
+    segment), so segment files are hard-linked (a copy where links are not possible); the files it
+    rewrites (meta.json, .managed.json) are copied, and lock files are left behind.
+    """
+    import shutil
+
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if not f.is_file() or (f.name.startswith(".tantivy-") and f.name.endswith(".lock")):
+            continue
+        if f.name.endswith(".json"):
+            shutil.copyfile(f, dst / f.name)
+            continue
+        try:
+            os.link(f, dst / f.name)
+        except OSError:
+            shutil.copyfile(f, dst / f.name)
+
+
+def vector_key(kind: str, text: str) -> str:
+    """The id of a text's vector in a segment: texts that are the same share one vector."""
+    return f"{kind[0]}{hashlib.sha256(text.encode('utf-8')).hexdigest()[:24]}"
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -299,22 +362,21 @@ def live_sql(table: str, id_col: str, n: int) -> str:
 
 
 def _search(segment: Segment, kind: str, query_vector: np.ndarray, k: int,
-            live: Callable[[list[tuple[str, float, dict | None]]], list[tuple[str, float, dict | None]]],
-            metadatas: bool = False) -> list[tuple[str, float, dict | None]]:
-    """The k nearest live records of one segment, as (id, distance, metadata), nearest first.
+            live: Callable[[list[tuple[str, float]], int], list]) -> list:
+    """The k nearest live records of one segment, nearest first.
 
-    It asks for k plus a few, then for more while replaced records take places, up to k plus the
-    segment's replaced-record count: the top k of the live records, exactly, without fetching every
-    replaced record each time.
+    `live(rows, k)` turns (vector id, distance) rows, nearest first, into the records the generation reads
+    (each live vector stands for one record or more: the passages or sentences with that text), at most k.
+    It asks for k vectors plus a few, then for more while replaced vectors take places, up to k plus the
+    segment's replaced-vector count: the top k of the live records, exactly, without fetching every
+    replaced vector each time.
     """
     total = int(segment.record.get(kind, 0))
     most = min(total, k + segment.stale(kind))
     n = min(most, k + max(k, 10))
-    include = ["distances", "metadatas"] if metadatas else ["distances"]
     while n > 0:
-        res = segment.col(kind).query(query_embeddings=[query_vector.tolist()], n_results=n, include=include)
-        metas = res["metadatas"][0] if metadatas else [None] * len(res["ids"][0])
-        kept = live(list(zip(res["ids"][0], res["distances"][0], metas, strict=True)))
+        res = segment.col(kind).query(query_embeddings=[query_vector.tolist()], n_results=n, include=["distances"])
+        kept = live(list(zip(res["ids"][0], res["distances"][0], strict=True)), k)
         if len(kept) >= k or n >= most:
             return kept
         n = min(most, n * 4)
@@ -351,6 +413,7 @@ class Index:
             self._check_catalog()
             for record in marker.get("segments", []):
                 self.segments.append(Segment(self.path, record, collection, chroma_url))
+            self._keywords = self._open_keywords(int(marker.get("chunks", 0)))
             counts = [(seg.number, seg.chunks.count(), seg.sentences.count()) for seg in self.segments]
         except IndexDamaged:
             self.close()
@@ -490,18 +553,20 @@ class Index:
         order = {cid: i for i, cid in enumerate(dict.fromkeys(chunk_ids))}
         sents: list[Sentence] = []
         where: dict[str, int] = {}
+        vkey: dict[str, str] = {}
         for part in _batches(list(order), SQL_BATCH):
             marks = ",".join("?" * len(part))
-            for r in self._db().execute("SELECT sentence_id, chunk_id, position, text, grade, seg FROM sentences "
+            for r in self._db().execute("SELECT sentence_id, chunk_id, position, text, grade, seg, vkey FROM sentences "
                                         f"WHERE chunk_id IN ({marks})", part):
                 sents.append(Sentence(sentence_id=r[0], chunk_id=r[1], position=int(r[2]), text=r[3],
                                       grade=float(r[4])))
-                where[r[0]] = int(r[5])
+                where[r[6]] = int(r[5])  # a text in two segments: either vector (the same text, the same model)
+                vkey[r[0]] = r[6]
         sents.sort(key=lambda s: (order[s.chunk_id], s.position))
         if not sents:
             return [], np.zeros((0, 384), dtype=np.float32)
         vecs = self._vectors("sentences", where)
-        return sents, np.vstack([vecs[s.sentence_id] for s in sents])
+        return sents, np.vstack([vecs[vkey[s.sentence_id]] for s in sents])
 
     def median_grade(self) -> float:
         """Median reading grade of the indexed sentences (recorded at ingest)."""
@@ -515,19 +580,24 @@ class Index:
             return set()
         return {r[0] for r in self._db().execute(live_sql(table, id_col, len(ids)), [*ids, seg])}
 
-    def _live_rows(self, table: str, id_col: str, seg: int):
-        """A filter keeping the search rows whose id the catalog reads from segment `seg`."""
-        def keep(rows):
-            live = self._live(table, id_col, seg, [r[0] for r in rows])
+    def _live_chunks(self, seg: int):
+        """A filter keeping the passage rows whose id the catalog reads from segment `seg`."""
+        def keep(rows, k):
+            live = self._live("chunks", "chunk_id", seg, [r[0] for r in rows])
             return [r for r in rows if r[0] in live]
         return keep
 
-    def _live_keys(self, seg: int):
-        """A filter keeping the question-key rows whose passage the catalog reads from segment `seg`."""
-        def keep(rows):
-            live = self._live("chunks", "chunk_id", seg, list({r[2]["chunk_id"] for r in rows}))
-            return [r for r in rows if r[2]["chunk_id"] in live]
-        return keep
+    def _owners(self, sql: str, seg: int):
+        """A filter turning (vector id, distance) rows into the live records with that text in segment `seg`,
+        nearest first, at most k: one indexed lookup per vector, stopping when k records are found."""
+        def expand(rows, k):
+            out: list[tuple] = []
+            for vkey, distance in rows:
+                if len(out) >= k:
+                    break
+                out += [(*r, distance) for r in self._db().execute(sql, (vkey, seg, k - len(out)))]
+            return out
+        return expand
 
     def dense_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Passage ids and cosine similarities, best first, from Chroma's HNSW index (every segment)."""
@@ -535,8 +605,8 @@ class Index:
             return []
         found: list[tuple[str, float]] = []
         for seg in self.segments:
-            rows = _search(seg, "chunks", query_vector, k, self._live_rows("chunks", "chunk_id", seg.number))
-            found += [(cid, 1.0 - float(d)) for cid, d, _ in rows]
+            rows = _search(seg, "chunks", query_vector, k, self._live_chunks(seg.number))
+            found += [(cid, 1.0 - float(d)) for cid, d in rows]
         return sorted(found, key=lambda h: -h[1])[:k]
 
     dense_search = dense_chunks  # the name used before
@@ -546,10 +616,10 @@ class Index:
         if k <= 0:
             return []
         found: list[tuple[str, str, float]] = []
+        sql = "SELECT sentence_id, chunk_id FROM sentences WHERE vkey = ? AND seg = ? ORDER BY sentence_id LIMIT ?"
         for seg in self.segments:
-            rows = _search(seg, "sentences", query_vector, k, self._live_rows("sentences", "sentence_id", seg.number),
-                           metadatas=True)
-            found += [(sid, meta["chunk_id"], 1.0 - float(d)) for sid, d, meta in rows]
+            rows = _search(seg, "sentences", query_vector, k, self._owners(sql, seg.number))
+            found += [(sid, cid, 1.0 - float(d)) for sid, cid, d in rows]
         return sorted(found, key=lambda h: -h[2])[:k]
 
     def dense_keys(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -561,10 +631,10 @@ class Index:
         if k <= 0:
             return []
         best: dict[str, float] = {}
+        sql = "SELECT chunk_id FROM entry_keys WHERE vkey = ? AND seg = ? ORDER BY chunk_id LIMIT ?"
         for seg in self.segments:
-            rows = _search(seg, "keys", query_vector, k * 4, self._live_keys(seg.number), metadatas=True)
-            for _, d, meta in rows:
-                best[meta["chunk_id"]] = max(best.get(meta["chunk_id"], -1.0), 1.0 - float(d))
+            for cid, d in _search(seg, "keys", query_vector, k * 4, self._owners(sql, seg.number)):
+                best[cid] = max(best.get(cid, -1.0), 1.0 - float(d))
         return sorted(best.items(), key=lambda kv: -kv[1])[:k]
 
     def key_vectors(self) -> tuple[list[str], np.ndarray]:
@@ -572,29 +642,44 @@ class Index:
         ids: list[str] = []
         vectors: list[np.ndarray] = []
         for seg in self.segments:
-            if int(seg.record.get("keys", 0)) <= 0:
-                continue
-            res = seg.keys.get(include=["embeddings", "metadatas"])
-            cids = [m["chunk_id"] for m in res["metadatas"]]
-            live: set[str] = set()
-            for part in _batches(list(set(cids)), SQL_BATCH):  # one IN (...) per batch: SQLite limits variables
-                live |= self._live("chunks", "chunk_id", seg.number, list(part))
-            for cid, vec in zip(cids, res["embeddings"], strict=True):
-                if cid in live:
-                    ids.append(cid)
-                    vectors.append(np.asarray(vec, dtype=np.float32))
+            rows = self._db().execute("SELECT chunk_id, vkey FROM entry_keys WHERE seg = ? ORDER BY chunk_id, vkey",
+                                      (seg.number,)).fetchall()
+            got = get_vectors(seg.keys, [vkey for _, vkey in rows])
+            for cid, vkey in rows:
+                ids.append(cid)
+                vectors.append(got[vkey])
         return ids, (np.vstack(vectors) if vectors else np.zeros((0, 384), dtype=np.float32))
 
+    def _open_keywords(self, n_chunks: int):
+        """The generation's tantivy index as (schema, searcher); it never changes, so it is never reloaded."""
+        import tantivy
+
+        folder = self.dir / KEYWORDS_DIR
+        try:
+            if not (folder / "meta.json").is_file():
+                raise OSError("its meta.json is missing")
+            index = tantivy.Index.open(str(folder))
+            index.config_reader("Manual")
+            searcher = index.searcher()
+        except (OSError, ValueError) as exc:
+            raise IndexDamaged(f"the index at {self.dir} is damaged (keyword index: {exc}); "
+                               "it is rebuilt from its documents by: python -m bot ingest") from None
+        if searcher.num_docs != n_chunks:
+            raise IndexDamaged(f"the index at {self.dir} is damaged (the keyword index holds {searcher.num_docs} "
+                               f"passages, the catalog {n_chunks}); it is rebuilt from its documents by: "
+                               "python -m bot ingest")
+        return index.schema, searcher
+
     def keyword_chunks(self, tokens: Sequence[str], k: int) -> list[tuple[str, float]]:
-        """Passage ids and BM25 scores (higher is better) for the project tokenizer's tokens (SQLite FTS5)."""
-        terms = [fts_term(t) for t in dict.fromkeys(tokens) if t in self.vocabulary_counts()]
+        """Passage ids and BM25 scores (higher is better) for the project tokenizer's tokens (tantivy).
+
+        A disjunction of the tokens the corpus uses; tantivy's top-k collector skips the blocks of postings
+        that cannot enter the top k (block-max WAND), so common words do not make it read every passage.
+        """
+        terms = [t for t in dict.fromkeys(tokens) if t in self.vocabulary_counts()]
         if not terms or k <= 0:
             return []
-        query = " OR ".join(f'"{t}"' for t in terms)
-        rows = self._db().execute(
-            "SELECT c.chunk_id, bm25(chunk_fts) AS s FROM chunk_fts JOIN chunks c ON c.row = chunk_fts.rowid "
-            "WHERE chunk_fts MATCH ? ORDER BY s LIMIT ?", (query, k)).fetchall()
-        return [(cid, -float(s)) for cid, s in rows]
+        return keyword_top(*self._keywords, terms, k)
 
     # ------------------------------------------------------------ word statistics
 
@@ -662,6 +747,13 @@ class IndexWriter:
         if base is not None:  # the catalog is copied; the vectors stay in their segments
             shutil.copyfile(base.dir / CATALOG, gen_dir / CATALOG)
         fresh = not (gen_dir / CATALOG).exists()
+        if base is not None:
+            share_keyword_files(base.dir / KEYWORDS_DIR, gen_dir / KEYWORDS_DIR)
+        import tantivy
+
+        (gen_dir / KEYWORDS_DIR).mkdir(exist_ok=True)
+        self.keywords = tantivy.Index(keyword_schema(), path=str(gen_dir / KEYWORDS_DIR))
+        self.keyword_writer = self.keywords.writer(heap_size=64_000_000, num_threads=1)
         self.db = sqlite3.connect(gen_dir / CATALOG)
         self.db.execute("PRAGMA journal_mode = MEMORY")
         self.db.execute("PRAGMA synchronous = OFF")  # an unfinished folder is thrown away, never repaired
@@ -678,6 +770,7 @@ class IndexWriter:
         self.client = self.segment.client
         self.chunks_col, self.sentences_col, self.keys_col = self.segment.chunks, self.segment.sentences, self.segment.keys
         self.batch = max(1, min(4000, int(self.client.get_max_batch_size())))
+        self._has: dict[str, set[str]] = {"sentences": set(), "keys": set()}  # text vectors the new segment holds
 
     # ------------------------------------------------------------ reading what is there
 
@@ -717,11 +810,13 @@ class IndexWriter:
             self.db.execute(f"DELETE FROM sentences WHERE sentence_id IN ({marks})", part)
         for part in _batches(list(chunk_ids), SQL_BATCH):
             marks = ",".join("?" * len(part))
-            rows = self.db.execute(f"SELECT row, tokens FROM chunks WHERE chunk_id IN ({marks})", part).fetchall()
-            self.db.executemany("DELETE FROM chunk_fts WHERE rowid = ?", [(r,) for r, _ in rows])
+            rows = self.db.execute(f"SELECT chunk_id, tokens FROM chunks WHERE chunk_id IN ({marks})", part).fetchall()
+            for cid, _ in rows:
+                self.keyword_writer.delete_documents_by_term("chunk_id", cid)
             gone = [(t,) for _, tokens in rows for t in set(json.loads(tokens))]
             self.db.executemany("UPDATE terms SET df = df - 1 WHERE term = ?", gone)
             self.db.execute(f"DELETE FROM chunks WHERE chunk_id IN ({marks})", part)
+            self.db.execute(f"DELETE FROM entry_keys WHERE chunk_id IN ({marks})", part)
         self.db.execute("DELETE FROM terms WHERE df <= 0")
 
     def add_chunks(self, chunks: Sequence[Chunk], tokens: Sequence[list[str]], vectors: np.ndarray) -> None:
@@ -729,61 +824,73 @@ class IndexWriter:
         for i in range(0, len(chunks), self.batch):
             self.chunks_col.add(ids=[c.chunk_id for c in chunks[i:i + self.batch]],
                                 embeddings=vectors[i:i + self.batch])
+        import tantivy
+
         for c, toks in zip(chunks, tokens, strict=True):
-            cur = self.db.execute(
+            self.db.execute(
                 f"INSERT INTO chunks ({_CHUNK_COLS}, tokens, seg) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (c.chunk_id, c.doc_id, c.title, c.section, c.text, c.start, c.end, c.source, c.url or "",
                  json.dumps(list(c.keys)), json.dumps(toks), self.generation))
-            self.db.execute("INSERT INTO chunk_fts (rowid, terms) VALUES (?, ?)",
-                            (cur.lastrowid, " ".join(fts_term(t) for t in toks)))
+            self.keyword_writer.add_document(tantivy.Document(chunk_id=c.chunk_id, terms=" ".join(toks)))
             self.db.executemany("INSERT INTO terms (term, df) VALUES (?, 1) ON CONFLICT (term) DO UPDATE SET df = df + 1",
                                 [(t,) for t in set(toks)])
 
-    def add_keys(self, keys: Sequence[tuple[str, str]], vectors: np.ndarray) -> None:
-        """Knowledge entries' questions and phrasings: (passage id, text) with their vectors."""
-        for i in range(0, len(keys), self.batch):
-            part = keys[i:i + self.batch]
-            self.keys_col.add(ids=[f"{cid}:k{hashlib.sha256(text.encode()).hexdigest()[:10]}" for cid, text in part],
-                              embeddings=vectors[i:i + self.batch],
-                              metadatas=[{"chunk_id": cid} for cid, _ in part])
+    def _add_text_vectors(self, kind: str, texts: Iterable[str], embed: Callable[[list[str]], np.ndarray]) -> int:
+        """Embed and add the texts the new segment has no vector for yet (one per distinct text); returns how many."""
+        have = self._has[kind]
+        todo = {vector_key(kind, t): t for t in texts}
+        todo = {vkey: t for vkey, t in todo.items() if vkey not in have}
+        if not todo:
+            return 0
+        vectors = embed(list(todo.values()))
+        ids = list(todo)
+        for i in range(0, len(ids), self.batch):
+            self.segment.col(kind).add(ids=ids[i:i + self.batch], embeddings=vectors[i:i + self.batch])
+        have.update(ids)
+        return len(ids)
 
-    def add_sentences(self, sentences: Sequence[Sentence], vectors: np.ndarray) -> None:
-        for i in range(0, len(sentences), self.batch):
-            part = sentences[i:i + self.batch]
-            self.sentences_col.add(ids=[s.sentence_id for s in part], embeddings=vectors[i:i + self.batch],
-                                   metadatas=[{"chunk_id": s.chunk_id} for s in part])
+    def add_keys(self, keys: Sequence[tuple[str, str]], embed: Callable[[list[str]], np.ndarray]) -> int:
+        """Knowledge entries' questions and phrasings, as (passage id, text); returns the texts embedded."""
+        self.db.executemany("INSERT OR IGNORE INTO entry_keys (chunk_id, vkey, seg) VALUES (?, ?, ?)",
+                            [(cid, vector_key("keys", text), self.generation) for cid, text in keys])
+        return self._add_text_vectors("keys", (text for _, text in keys), embed)
+
+    def add_sentences(self, sentences: Sequence[Sentence], embed: Callable[[list[str]], np.ndarray]) -> int:
+        """New sentences of the catalog, and a vector for each text the new segment lacks; returns texts embedded."""
         self.db.executemany(
-            "INSERT INTO sentences (sentence_id, chunk_id, position, text, grade, seg) VALUES (?, ?, ?, ?, ?, ?)",
-            [(s.sentence_id, s.chunk_id, s.position, s.text, s.grade, self.generation) for s in sentences])
+            "INSERT INTO sentences (sentence_id, chunk_id, position, text, grade, seg, vkey) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(s.sentence_id, s.chunk_id, s.position, s.text, s.grade, self.generation,
+              vector_key("sentences", s.text)) for s in sentences])
+        return self._add_text_vectors("sentences", (s.text for s in sentences), embed)
 
     # ------------------------------------------------------------ segments
 
     def _live_counts(self) -> dict[int, dict[str, int]]:
-        """Per segment: the passages, sentences and question keys this generation reads from it."""
+        """Per segment: the passage vectors, and the distinct sentence and question-key vectors, this generation
+        reads from it."""
         live: dict[int, dict[str, int]] = {}
-        for seg, keys in self.db.execute("SELECT seg, keys FROM chunks"):
-            counts = live.setdefault(seg, {"chunks": 0, "sentences": 0, "keys": 0})
-            counts["chunks"] += 1
-            counts["keys"] += len(dict.fromkeys(json.loads(keys or "[]")))
-        for seg, n in self.db.execute("SELECT seg, COUNT(*) FROM sentences GROUP BY seg"):
-            live.setdefault(seg, {"chunks": 0, "sentences": 0, "keys": 0})["sentences"] = n
+        for kind, sql in (("chunks", "SELECT seg, COUNT(*) FROM chunks GROUP BY seg"),
+                          ("sentences", "SELECT seg, COUNT(DISTINCT vkey) FROM sentences GROUP BY seg"),
+                          ("keys", "SELECT seg, COUNT(DISTINCT vkey) FROM entry_keys GROUP BY seg")):
+            for seg, n in self.db.execute(sql):
+                live.setdefault(seg, {"chunks": 0, "sentences": 0, "keys": 0})[kind] = n
         return live
 
     def _merge(self, old: Segment) -> None:
-        """Copy the live records of an older segment into the new one (then the generation no longer reads it)."""
+        """Copy the live vectors of an older segment into the new one (then the generation no longer reads it)."""
         chunk_ids = [r[0] for r in self.db.execute("SELECT chunk_id FROM chunks WHERE seg = ?", (old.number,))]
         for part in _batches(chunk_ids, SQL_BATCH):
             got = old.chunks.get(ids=list(part), include=["embeddings"])
             self.chunks_col.add(ids=got["ids"], embeddings=got["embeddings"])
-            keys = old.keys.get(where={"chunk_id": {"$in": list(part)}}, include=["embeddings", "metadatas"])
-            if keys["ids"]:
-                self.keys_col.add(ids=keys["ids"], embeddings=keys["embeddings"], metadatas=keys["metadatas"])
-        sentence_ids = [r[0] for r in self.db.execute("SELECT sentence_id FROM sentences WHERE seg = ?", (old.number,))]
-        for part in _batches(sentence_ids, SQL_BATCH):
-            got = old.sentences.get(ids=list(part), include=["embeddings", "metadatas"])
-            self.sentences_col.add(ids=got["ids"], embeddings=got["embeddings"], metadatas=got["metadatas"])
-        self.db.execute("UPDATE chunks SET seg = ? WHERE seg = ?", (self.generation, old.number))
-        self.db.execute("UPDATE sentences SET seg = ? WHERE seg = ?", (self.generation, old.number))
+        for kind, table in (("sentences", "sentences"), ("keys", "entry_keys")):
+            vkeys = [r[0] for r in self.db.execute(f"SELECT DISTINCT vkey FROM {table} WHERE seg = ?", (old.number,))
+                     if r[0] not in self._has[kind]]
+            for part in _batches(vkeys, SQL_BATCH):
+                got = old.col(kind).get(ids=list(part), include=["embeddings"])
+                self.segment.col(kind).add(ids=got["ids"], embeddings=got["embeddings"])
+                self._has[kind].update(got["ids"])
+        for table in ("chunks", "sentences", "entry_keys"):
+            self.db.execute(f"UPDATE {table} SET seg = ? WHERE seg = ?", (self.generation, old.number))
 
     def _segments(self) -> list[dict]:
         """The segments the new generation reads, after merging the small or mostly replaced ones into the new one."""
@@ -819,6 +926,7 @@ class IndexWriter:
         n_chunks = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         n_sents = self.db.execute("SELECT COUNT(*) FROM sentences").fetchone()[0]
         n_docs = self.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        n_keys = self.db.execute("SELECT COUNT(*) FROM entry_keys").fetchone()[0]  # (entry, key) pairs
         median = self.db.execute("SELECT grade FROM sentences ORDER BY grade LIMIT 1 OFFSET ?",
                                  (n_sents // 2,)).fetchone()
         paths = sorted(r[0] for r in self.db.execute("SELECT DISTINCT path FROM documents"))
@@ -828,16 +936,24 @@ class IndexWriter:
         self.db.commit()
         self.db.execute("PRAGMA journal_mode = DELETE")
         self.db.close()
-        live = (sum(r["live_chunks"] for r in segments), sum(r["live_sentences"] for r in segments))
-        if live != (n_chunks, n_sents):
-            raise RuntimeError(f"the vector segments hold {live} live records, the catalog {(n_chunks, n_sents)}")
+        self.keyword_writer.commit()
+        self.keyword_writer.wait_merging_threads()  # merges done; the writer is released (its lock too)
+        self.keyword_writer = None
+        self.keywords.reload()
+        n_keyword = self.keywords.searcher().num_docs
+        if n_keyword != n_chunks:
+            raise RuntimeError(f"the keyword index holds {n_keyword} passages, the catalog {n_chunks}")
+        live = sum(r["live_chunks"] for r in segments)
+        if live != n_chunks:
+            raise RuntimeError(f"the vector segments hold {live} live passages, the catalog {n_chunks}")
         mine = next(r for r in segments if r["number"] == self.generation)
-        if (mine["chunks"], mine["sentences"]) != (mine["live_chunks"], mine["live_sentences"]):
-            raise RuntimeError(f"the new vector segment holds {(mine['chunks'], mine['sentences'])} records, "
-                               f"the catalog {(mine['live_chunks'], mine['live_sentences'])}")
+        held = tuple(mine[kind] for kind in Segment.KINDS)
+        if held != tuple(mine[f"live_{kind}"] for kind in Segment.KINDS):
+            raise RuntimeError(f"the new vector segment holds {held} vectors (passages, sentences, keys), the catalog "
+                               f"reads {tuple(mine[f'live_{kind}'] for kind in Segment.KINDS)}")
         self.close()
         marker = {"format": INDEX_FORMAT, "generation": self.generation, "documents": n_docs,
-                  "chunks": n_chunks, "sentences": n_sents, "keys": sum(r["live_keys"] for r in segments),
+                  "chunks": n_chunks, "sentences": n_sents, "keys": n_keys,
                   "segments": segments, "paths": paths, **extra}
         fsync_tree(self.dir)  # the data files reach the disk before the marker, and the marker before the pointer
         with open(self.dir / COMPLETE_MARKER, "w") as f:
@@ -849,4 +965,5 @@ class IndexWriter:
         return marker
 
     def close(self) -> None:
+        self.keyword_writer = None  # an unfinished writer is dropped: nothing it buffered is committed
         self.segment.close()

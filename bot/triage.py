@@ -26,7 +26,7 @@ from bot.spelling import nearest
 
 REDFLAGS_FILE = "redflags.yaml"
 CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study",
-                 "reassuring", "tense_past", "tense_present", "worry", "denied")
+                 "reassuring", "tense_past", "tense_present", "worry", "denied", "someone_else")
 # Signs a clause takes from its whole message too ("My baby is 3 months. Is breathing fast." is about the baby).
 INHERITED = ("baby", "situation")
 MESSAGE = "message_"  # message_<sign or name>: the sign or name read on the whole message, for rules about one clause
@@ -80,6 +80,7 @@ class Clauses(_Strict):
     max_clauses: int = Field(24, ge=1)
     not_reports: list[str] = Field(default_factory=list)  # context signs whose words report no sign now (blanked for cards)
     report_starts: list[str] = Field(default_factory=list)  # where such a span stops: a new report begins
+    whole_spans: list[str] = Field(default_factory=list)  # not_reports signs whose spans `report_starts` never cut
 
 
 class ClassifierSettings(_Strict):
@@ -133,7 +134,7 @@ class RedFlagsFile(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RedFlagsFile:
-        unknown = [s for s in self.clauses.not_reports if s not in CONTEXT_SIGNS]
+        unknown = [s for s in self.clauses.not_reports + self.clauses.whole_spans if s not in CONTEXT_SIGNS]
         if unknown:
             raise ValueError(f"clauses.not_reports: {unknown} are not context signs ({list(CONTEXT_SIGNS)})")
         missing = [s for s in CONTEXT_SIGNS if s not in self.context]
@@ -425,7 +426,9 @@ class Triage:
         what might happen, a sign denied). Each runs from its sign's match to the first `report_starts` inside it
         ("I'm scared she'll get a fever, and now she is floppy" keeps "and now she is floppy")."""
         spans: list[tuple[int, int]] = []
+        whole = self.rules.clauses.whole_spans
         for sign in self.rules.clauses.not_reports:
+            cut = self.report_starts.compiled if sign not in whole else []
             for p in self.context[sign].compiled:
                 pos = 0
                 while pos <= len(t):
@@ -433,7 +436,7 @@ class Triage:
                     if m is None:
                         break
                     start, end = m.start(), m.end()  # type: ignore[attr-defined]
-                    for q in self.report_starts.compiled:
+                    for q in cut:
                         stop = q.search(t, start + 1, end)
                         if stop is not None:
                             end = min(end, stop.start())  # type: ignore[attr-defined]
@@ -500,8 +503,11 @@ class Triage:
         return matched if c.fires(card_env) else None
 
     def assess(self, text: str, previous: str = "", probabilities: Mapping[str, float] | None = None,
-               prepared: bool = False, other_language: bool = False) -> Assessment:
-        """Apply the signs, the cards (clause by clause) and the steps to one message (classifier probabilities optional)."""
+               prepared: bool = False, other_language: bool = False,
+               classify: Callable[[str, str], Mapping[str, float]] | None = None) -> Assessment:
+        """Apply the signs, the cards (clause by clause) and the steps to one message. The classifier's
+        probabilities are given, or `classify(reported, text)` makes them from what the message reports now
+        (`reported`: the prepared text with set-aside clauses and the spans that report no sign blanked)."""
         t = text if prepared else self.prepare(text)
         prev = self.prepare(previous) if previous else ""
         signs, env, readings = self._read(t, prev, other_language)
@@ -554,7 +560,7 @@ class Triage:
                     result = CardResult(c.id, c.card.tier, True, whole, t)
             results.append(result)
 
-        probs = dict(probabilities or {})
+        probs = dict(classify(read_whole, t) if classify is not None else probabilities or {})
         sure = self.rules.classifier.sure
         best_card, best_p = max(probs.items(), key=lambda kv: kv[1]) if probs else (None, 0.0)
         env["cards"] = any(r.fired for r in results)

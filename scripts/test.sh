@@ -16,8 +16,10 @@ echo "== evaluation suite, dev split (python -m evals)"
 .venv/bin/python -m evals --report reports/evals
 
 echo "== evaluation suite, stranger-written dev sets (read while tuning; a regression guard)"
-.venv/bin/python -m evals --cases evals/cases/dev_strangers --thresholds evals/cases/dev_strangers/_thresholds.yaml \
-  --report reports/evals-dev-strangers
+.venv/bin/python -m evals --cases evals/cases/dev_strangers/answers_a.yaml evals/cases/dev_strangers/triage_a.yaml \
+  --thresholds evals/cases/dev_strangers/_thresholds.yaml --report reports/evals-dev-strangers
+.venv/bin/python -m evals --cases evals/cases/dev_strangers/answers_g.yaml evals/cases/dev_strangers/triage_g.yaml \
+  --thresholds evals/cases/dev_strangers/_thresholds_g.yaml --report reports/evals-dev-strangers-g
 
 echo "== evaluation suite, blind test split (held back: figures only; a regression guard)"
 .venv/bin/python -m evals --blind --cases evals/cases/test --thresholds evals/cases/test/_thresholds.yaml \

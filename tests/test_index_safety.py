@@ -14,7 +14,7 @@ import pytest
 
 from bot.ingest import IngestBusy, ensure_index, ingest
 from bot.settings import Settings
-from bot.store import CATALOG, CHROMA_DIR, Index, IndexDamaged, read_pointer
+from bot.store import CATALOG, CHROMA_DIR, KEYWORDS_DIR, Index, IndexDamaged, read_pointer
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -119,6 +119,80 @@ def test_a_one_document_change_rewrites_only_that_documents_records(tmp_path, co
     new = Index(s.index_dir)
     assert {c.chunk_id for c in new.chunks(_ids(new, "glossary")).values()} == glossary
     assert new.keyword_chunks(["park"], 5)[0][0].startswith("ward:")
+
+
+def test_a_change_shares_the_keyword_files_and_leaves_the_served_generation_as_it_was(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus)
+    more = leaflets(tmp_path / "more", 2)
+    ingest(s, embedder, paths=[corpus, more], progress=False)
+    old = Index(s.index_dir)
+    before = old.keyword_chunks(["park"], 5)
+    assert {cid.split(":")[0] for cid, _ in before} == {"leaflet-0", "leaflet-1"}
+    (more / "leaflet-1.txt").unlink()
+    res = ingest(s, embedder, paths=[corpus, more], progress=False)
+    assert res.removed == ["leaflet-1"]
+    new = Index(s.index_dir)
+    assert {cid.split(":")[0] for cid, _ in new.keyword_chunks(["park"], 5)} == {"leaflet-0"}
+    assert old.keyword_chunks(["park"], 5) == before  # a question in flight still reads the old generation whole
+    # The new generation's keyword index is the old one's files (hard links) plus its deletions, not a copy.
+    linked = [f for f in (new.dir / KEYWORDS_DIR).iterdir() if f.stat().st_nlink > 1]
+    assert linked and all((old.dir / KEYWORDS_DIR / f.name).samefile(f) for f in linked)
+    old.close()
+    new.close()
+
+
+def test_a_missing_keyword_index_is_reported_and_rebuilt(tmp_path, corpus, embedder):
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    shutil.rmtree(s.index_dir / read_pointer(s.index_dir)["dir"] / KEYWORDS_DIR)
+    with pytest.raises(IndexDamaged, match="damaged.*keyword index.*python -m bot ingest"):
+        Index(s.index_dir)
+    res = ensure_index(s, embedder)
+    assert res is not None and res.rebuilt
+    assert Index(s.index_dir).keyword_chunks(["blinatumomab"], 3)
+
+
+def test_a_sentence_or_question_repeated_across_documents_has_one_vector_and_finds_every_copy(tmp_path, corpus,
+                                                                                              embedder):
+    """Two libraries holding the same entry, and the same sentence in two leaflets: one vector per text, every
+    copy found through it, and a copy removed leaves the other served."""
+    s = settings_for(tmp_path, corpus)
+    entry = (corpus / "how-blinatumomab-was-given.md").read_text()
+    other = tmp_path / "other-hospital"
+    other.mkdir()
+    (other / "entry.md").write_text(entry.replace("id: how-blinatumomab-was-given", "id: blina-copy", 1))
+    for name in ("a", "b"):
+        (other / f"{name}.txt").write_text(f"Leaflet {name}\n\nWash your hands before you touch the line. "
+                                           f"Ward {name} has a quiet room with a sofa.\n")
+    ingest(s, embedder, paths=[corpus, other], progress=False)
+    index = Index(s.index_dir)
+    db = index._db()
+    sentences, texts = db.execute("SELECT COUNT(*), COUNT(DISTINCT text) FROM sentences").fetchone()
+    pairs, keys = db.execute("SELECT COUNT(*), COUNT(DISTINCT vkey) FROM entry_keys").fetchone()
+    assert texts < sentences and index.segments[0].sentences.count() == texts
+    copies = [db.execute("SELECT COUNT(*) FROM entry_keys WHERE chunk_id LIKE ?", (f"{doc}:%",)).fetchone()[0]
+              for doc in ("how-blinatumomab-was-given", "blina-copy")]
+    without_copy = db.execute("SELECT COUNT(DISTINCT vkey) FROM entry_keys WHERE chunk_id NOT LIKE 'blina-copy:%'")
+    assert copies[0] == copies[1] > 0 and keys == without_copy.fetchone()[0]  # the copy's keys add no vector
+    assert index.segments[0].keys.count() == keys and index.marker["keys"] == pairs
+    wash = embedder.encode(["Wash your hands before you touch the line."])[0]
+    hits = index.dense_sentences(wash, 2)
+    assert {cid.split(":")[0] for _, cid, _ in hits} == {"a", "b"} and hits[0][2] > 0.99
+    question = embedder.encode(["How do babies get blinatumomab?"])[0]
+    found = dict(index.dense_keys(question, 2))
+    assert {cid.split(":")[0] for cid in found} == {"how-blinatumomab-was-given", "blina-copy"}
+    assert min(found.values()) > 0.99
+    sents, vectors = index.sentences_of(_ids(index, "b"))
+    assert [x.text for x in sents][0].startswith("Wash") and float(vectors[0] @ wash) > 0.99
+    index.close()
+    (other / "a.txt").unlink()
+    (other / "entry.md").unlink()
+    ingest(s, embedder, paths=[corpus, other], progress=False)
+    index = Index(s.index_dir)
+    assert [cid.split(":")[0] for _, cid, _ in index.dense_sentences(wash, 2)][0] == "b"
+    assert "a" not in {cid.split(":")[0] for _, cid, _ in index.dense_sentences(wash, 10)}
+    assert {cid.split(":")[0] for cid, _ in index.dense_keys(question, 3)} == {"how-blinatumomab-was-given"}
+    index.close()
 
 
 def _ids(index: Index, doc_id: str) -> list[str]:
@@ -280,9 +354,13 @@ def test_searches_look_records_up_by_id_not_by_segment(tmp_path, corpus, embedde
     s = settings_for(tmp_path, corpus)
     ingest(s, embedder, progress=False)
     index = Index(s.index_dir)
-    for table, id_col in (("chunks", "chunk_id"), ("sentences", "sentence_id")):
-        plan = index._db().execute("EXPLAIN QUERY PLAN " + live_sql(table, id_col, 3), ["a", "b", "c", 1]).fetchall()
-        assert any("autoindex" in str(row) and f"({id_col}=?)" in str(row) for row in plan), plan
+    plan = index._db().execute("EXPLAIN QUERY PLAN " + live_sql("chunks", "chunk_id", 3), ["a", "b", "c", 1]).fetchall()
+    assert any("autoindex" in str(row) and "(chunk_id=?)" in str(row) for row in plan), plan
+    # A sentence or key vector found is one text: its live records are read by (text, segment), a few rows.
+    for table, index_name in (("sentences", "sentences_by_vkey"), ("entry_keys", "entry_keys_by_vkey")):
+        plan = index._db().execute(f"EXPLAIN QUERY PLAN SELECT chunk_id FROM {table} WHERE vkey = ? AND seg = ? "
+                                   "ORDER BY chunk_id LIMIT ?", ["a", 1, 5]).fetchall()
+        assert any(index_name in str(row) and "vkey=? AND seg=?" in str(row) for row in plan), plan
 
 
 def test_a_segment_search_asks_for_more_only_while_replaced_records_take_places():
@@ -298,7 +376,7 @@ def test_a_segment_search_asks_for_more_only_while_replaced_records_take_places(
         def query(self, query_embeddings, n_results, include):
             self.asked.append(n_results)
             ids = [f"r{i}" for i in range(n_results)]
-            return {"ids": [ids], "distances": [[i / 1000 for i in range(n_results)]], "metadatas": [[{}] * n_results]}
+            return {"ids": [ids], "distances": [[i / 1000 for i in range(n_results)]]}
 
     class Seg:
         record = {"chunks": 1000, "live_chunks": 900}  # 100 replaced records
@@ -314,9 +392,9 @@ def test_a_segment_search_asks_for_more_only_while_replaced_records_take_places(
 
     seg = Seg()
     near_replaced = {f"r{i}" for i in range(60)}  # the 60 nearest records were all replaced
-    rows = _search(seg, "chunks", np.zeros(3), 5, lambda rows: [r for r in rows if r[0] not in near_replaced])
+    rows = _search(seg, "chunks", np.zeros(3), 5, lambda rows, k: [r for r in rows if r[0] not in near_replaced])
     assert [r[0] for r in rows[:5]] == ["r60", "r61", "r62", "r63", "r64"]
     assert seg.col_.asked == [15, 60, 105]  # k + 10, then more, capped at k + the replaced count
     seg = Seg()
-    rows = _search(seg, "chunks", np.zeros(3), 5, lambda rows: rows)
+    rows = _search(seg, "chunks", np.zeros(3), 5, lambda rows, k: rows)
     assert seg.col_.asked == [15] and len(rows) == 15

@@ -530,6 +530,64 @@ def test_explain_shows_what_the_cards_did_not_read(gate: SafetyGate) -> None:
     assert "unresponsive (tier 1): FIRED" in out and "fever (tier 2): FIRED" not in out
 
 
+@pytest.mark.parametrize("message", [
+    "my husband has a fever, can he still hold the baby?",                          # someone else's sign
+    "my partner is burning up with flu, should he keep away from her?",
+    "My own lips went blue in the cold at the bus stop, is the car park safe for her?",
+    "Mein Mann hat Fieber, darf er das Baby trotzdem halten?",                       # "hat" must not end the span
+    "Mój mąż ma gorączkę, czy może brać dziecko na ręce?",
+    "Mi marido tiene fiebre, ¿puede seguir cogiendo al bebé?",
+    "The pump alarmed on Saturday night, the nurse came out and swapped it, no problems since.",
+    "She was crying non stop and burning hot on her first night home, that was in March, it turned out to be an ear infection",
+    "Na semana passada teve febre de 39, já passou e agora está ótima.",            # "e agora" starts a clause
+    "When he was diagnosed his tummy was huge and hard, now it is soft. Can it swell up again?",  # the classifier reads only now
+    "she was very floppy after her last chemo but she's back to herself now",
+])
+def test_someone_elses_sign_and_a_sign_over_are_not_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind != "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "my husband has a cold but the baby is burning up, 38.9 on the thermometer",
+    "my mum noticed her lips are blue and she is breathing fast",
+    "She had a seizure in hospital at the start of treatment and she's just had another one, jerking her arms",
+    "the fever last week went away but tonight he is floppy and won't wake properly",
+    "Vorige week had ze koorts, maar nu is ze weer 39,4 en heel slap",
+    "krew z linii nie przestaje leciec",                                             # blood (the noun) that won't stop
+    "il sangue dalla linea non si ferma",
+])
+def test_a_red_flag_now_beside_someone_elses_sign_or_a_past_one_is_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind == "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "il mio bambino di 10 mesi fa fatica a respirare e geme a ogni respiro",          # an age, not "10 months ago"
+    "his big sister gave him a spoonful of the calpol, no idea how much",            # a medicine given by another child
+    "she sucked on the syringe of her sister's medicine, not sure how much she swallowed",
+])
+def test_an_age_and_a_medicine_given_by_another_child_are_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind == "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "how do we give her a bath without getting the line dressing wet?",              # what they want to avoid
+    "comment laver mon bébé avec le cathéter sans mouiller le pansement ?",
+    "im worried ill mess up the pump when the bag needs changing",                    # a worry about oneself
+    "Boję się, że coś przeoczę, bo jestem bardzo zmęczona",
+    "She's been giggling all morning, no fever, dressing dry and clean. Just wanted to share some good news!",
+    "my 4 year old keeps playing doctors and making his teddy 'have a fit', is that normal for siblings?",
+    "Sa grande sœur dit à l'école que le bébé va 'saigner partout'. Comment lui expliquer la maladie ?",
+])
+def test_what_is_avoided_feared_for_oneself_good_news_and_play_are_not_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind != "urgent", explain(gate, message)
+
+
+def test_a_health_question_without_a_baby_word_is_not_sent_away(gate: SafetyGate) -> None:
+    for message in ("green poo after antibiotics?", "hiccups after every feed, normal?",
+                    "the dressing was soaked with blood after the line went in back in may, the nurses redid it"):
+        assert gate.check(message).kind not in ("urgent", "out_of_scope"), explain(gate, message)
+
+
 def test_clause_breaks_and_set_aside_are_data(tmp_path: Path, embedder: SentenceEmbedder) -> None:
     text = (PROMPTS / "redflags.yaml").read_text(encoding="utf-8")
     bad = text.replace('set_aside: "over_and_done or', 'set_aside: "over_and_gone or', 1)
