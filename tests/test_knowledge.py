@@ -116,14 +116,35 @@ def test_study_documents_exist() -> None:
     assert not missing, f"missing study documents: {missing}"
 
 
+def cited_figures(meta: dict) -> set[str]:
+    """Numbers a document's own sources are quoted for in its front matter (`figures`: number -> the source's words)."""
+    return {str(n) for s in meta.get("sources") or [] if isinstance(s, dict) for n in (s.get("figures") or {})}
+
+
 @pytest.mark.parametrize("doc_id", [p.stem for p in knowledge_files()])
-def test_every_number_in_the_knowledge_is_in_a_seed(doc_id: str) -> None:
-    # Every document, not only the study ones: a figure in a home-care answer must be checkable too.
+def test_every_number_in_the_knowledge_is_in_a_seed_or_a_quoted_source(doc_id: str) -> None:
+    # Every document, not only the study ones: a figure in a home-care answer must be checkable too, in the
+    # seed articles about the study or in the words of a cited leaflet quoted under that source's `figures`.
     seeds = seed_texts()
     seed_numbers = set().union(*(numbers_in(t) for t in seeds.values()))
-    _, body = split_doc(KNOWLEDGE_DIR / f"{doc_id}.md")
-    unverified = sorted(numbers_in(body) - seed_numbers)
-    assert not unverified, f"{doc_id}: numbers not found in any seed article: {unverified}"
+    meta, body = split_doc(KNOWLEDGE_DIR / f"{doc_id}.md")
+    unverified = sorted(numbers_in(body) - seed_numbers - cited_figures(meta))
+    assert not unverified, (f"{doc_id}: numbers found neither in a seed article nor in a source's `figures`: "
+                            f"{unverified}")
+
+
+@pytest.mark.parametrize("path", knowledge_files(), ids=lambda p: p.stem)
+def test_cited_figures_quote_their_source(path: Path) -> None:
+    # A figure taken from a leaflet is listed under that leaflet with the leaflet's own short words that give it,
+    # so a reviewer can find it there; the words must contain the number and stay a short quote.
+    meta, body = split_doc(path)
+    for source in meta.get("sources") or []:
+        for number, quote in (source.get("figures") or {}).items():
+            where = f"{path.name} / {source['citation'][:40]!r} / {number!r}"
+            assert re.fullmatch(r"\d+(?:\.\d+)?", str(number)), f"{where}: a figure is a plain number"
+            assert str(number) in numbers_in(str(quote)), f"{where}: the quoted words do not give the number"
+            assert len(str(quote).split()) <= 15, f"{where}: quote at most 15 words of the source"
+            assert str(number) in numbers_in(body), f"{where}: listed but not used in the document"
 
 
 @pytest.mark.parametrize("path", knowledge_files(), ids=lambda p: p.stem)
