@@ -361,14 +361,19 @@ def build_assistant(
     step("rules")
     embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads, quick=quick)
     step("model")
-    ensure_index(settings, embedder)
+    checked = ensure_index(settings, embedder, keep_open=True)
+    opened = [checked.index] if checked is not None and checked.index is not None else []  # the checked generation
     step("index_check")
     given_retriever, given_writer = retriever, writer
     leaning = load_leaning_openers(settings.prompts_dir)
 
     def open_parts() -> tuple[Index, Retriever, AnswerWriter, Vocabulary]:
         """The newest complete index and the retriever and writer over it."""
-        index = Index(settings.index_dir, settings.collection, settings.chroma_url)
+        index = opened.pop() if opened else None  # used once, by the first call, unless a newer one is named
+        if index is None or index.is_stale():
+            if index is not None:
+                index.close()
+            index = Index(settings.index_dir, settings.collection, settings.chroma_url)
         hybrid = HybridRetriever(index, embedder, settings.retrieval)
         vocabulary = Vocabulary(index.vocabulary(), index.words(), words)
         router = None

@@ -71,6 +71,7 @@ class IngestResult:
     rebuilt: str = ""                                # why the whole index was rebuilt ('' when it was not)
     generation: int | None = None                    # the generation now served
     held: list[Any] = field(default_factory=list)    # flagged documents held back for staff review (bot/screen.py)
+    index: Any = None  # ensure_index(keep_open=True): the checked generation, left open for the caller to use and close
 
     @property
     def changed(self) -> bool:
@@ -497,12 +498,15 @@ def _write_documents(writer: IndexWriter, docs: list[SourceDocument], settings: 
     return embedded
 
 
-def ensure_index(settings: Settings, embedder: Embedder) -> IngestResult | None:
+def ensure_index(settings: Settings, embedder: Embedder, keep_open: bool = False) -> IngestResult | None:
     """Make the index match the knowledge folder before answering (first ask or app start).
 
     No index: build it. A damaged index, or one of an older format: rebuild it from the documents it
     recorded. Otherwise bring in any edit to the knowledge folder; when nothing changed this only
     compares content hashes (without taking the lock) and embeds nothing.
+
+    `keep_open`: when the index was checked and not changed, the result carries the opened generation
+    (`result.index`, the caller closes it), so a start does not open the vector store twice.
     """
     base, why = _open_base(settings)
     if base is None:
@@ -511,9 +515,13 @@ def ensure_index(settings: Settings, embedder: Embedder) -> IngestResult | None:
         result = ingest(settings, embedder, paths=[settings.knowledge_dir], progress=False)
         print(f"Index ready: {result.summary()}", file=sys.stderr)
         return result
+    kept = False
     try:
         if not settings.sync_knowledge or not settings.knowledge_dir.is_dir():
-            return None
+            if not keep_open:
+                return None
+            kept = True
+            return IngestResult(chunks=base.chunk_count, generation=base.generation, index=base)
         loaded = _load([settings.knowledge_dir], base, settings)  # unchanged files are not even read
         probe = IngestResult()
         _plan(loaded.documents, base.document_hashes(), [settings.knowledge_dir], probe, loaded.skipped)
@@ -522,9 +530,12 @@ def ensure_index(settings: Settings, embedder: Embedder) -> IngestResult | None:
             probe.chunks, probe.generation = base.chunk_count, base.generation
             for problem in probe.problems:
                 print(f"skipped: {problem}", file=sys.stderr)
+            if keep_open:
+                kept, probe.index = True, base
             return probe
     finally:
-        base.close()
+        if not kept:
+            base.close()
     result = ingest(settings, embedder, paths=[settings.knowledge_dir], progress=False)
     for problem in result.problems:
         print(f"skipped: {problem}", file=sys.stderr)

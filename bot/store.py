@@ -61,9 +61,10 @@ COMPLETE_MARKER = "INDEX_COMPLETE"  # written last in a generation folder
 CATALOG = "catalog.sqlite3"
 CHROMA_DIR = "chroma"
 KEYWORDS_DIR = "keywords"
-INDEX_FORMAT = 8  # 4: knowledge entries' question keys (catalog column + *_keys collection); 5: file stamps;
+INDEX_FORMAT = 9  # 4: knowledge entries' question keys (catalog column + *_keys collection); 5: file stamps;
 # 6: vector segments (catalog `seg` columns, marker `segments`); 7: keyword index in tantivy (was SQLite FTS5);
-# 8: one sentence / question-key vector per distinct text in a segment (catalog `vkey`, table `entry_keys`).
+# 8: one sentence / question-key vector per distinct text in a segment (catalog `vkey`, table `entry_keys`);
+# 9: the passages' word counts kept at ingest (table `words`), not counted over every passage at each start.
 # raise when what ingest stores changes; an index of another format is rebuilt
 GEN_PREFIX = "gen-"
 SQL_BATCH = 500  # ids per SQL `IN (...)` or Chroma `get`, far below SQLite's variable limit
@@ -192,6 +193,7 @@ CREATE TABLE entry_keys (  -- a knowledge entry's question or phrasing: its vect
     chunk_id TEXT NOT NULL, vkey TEXT NOT NULL, seg INTEGER NOT NULL, PRIMARY KEY (chunk_id, vkey)) WITHOUT ROWID;
 CREATE INDEX entry_keys_by_vkey ON entry_keys (vkey, seg);
 CREATE TABLE terms (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE words (word TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;  -- Index.words(), kept at ingest
 """
 
 
@@ -260,6 +262,14 @@ def _chunk_from_row(row: sqlite3.Row | tuple) -> Chunk:
 
 
 _WORDS = re.compile(r"[a-z]+")
+
+
+def _word_counts(rows: Iterable[tuple[str, str]]) -> Counter[str]:
+    """The words (as written, lower case) of passages given as (text, keys as JSON), with how often."""
+    counts: Counter[str] = Counter()
+    for text, keys in rows:
+        counts.update(_WORDS.findall(" ".join((text, *json.loads(keys or "[]"))).lower()))
+    return counts
 _CHUNK_COLS = "chunk_id, doc_id, title, section, text, start, end, source, url, keys"
 
 
@@ -694,11 +704,8 @@ class Index:
 
         What typo correction corrects towards (bot/spelling.py): whole words, not the keyword index's stems.
         """
-        if getattr(self, "_words", None) is None:
-            counts: Counter[str] = Counter()
-            for text, keys in self._db().execute("SELECT text, keys FROM chunks"):
-                counts.update(_WORDS.findall(" ".join((text, *json.loads(keys or "[]"))).lower()))
-            self._words = dict(counts)
+        if getattr(self, "_words", None) is None:  # counted at ingest (reading every passage took seconds at x1000)
+            self._words = dict(self._db().execute("SELECT word, n FROM words").fetchall())
         return self._words
 
     def vocabulary(self) -> frozenset[str]:
@@ -810,14 +817,18 @@ class IndexWriter:
             self.db.execute(f"DELETE FROM sentences WHERE sentence_id IN ({marks})", part)
         for part in _batches(list(chunk_ids), SQL_BATCH):
             marks = ",".join("?" * len(part))
-            rows = self.db.execute(f"SELECT chunk_id, tokens FROM chunks WHERE chunk_id IN ({marks})", part).fetchall()
-            for cid, _ in rows:
+            rows = self.db.execute(f"SELECT chunk_id, tokens, text, keys FROM chunks WHERE chunk_id IN ({marks})",
+                                   part).fetchall()
+            for cid, *_ in rows:
                 self.keyword_writer.delete_documents_by_term("chunk_id", cid)
-            gone = [(t,) for _, tokens in rows for t in set(json.loads(tokens))]
+            gone = [(t,) for _, tokens, _, _ in rows for t in set(json.loads(tokens))]
             self.db.executemany("UPDATE terms SET df = df - 1 WHERE term = ?", gone)
+            words = _word_counts((text, keys) for _, _, text, keys in rows)
+            self.db.executemany("UPDATE words SET n = n - ? WHERE word = ?", [(n, w) for w, n in words.items()])
             self.db.execute(f"DELETE FROM chunks WHERE chunk_id IN ({marks})", part)
             self.db.execute(f"DELETE FROM entry_keys WHERE chunk_id IN ({marks})", part)
         self.db.execute("DELETE FROM terms WHERE df <= 0")
+        self.db.execute("DELETE FROM words WHERE n <= 0")
 
     def add_chunks(self, chunks: Sequence[Chunk], tokens: Sequence[list[str]], vectors: np.ndarray) -> None:
         """New passages: their vectors to the new segment, their text and keyword terms to the catalog."""
@@ -834,6 +845,9 @@ class IndexWriter:
             self.keyword_writer.add_document(tantivy.Document(chunk_id=c.chunk_id, terms=" ".join(toks)))
             self.db.executemany("INSERT INTO terms (term, df) VALUES (?, 1) ON CONFLICT (term) DO UPDATE SET df = df + 1",
                                 [(t,) for t in set(toks)])
+        words = _word_counts((c.text, json.dumps(list(c.keys))) for c in chunks)
+        self.db.executemany("INSERT INTO words (word, n) VALUES (?, ?) ON CONFLICT (word) DO UPDATE SET n = n + excluded.n",
+                            list(words.items()))
 
     def _add_text_vectors(self, kind: str, texts: Iterable[str], embed: Callable[[list[str]], np.ndarray]) -> int:
         """Embed and add the texts the new segment has no vector for yet (one per distinct text); returns how many."""

@@ -195,6 +195,42 @@ def test_a_sentence_or_question_repeated_across_documents_has_one_vector_and_fin
     index.close()
 
 
+def test_the_word_counts_kept_at_ingest_are_a_count_over_every_passage(tmp_path, corpus, embedder):
+    """Typo correction's word counts are kept up to date by each ingest, not recounted at every start."""
+    from bot.store import _word_counts
+
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    (corpus / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward has a quiet room for parents at night.\n")
+    (corpus / "glossary.md").unlink()
+    ingest(s, embedder, progress=False)
+    index = Index(s.index_dir)
+    counted = _word_counts(index._db().execute("SELECT text, keys FROM chunks"))
+    assert index.words() == dict(counted) and index.words()["quiet"] == 1
+    index.close()
+
+
+def test_a_start_opens_the_index_once(tmp_path, corpus, embedder, monkeypatch):
+    """The start's index check hands its opened generation on: the vector store is not opened (and its HNSW
+    graphs loaded) a second time."""
+    import bot.store
+    from bot.assistant import build_assistant
+
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    opened: list[Path] = []
+    real = bot.store.Index.__init__
+
+    def spy(self, path, *args, **kwargs):
+        opened.append(Path(path))
+        real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(bot.store.Index, "__init__", spy)
+    assistant = build_assistant(s, embedder=embedder)
+    assert opened == [s.index_dir]
+    assert assistant.ask("How long is the blinatumomab drip given for?").kind == "answer"
+
+
 def _ids(index: Index, doc_id: str) -> list[str]:
     return [r[0] for r in index._db().execute("SELECT chunk_id FROM chunks WHERE doc_id = ?", (doc_id,))]
 
