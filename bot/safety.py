@@ -272,7 +272,7 @@ class SafetyGate:
         raw = fold(question)
         detected = self.languages.detect(question)
         return self.triage.assess(raw, self._previous_user_text(history), other_language=detected.code != ENGLISH,
-                                  classify=self._classifier_for(detected)), detected
+                                  classify=self._classifier_for(detected), always_classify=True), detected
 
     def temperatures(self, text: str, previous: str = ""):
         """Temperatures the gate would read in a message (exposed for tests and staff tools)."""

@@ -387,6 +387,9 @@ class Triage:
             step_known = known | set(STEP_NAMES)
             self.steps = [(s, _logic(s.when, step_known, f"{where}: decision.steps[{i}].when"))
                           for i, s in enumerate(rules.decision.steps)]
+            # Steps that read the classifier: it is asked only when the steps before them did not decide.
+            self._asks_classifier = [bool(_names_in(s.when) & {"classifier_sure", "classifier_unsure"})
+                                     for s in rules.decision.steps]
         except PatternError as exc:
             raise RedFlagsError(str(exc)) from None
         self.by_id = {c.id: c for c in self.cards}
@@ -504,10 +507,12 @@ class Triage:
 
     def assess(self, text: str, previous: str = "", probabilities: Mapping[str, float] | None = None,
                prepared: bool = False, other_language: bool = False,
-               classify: Callable[[str, str], Mapping[str, float]] | None = None) -> Assessment:
+               classify: Callable[[str, str], Mapping[str, float]] | None = None,
+               always_classify: bool = False) -> Assessment:
         """Apply the signs, the cards (clause by clause) and the steps to one message. The classifier's
         probabilities are given, or `classify(reported, text)` makes them from what the message reports now
-        (`reported`: the prepared text with set-aside clauses and the spans that report no sign blanked)."""
+        (`reported`: the prepared text with set-aside clauses and the spans that report no sign blanked), only
+        when a step that reads them is reached (or always, with `always_classify`: for `explain`)."""
         t = text if prepared else self.prepare(text)
         prev = self.prepare(previous) if previous else ""
         signs, env, readings = self._read(t, prev, other_language)
@@ -560,15 +565,21 @@ class Triage:
                     result = CardResult(c.id, c.card.tier, True, whole, t)
             results.append(result)
 
-        probs = dict(classify(read_whole, t) if classify is not None else probabilities or {})
-        sure = self.rules.classifier.sure
-        best_card, best_p = max(probs.items(), key=lambda kv: kv[1]) if probs else (None, 0.0)
+        probs: dict[str, float] = {}
+        best_card: str | None = None
         env["cards"] = any(r.fired for r in results)
-        env["classifier_sure"] = best_p >= sure
-        env["classifier_unsure"] = not env["classifier_sure"] and sum(probs.values()) >= self.rules.classifier.unsure
+        env["classifier_sure"] = env["classifier_unsure"] = False
+        asked = False
         shown = clauses if len(clauses) > 1 else []
 
         for i, (step, fn) in enumerate(self.steps):
+            if not asked and (always_classify or self._asks_classifier[i] or classify is None):
+                asked = True
+                probs = dict(classify(read_whole, t) if classify is not None else probabilities or {})
+                best_card, best_p = max(probs.items(), key=lambda kv: kv[1]) if probs else (None, 0.0)
+                env["classifier_sure"] = best_p >= self.rules.classifier.sure
+                env["classifier_unsure"] = (not env["classifier_sure"]
+                                            and sum(probs.values()) >= self.rules.classifier.unsure)
             if not fn(env):
                 continue
             a = Assessment(t, signs, env, readings, results, probs, i, step.verdict, step.why, clauses=shown)
@@ -632,6 +643,11 @@ def _breaks(breaks: PatternGroup, t: str) -> list[tuple[int, int]]:
                 found.append((m.start(), keep))  # type: ignore[attr-defined]
             pos = max(m.end(), pos + 1)  # type: ignore[attr-defined]
     return sorted(found)
+
+
+def _names_in(expr: str) -> set[str]:
+    """The names an expression of the decision uses."""
+    return {n.id for n in ast.walk(ast.parse(expr.strip(), mode="eval")) if isinstance(n, ast.Name)}
 
 
 def _and(items: Sequence[str]) -> str:

@@ -582,6 +582,27 @@ def test_what_is_avoided_feared_for_oneself_good_news_and_play_are_not_urgent(ga
     assert gate.check(message).kind != "urgent", explain(gate, message)
 
 
+@pytest.mark.parametrize("message", [
+    "the line tube has a crack and blood is backing up into it",                      # no word for the baby
+    "le sale sangre por la nariz desde hace 30 minutos y no para",
+])
+def test_a_report_without_a_word_for_the_baby_is_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind == "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "best way to stop her pulling at her dressing?",                                  # a practical question
+    "He had a good night, not a single beep from the pump",
+    "she brought up a tiny bit of milk after burping but she's all smiles",
+    "remember when she went blue in the bath last spring? the GP said it was breath-holding",
+    "The pump battery died so we changed it, working again now",
+    "he bit me so hard my finger bled, those new teeth!",
+    "our cat scratched my arm and it's bleeding a bit, can I still do her line care?",
+])
+def test_practical_questions_good_nights_and_the_writers_own_cut_are_not_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind != "urgent", explain(gate, message)
+
+
 def test_a_health_question_without_a_baby_word_is_not_sent_away(gate: SafetyGate) -> None:
     for message in ("green poo after antibiotics?", "hiccups after every feed, normal?",
                     "the dressing was soaked with blood after the line went in back in may, the nurses redid it"):
