@@ -260,19 +260,22 @@ class ExtractiveWriter:
             # sentence of the entry gives: the sentences of all passages are weighed instead.
             entry = None
         if entry is not None and entry.best_score >= (p.entry_min_unknown_word if ordinary else p.entry_min):
-            return self._with_own_documents(entry, query, hits, said)
-        sents, vecs, scored = self._score_sentences(query, hits, said)
-        if entry is not None and scored and lead < p.entry_sure_lead:
+            return self._with_own_documents(entry, query, hits, said, wanted)
+        sents, vecs, scored = self._score_sentences(query, hits, said, wanted)
+        # Without the entry, the best sentence must clear the usual bar (a higher one with an unknown word).
+        min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary else 0.0)
+        weak = bool(scored) and scored[0][0] < min_evidence and ordinary is None
+        if entry is not None and scored and lead < p.entry_sure_lead and not weak:
             # An entry chosen on a fair match must agree with the sentences: the best sentence found is its own,
             # or nearly as good as the best one elsewhere (unless no other entry comes near it: a sentence that
             # shares a word or two with the question must not overrule the one entry its meaning points to).
+            # Sentences too weak to be an answer themselves overrule nothing: the entry is then kept (unless a
+            # word of the question is in no document: then the fair match may be to the rest of the question).
             own = [sc for sc, row, _ in scored if sents[row].chunk_id == entry.entry]
             if not own or scored[0][0] - own[0] > p.entry_agree_gap:
                 entry = None
         if entry is not None:
-            return self._with_own_documents(entry, query, hits, said)
-        # ... and without such an entry, the best sentence must clear a higher bar than usual.
-        min_evidence = p.min_evidence + (p.unknown_word_evidence if ordinary else 0.0)
+            return self._with_own_documents(entry, query, hits, said, wanted)
         if not scored:
             return Composition([], 0.0)
         best = scored[0][0]
@@ -301,7 +304,8 @@ class ExtractiveWriter:
         return Composition(self._in_order(sents, chosen, hits), best)
 
     def _with_own_documents(self, entry: Composition, query: Query, hits: list[Hit],
-                            said: frozenset[str]) -> Composition:
+                            said: frozenset[str], wanted: list[tuple[re.Pattern[str], float]] | None = None,
+                            ) -> Composition:
         """The entry's answer, then the best sentence of a document without entries (a hospital's own leaflet,
         an article) when it answers the question about as well: the family sees what their own hospital says."""
         p = self.params
@@ -309,7 +313,7 @@ class ExtractiveWriter:
         if not own or p.own_document_sentences <= 0:
             return entry
         said = said | {_said_key(st.text) for st in entry.statements}
-        sents, vecs, scored = self._score_sentences(query, own, said)
+        sents, vecs, scored = self._score_sentences(query, own, said, wanted)
         entry_sents, entry_vecs = self.index.sentences_of([entry.entry] if entry.entry else [])
         chosen: list[tuple[float, int, int]] = []
         for cand in scored:
@@ -326,12 +330,16 @@ class ExtractiveWriter:
         return replace(entry, statements=[*entry.statements, *self._in_order(sents, chosen, own)])
 
     def _score_sentences(self, query: Query, hits: list[Hit], said: frozenset[str] = frozenset(),
+                         wanted: list[tuple[re.Pattern[str], float]] | None = None,
                          ) -> tuple[list[Sentence], np.ndarray, list[tuple[float, int, int]]]:
-        """Every statement of the passages scored against the question: (score, sentence row, hit rank), best first."""
+        """Every statement of the passages scored against the question: (score, sentence row, hit rank), best first.
+
+        `wanted`: the question's answer patterns (`QuestionWords.answer_patterns`), if the caller has them already."""
         p = self.params
         query_vector = query.vector
         q_tokens, c_tokens = list(query.terms), query.context_terms
-        wanted = self.words.answer_patterns(query.question)
+        if wanted is None:
+            wanted = self.words.answer_patterns(query.question)
         scored: list[tuple[float, int, int]] = []  # (score, sentence row, hit rank)
         sents, vecs = self.index.sentences_of([h.chunk.chunk_id for h in hits])
         rows_by_chunk: dict[str, list[int]] = {}

@@ -145,15 +145,21 @@ class LanguageGuide:
         return self.spec.languages.get(code)
 
     def extra_patterns(self) -> dict[str, dict[str, list[str]]]:
-        """{card id or context sign: {'languages.yaml: nl.cards.fever': [patterns]}} for the triage."""
+        """{card id: {'languages.yaml: nl.cards.fever': [patterns]}} for the triage: every language's red-flag words
+        are read in every message (a short message may not be recognised as the language it is in)."""
         out: dict[str, dict[str, list[str]]] = {}
         for code, lang in self.spec.languages.items():
-            for sign, pats in lang.context.items():
-                out.setdefault(sign, {})[f"{self.path}: {code}.context.{sign}"] = pats
             for card, value in lang.cards.items():
                 pats = value if isinstance(value, list) else value.patterns
                 out.setdefault(card, {})[f"{self.path}: {code}.cards.{card}"] = pats
         return out
+
+    def context_patterns(self) -> dict[str, dict[str, dict[str, list[str]]]]:
+        """{code: {context sign: {'languages.yaml: nl.context.past': [patterns]}}} for the triage: a language's
+        context words are read only in a message in that language (the Dutch "hier" is "here", the French
+        "hier" is "yesterday")."""
+        return {code: {sign: {f"{self.path}: {code}.context.{sign}": pats} for sign, pats in lang.context.items()}
+                for code, lang in self.spec.languages.items()}
 
     def extra_also(self) -> dict[str, dict[str, list[str]]]:
         """{card id: {where: [also patterns]}} for cards that need a second sign."""

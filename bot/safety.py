@@ -225,7 +225,8 @@ class SafetyGate:
         try:
             languages = LanguageGuide.from_dir(prompts_dir)
             red_path = prompts_dir / REDFLAGS_FILE
-            triage = Triage(load_redflags(red_path), red_path, languages.extra_patterns(), languages.extra_also())
+            triage = Triage(load_redflags(red_path), red_path, languages.extra_patterns(), languages.extra_also(),
+                            languages.context_patterns())
         except (RedFlagsError, ValueError) as exc:
             raise SafetyRulesError(str(exc)) from None
         return cls(rules, embedder, triage, languages, cache_dir, path, check_examples)
@@ -272,7 +273,8 @@ class SafetyGate:
         raw = fold(question)
         detected = self.languages.detect(question)
         return self.triage.assess(raw, self._previous_user_text(history), other_language=detected.code != ENGLISH,
-                                  classify=self._classifier_for(detected)), detected
+                                  classify=self._classifier_for(detected), always_classify=True,
+                                  language=detected.code), detected
 
     def temperatures(self, text: str, previous: str = ""):
         """Temperatures the gate would read in a message (exposed for tests and staff tools)."""
@@ -318,12 +320,12 @@ class SafetyGate:
         if any(r.matched for r in a.cards):
             return True
         return bool(a.names.get("baby")) and (a.names.get("reassuring", False) or a.names.get("resolved", False)
-                                              or bool(self.triage.not_reports(a.text)))
+                                              or bool(self.triage.not_reports(a.text, a.language)))
 
     def _urgent(self, raw: str, previous: str, vectors: np.ndarray, detected: Detected,
                 seen: dict[str, Assessment] | None = None) -> Verdict | None:
         a = self.triage.assess(raw, previous, other_language=detected.code != ENGLISH,
-                               classify=self._classifier_for(detected, vectors))
+                               classify=self._classifier_for(detected, vectors), language=detected.code)
         if seen is not None:
             seen["triage"] = a
         if a.tier is None:
@@ -406,7 +408,7 @@ def explain(gate: SafetyGate, question: str, history: Sequence[Turn | dict] = ()
     lines.append("names: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in named.items()))
     if not a.clauses:
         lines += [f"not read by the cards (no sign now: {', '.join(t.rules.clauses.not_reports)}): {span!r}"
-                  for span in t.blank(a.text)[1]]
+                  for span in t.blank(a.text, a.language)[1]]
     if a.clauses:
         lines.append(f"clauses ({len(a.clauses)}; set aside when: {t.rules.decision.set_aside}):")
         for c in a.clauses:

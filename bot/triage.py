@@ -27,6 +27,8 @@ from bot.spelling import nearest
 REDFLAGS_FILE = "redflags.yaml"
 CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study",
                  "reassuring", "tense_past", "tense_present", "worry", "denied", "someone_else")
+# Signs that can only make a message more urgent: read in every language's words, whatever the message's language.
+SHARED_SIGNS = ("baby", "situation", "now", "ongoing", "tense_present")
 # Signs a clause takes from its whole message too ("My baby is 3 months. Is breathing fast." is about the baby).
 INHERITED = ("baby", "situation")
 MESSAGE = "message_"  # message_<sign or name>: the sign or name read on the whole message, for rules about one clause
@@ -325,6 +327,7 @@ class Assessment:
     tier: int | None = None                    # 1, 2, 3, or None (not urgent)
     fired: list[str] = field(default_factory=list)  # card ids named to the family, highest tier first
     clauses: list[Clause] = field(default_factory=list)  # the clauses, when the message has more than one
+    language: str = ""                         # the language whose context words were read ("" or "en": English only)
 
     @property
     def urgent(self) -> bool:
@@ -347,8 +350,11 @@ class Triage:
 
     def __init__(self, rules: RedFlagsFile, path: Path | str = REDFLAGS_FILE,
                  extra_patterns: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
-                 extra_also: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> None:
-        """`extra_patterns` / `extra_also`: {card id or context sign: {where: [patterns]}} from the language file."""
+                 extra_also: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+                 language_context: Mapping[str, Mapping[str, Mapping[str, Sequence[str]]]] | None = None) -> None:
+        """`extra_patterns` / `extra_also`: {card id or context sign: {where: [patterns]}} from the language file, read
+        in every message; `language_context`: {language code: {context sign: {where: [patterns]}}}, read only in a
+        message in that language (the Dutch "hier" is "here", the French "hier" is "yesterday")."""
         self.rules = rules
         self.path = str(path)
         vocab = rules.vocabularies
@@ -364,6 +370,13 @@ class Triage:
                     raise RedFlagsError(f"{next(iter(wheres), key)}: {key!r} is neither a card of {self.path} nor a context sign")
             self.context = {name: _group(rules.context[name], f"{where}: context.{name}", vocab, extra.get(name))
                             for name in CONTEXT_SIGNS}
+            self.language_context: dict[str, dict[str, PatternGroup]] = {}
+            for code, signs in (language_context or {}).items():
+                unknown = [k for k in signs if k not in CONTEXT_SIGNS]
+                if unknown:
+                    raise RedFlagsError(f"{next(iter(signs[unknown[0]]), code)}: {unknown[0]!r} is not a context sign")
+                self.language_context[code] = {name: _group([], f"{where}: context.{name}", vocab, signs[name])
+                                               for name in signs}
             self.names = dict(rules.decision.names)
             known = set(CONTEXT_SIGNS) | set(MEASURED)
             known |= {MESSAGE + k for k in known}
@@ -387,15 +400,36 @@ class Triage:
             step_known = known | set(STEP_NAMES)
             self.steps = [(s, _logic(s.when, step_known, f"{where}: decision.steps[{i}].when"))
                           for i, s in enumerate(rules.decision.steps)]
+            # Steps that read the classifier: it is asked only when the steps before them did not decide.
+            self._asks_classifier = [bool(_names_in(s.when) & {"classifier_sure", "classifier_unsure"})
+                                     for s in rules.decision.steps]
         except PatternError as exc:
             raise RedFlagsError(str(exc)) from None
         self.by_id = {c.id: c for c in self.cards}
 
     # -- reading a message --
 
-    def prepare(self, text: str) -> str:
-        """The message as the rules read it: accents folded, typos of red-flag words fixed."""
-        return self.typos.fix(fold(text))
+    def prepare(self, text: str, language: str = "") -> str:
+        """The message as the rules read it: accents folded, typos of English red-flag words fixed (only in a
+        message not known to be in another language: the Polish "temu" is not a typo of "temp")."""
+        folded = fold(text)
+        return folded if language and language != "en" else self.typos.fix(folded)
+
+    def _signs(self, language: str = "") -> list[tuple[str, list[PatternGroup]]]:
+        """Each context sign's patterns for a message in `language`. The signs that can only make a message more
+        urgent (`SHARED_SIGNS`: about the baby, now, still going) are read in every language, as are all signs of a
+        message in English or in no known language (it may be a short message in any of them); the signs that set
+        a message aside (over, a what-if, a question, a worry...) of a message in another language are read in that
+        language only: the Dutch "oma hier" ("grandma here") is not the French "hier" ("yesterday")."""
+        own = self.language_context.get(language)
+        out = []
+        for name, group in self.context.items():
+            if own is None or name in SHARED_SIGNS:
+                groups = [group, *(lc[name] for lc in self.language_context.values() if name in lc)]
+            else:
+                groups = [group, own[name]] if name in own else [group]
+            out.append((name, groups))
+        return out
 
     def clauses(self, t: str) -> list[str]:
         """The clauses of a prepared message: cut at the file's `clauses.breaks` (a named group `keep` stays
@@ -421,15 +455,16 @@ class Triage:
             out = [" ".join(out[i : i + size]) for i in range(0, len(out), size)]
         return out or [t]
 
-    def not_reports(self, t: str) -> list[tuple[int, int]]:
+    def not_reports(self, t: str, language: str = "") -> list[tuple[int, int]]:
         """Spans of `t` that report no sign of the baby now (the file's `clauses.not_reports` signs: a worry about
         what might happen, a sign denied). Each runs from its sign's match to the first `report_starts` inside it
         ("I'm scared she'll get a fever, and now she is floppy" keeps "and now she is floppy")."""
         spans: list[tuple[int, int]] = []
         whole = self.rules.clauses.whole_spans
+        groups = dict(self._signs(language))
         for sign in self.rules.clauses.not_reports:
             cut = self.report_starts.compiled if sign not in whole else []
-            for p in self.context[sign].compiled:
+            for p in [q for g in groups[sign] for q in g.compiled]:
                 pos = 0
                 while pos <= len(t):
                     m = p.search(t, pos)
@@ -445,9 +480,9 @@ class Triage:
                     pos = max(m.end(), pos + 1)  # type: ignore[attr-defined]
         return sorted(spans)
 
-    def blank(self, t: str) -> tuple[str, list[str]]:
+    def blank(self, t: str, language: str = "") -> tuple[str, list[str]]:
         """`t` with the spans that report no sign now blanked out (card patterns read this), and those spans."""
-        spans = self.not_reports(t)
+        spans = self.not_reports(t, language)
         if not spans:
             return t, []
         chars = list(t)
@@ -456,14 +491,14 @@ class Triage:
         return "".join(chars), [t[a:b].strip() for a, b in spans]
 
     def _read(self, t: str, previous: str, other_language: bool,
-              whole: tuple[dict[str, bool], str] | None = None,
+              whole: tuple[dict[str, bool], str] | None = None, language: str = "",
               ) -> tuple[dict[str, str], dict[str, bool], list[Reading]]:
         """Signs, names and temperatures of one text: the whole message, or one clause of it (`whole` = the
         message's names, readings and text, for what a clause inherits)."""
         signs: dict[str, str] = {}
         env: dict[str, bool] = {}
-        for name, patterns in self.context.items():
-            hit = patterns.first(t)
+        for name, groups in self._signs(language):
+            hit = next((h for g in groups if (h := g.first(t)) is not None), None)
             env[name] = hit is not None
             if hit is not None:
                 signs[name] = hit
@@ -504,13 +539,15 @@ class Triage:
 
     def assess(self, text: str, previous: str = "", probabilities: Mapping[str, float] | None = None,
                prepared: bool = False, other_language: bool = False,
-               classify: Callable[[str, str], Mapping[str, float]] | None = None) -> Assessment:
+               classify: Callable[[str, str], Mapping[str, float]] | None = None,
+               always_classify: bool = False, language: str = "") -> Assessment:
         """Apply the signs, the cards (clause by clause) and the steps to one message. The classifier's
         probabilities are given, or `classify(reported, text)` makes them from what the message reports now
-        (`reported`: the prepared text with set-aside clauses and the spans that report no sign blanked)."""
-        t = text if prepared else self.prepare(text)
-        prev = self.prepare(previous) if previous else ""
-        signs, env, readings = self._read(t, prev, other_language)
+        (`reported`: the prepared text with set-aside clauses and the spans that report no sign blanked), only
+        when a step that reads them is reached (or always, with `always_classify`: for `explain`)."""
+        t = text if prepared else self.prepare(text, language)
+        prev = self.prepare(previous, language) if previous else ""
+        signs, env, readings = self._read(t, prev, other_language, language=language)
         pieces = self.clauses(t)
         reports: dict[int, str] = {}  # what each clause reports (its worries and denied signs blanked): cards read this
         clauses = []
@@ -518,13 +555,13 @@ class Triage:
             if len(pieces) == 1:
                 c_signs, c_env = signs, env
             else:
-                c_signs, c_env, _ = self._read(piece, prev, other_language, (env, t))
-            report, not_read = self.blank(piece)
+                c_signs, c_env, _ = self._read(piece, prev, other_language, (env, t), language)
+            report, not_read = self.blank(piece, language)
             clauses.append(Clause(piece, c_signs, c_env, bool(self._set_aside(c_env)), not_read))
             reports[id(clauses[-1])] = report
 
         # The whole message, for a sign told across a clause break: what is over and what reports no sign now are not read.
-        read_whole = self.blank(t)[0]
+        read_whole = self.blank(t, language)[0]
         for clause in clauses:
             at = read_whole.find(clause.text) if clause.set_aside else -1
             if at >= 0:
@@ -560,18 +597,25 @@ class Triage:
                     result = CardResult(c.id, c.card.tier, True, whole, t)
             results.append(result)
 
-        probs = dict(classify(read_whole, t) if classify is not None else probabilities or {})
-        sure = self.rules.classifier.sure
-        best_card, best_p = max(probs.items(), key=lambda kv: kv[1]) if probs else (None, 0.0)
+        probs: dict[str, float] = {}
+        best_card: str | None = None
         env["cards"] = any(r.fired for r in results)
-        env["classifier_sure"] = best_p >= sure
-        env["classifier_unsure"] = not env["classifier_sure"] and sum(probs.values()) >= self.rules.classifier.unsure
+        env["classifier_sure"] = env["classifier_unsure"] = False
+        asked = False
         shown = clauses if len(clauses) > 1 else []
 
         for i, (step, fn) in enumerate(self.steps):
+            if not asked and (always_classify or self._asks_classifier[i] or classify is None):
+                asked = True
+                probs = dict(classify(read_whole, t) if classify is not None else probabilities or {})
+                best_card, best_p = max(probs.items(), key=lambda kv: kv[1]) if probs else (None, 0.0)
+                env["classifier_sure"] = best_p >= self.rules.classifier.sure
+                env["classifier_unsure"] = (not env["classifier_sure"]
+                                            and sum(probs.values()) >= self.rules.classifier.unsure)
             if not fn(env):
                 continue
-            a = Assessment(t, signs, env, readings, results, probs, i, step.verdict, step.why, clauses=shown)
+            a = Assessment(t, signs, env, readings, results, probs, i, step.verdict, step.why, clauses=shown,
+                           language=language)
             if step.verdict == "cards":
                 fired = sorted((r for r in results if r.fired), key=lambda r: r.tier)
                 a.fired = [r.id for r in fired]
@@ -582,7 +626,8 @@ class Triage:
             elif step.verdict == "tier3":
                 a.tier = 3
             return a
-        return Assessment(t, signs, env, readings, results, probs, len(self.steps), "none", "no step applied", clauses=shown)
+        return Assessment(t, signs, env, readings, results, probs, len(self.steps), "none", "no step applied",
+                          clauses=shown, language=language)
 
     def message(self, a: Assessment) -> str:
         """The family's message for an urgent assessment: the winning card's, plus every other sign named."""
@@ -632,6 +677,11 @@ def _breaks(breaks: PatternGroup, t: str) -> list[tuple[int, int]]:
                 found.append((m.start(), keep))  # type: ignore[attr-defined]
             pos = max(m.end(), pos + 1)  # type: ignore[attr-defined]
     return sorted(found)
+
+
+def _names_in(expr: str) -> set[str]:
+    """The names an expression of the decision uses."""
+    return {n.id for n in ast.walk(ast.parse(expr.strip(), mode="eval")) if isinstance(n, ast.Name)}
 
 
 def _and(items: Sequence[str]) -> str:

@@ -198,3 +198,21 @@ def test_a_question_about_ones_own_child_says_first_that_the_care_team_decides(a
     assert a.kind == "answer" and a.citations, a.answer  # the study's general facts, cited
     first = a.answer.split(". ")[0:3]
     assert "care team" in " ".join(first) and "not a dose for your child" in a.answer.split("[")[0], a.answer
+
+
+def test_a_fair_entry_is_kept_when_no_sentence_is_strong_enough_to_answer(assistant):
+    # The entry check against the best sentences must not trade a fair entry for nothing: with the evidence bar
+    # out of reach and the sentences set to disagree with every entry (a negative agree gap), a fair match
+    # ('What counts as infant ALL?', about 0.70 with a small lead) still answers whole.
+    from bot.compose import ExtractiveWriter
+    from bot.query import prepare
+
+    w = assistant.writer
+    strict_bar = ExtractiveWriter(assistant.index, idf=w.idf, vocabulary=w.vocabulary, words=w.words,
+                                  params=w.params.model_copy(update={"min_evidence": 0.99, "entry_agree_gap": -1.0}),
+                                  router=w.router)
+    q = "What counts as infant ALL?"
+    query = prepare(q, q, embedder=assistant.embedder)
+    hits = assistant.retriever.retrieve(query, assistant.settings.retrieval.top_k)
+    comp = strict_bar.compose(query, hits)
+    assert comp.entry is not None and comp.statements, "a fair entry was dropped for sentences too weak to answer"

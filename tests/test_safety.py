@@ -582,6 +582,52 @@ def test_what_is_avoided_feared_for_oneself_good_news_and_play_are_not_urgent(ga
     assert gate.check(message).kind != "urgent", explain(gate, message)
 
 
+@pytest.mark.parametrize("message", [
+    "the line tube has a crack and blood is backing up into it",                      # no word for the baby
+    "le sale sangre por la nariz desde hace 30 minutos y no para",
+])
+def test_a_report_without_a_word_for_the_baby_is_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind == "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "best way to stop her pulling at her dressing?",                                  # a practical question
+    "He had a good night, not a single beep from the pump",
+    "she brought up a tiny bit of milk after burping but she's all smiles",
+    "remember when she went blue in the bath last spring? the GP said it was breath-holding",
+    "The pump battery died so we changed it, working again now",
+    "he bit me so hard my finger bled, those new teeth!",
+    "our cat scratched my arm and it's bleeding a bit, can I still do her line care?",
+])
+def test_practical_questions_good_nights_and_the_writers_own_cut_are_not_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind != "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "oma hier, de kleine is gloeiend heet en huilt aan een stuk, 39,1",              # Dutch "hier" is "here"
+    "Oma hier: der Kleine zuckt mit Armen und Beinen und reagiert nicht",
+    "depois do antibiótico os lábios incharam e tem manchas no corpo",
+])
+def test_one_languages_context_words_never_hide_anothers_emergency(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind == "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "Miesiąc temu miała drgawki przy gorączce, od tamtej pory nic. Czy to może wrócić?",  # "temu" is no typo of "temp"
+    "Il y a un mois il a fait une convulsion avec la fièvre, depuis plus rien. Est-ce que ça peut recommencer ?",
+    "quick update: no temp today, feeds good, she's been chatty",
+])
+def test_nothing_since_and_a_good_update_are_not_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind != "urgent", explain(gate, message)
+
+
+def test_a_languages_context_words_are_read_only_in_that_language(gate: SafetyGate) -> None:
+    a = gate.triage.assess("oma hier, de kleine is gloeiend heet", language="nl")
+    assert "past" not in a.signs and a.urgent
+    assert "past" in gate.triage.assess("il avait de la fievre hier", language="fr").signs
+    assert gate.triage.prepare("miesiac temu", "pl") == "miesiac temu" and gate.triage.prepare("temu") == "temp"
+
+
 def test_a_health_question_without_a_baby_word_is_not_sent_away(gate: SafetyGate) -> None:
     for message in ("green poo after antibiotics?", "hiccups after every feed, normal?",
                     "the dressing was soaked with blood after the line went in back in may, the nurses redid it"):
