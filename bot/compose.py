@@ -115,9 +115,17 @@ def asked_numbers(question: str) -> list[str]:
     return [m.group() for m in re.finditer(r"\d+(?:[.,]\d+)?", question) if m.start() not in known]
 
 
+_DECIMAL = re.compile(r"(?<![\d.,])(\d+\.\d+)(?![\d]|[.,]\d)")
+
+
 def missing_numbers(question: str, text: str) -> list[str]:
-    """The numbers the question asks about that `text` does not give ('10' is not in '100' nor in '1.10')."""
-    return [n for n in asked_numbers(question) if not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", text)]
+    """The numbers the question asks about that `text` does not give ('10' is not in '100' nor in '1.10').
+
+    A whole number is given by a decimal that rounds to it: families round ('93%', '82%'), the sources keep
+    the decimals ('93.3%', '81.6%')."""
+    rounded = {str(int(float(d) + 0.5)) for d in _DECIMAL.findall(text)}
+    return [n for n in asked_numbers(question) if n not in rounded
+            and not re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", text)]
 
 
 def _said_key(sentence: str) -> str:
@@ -202,14 +210,22 @@ class ExtractiveWriter:
         """
         p = self.params
         question = query.question
-        matches = self.entry_matches(query, ignore=(stem(unknown_word),) if unknown_word else ())
-        found = {h.chunk.chunk_id for h in hits}
-        if matches and matches[0][1].chunk_id not in found:
+        matches = self.entry_matches(query, k=10, ignore=(stem(unknown_word),) if unknown_word else ())
+        if not matches:
+            return None, 0.0
+        found = {h.chunk.chunk_id: h for h in hits}
+        pick, prob = self.router.predict(query.vector) if self.router is not None else (None, 0.0)
+        if (unknown_word is None and pick in found and pick != matches[0][1].chunk_id
+                and prob >= p.router_override):
+            # The learned router is confident and names another entry the retriever found: it has learned what all
+            # of an entry's phrasings share, and beats the nearest phrasing where the two disagree (README, 'How
+            # answers are chosen'). Its pick is not overruled by single sentences (a lead counted as sure).
+            score = next((sc for sc, c in matches if c.chunk_id == pick), found[pick].dense)
+            return self._whole_entry(found[pick].chunk, score, question, said), p.entry_sure_lead
+        if matches[0][1].chunk_id not in found:
             return None, 0.0
         bar, margin = ((p.entry_min_unknown_word, p.entry_margin_unknown_word) if unknown_word
                        else (p.entry_min, p.entry_margin))
-        if not matches:
-            return None, 0.0
         score, chunk = matches[0]
         lead = score - matches[1][0] if len(matches) > 1 else score
         # A close match needs a small lead over the next entry; a fair one (down to entry_clear_min) a lead that
@@ -219,23 +235,25 @@ class ExtractiveWriter:
         else:
             slope = (p.entry_clear_lead - p.entry_margin) / max(p.entry_min - p.entry_clear_min, 1e-6)
             needed = margin + slope * (bar - score)
-        routed = False
-        if (score < p.entry_clear_min or lead < needed) and self.router is not None and score >= p.router_entry_min:
-            # The learned router's second opinion: it names this same entry, and with confidence.
-            pick, prob = self.router.predict(query.vector)
-            routed = pick == chunk.chunk_id and prob >= p.router_min
+        # The learned router's second opinion: it names this same entry, and with confidence.
+        routed = pick == chunk.chunk_id and prob >= p.router_min and score >= p.router_entry_min
         if (score < p.entry_clear_min or lead < needed) and not routed:
             return None, 0.0  # no entry fits well enough, or two fit about as well: sentence choice takes the best of both
+        entry = self._whole_entry(chunk, score, question, said)
+        return entry, (lead if entry is not None else 0.0)
+
+    def _whole_entry(self, chunk: Chunk, score: float, question: str, said: frozenset[str]) -> Composition | None:
+        """An entry's whole answer, less what was said already (None: it lacks a figure asked for, or all was said)."""
         sents, _ = self.index.sentences_of([chunk.chunk_id])
         text = " ".join(s.text for s in sents)
         if missing_numbers(question, text):
-            return None, 0.0  # the question asks about a figure this entry does not give
+            return None  # the question asks about a figure this entry does not give
         hit = Hit(chunk=chunk, score=score, dense=score)
         statements = [Statement(text=display_text(s.text), quote=" ".join(s.text.split()), hit=hit, score=score)
                       for s in sents if _said_key(s.text) not in said]
         if not statements:
-            return None, 0.0  # all of it was said already: look further
-        return Composition(statements, score, entry=chunk.chunk_id), lead
+            return None  # all of it was said already: look further
+        return Composition(statements, score, entry=chunk.chunk_id)
 
     def compose(self, query: Query, hits: list[Hit], strict: bool = True,
                 said: frozenset[str] = frozenset()) -> Composition:

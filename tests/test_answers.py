@@ -216,3 +216,23 @@ def test_a_fair_entry_is_kept_when_no_sentence_is_strong_enough_to_answer(assist
     hits = assistant.retriever.retrieve(query, assistant.settings.retrieval.top_k)
     comp = strict_bar.compose(query, hits)
     assert comp.entry is not None and comp.statements, "a fair entry was dropped for sentences too weak to answer"
+
+
+def test_a_confident_router_names_the_entry_when_similarity_ranks_another_first(assistant):
+    # 'believable' is a word the documents use nowhere near the evidence entry's phrasings; the nearest phrasing
+    # is another entry's, while the router, which learned what all of an entry's phrasings share, is sure.
+    from bot.compose import ExtractiveWriter
+    from bot.query import prepare
+
+    w = assistant.writer
+    q = "are these figures believable"
+    query = prepare(q, q, embedder=assistant.embedder)
+    hits = assistant.retriever.retrieve(query, assistant.settings.retrieval.top_k)
+    pick, prob = w.router.predict(query.vector)
+    nearest = w.entry_matches(query)[0][1].chunk_id
+    assert pick != nearest and prob >= w.params.router_override
+    chosen = w.compose(query, hits)
+    assert chosen.entry == pick and "small" in " ".join(s.text for s in chosen.statements)
+    off = ExtractiveWriter(assistant.index, idf=w.idf, vocabulary=w.vocabulary, words=w.words,
+                           params=w.params.model_copy(update={"router_override": 1.01}), router=w.router)
+    assert off.compose(query, hits).entry != pick

@@ -98,3 +98,15 @@ def test_spelling_leaves_contractions_whole_and_corrects_a_possessive_word():
     speller = Speller({"did": 5, "study": 3, "blinatumomab": 4}, same_word=lambda w: False)
     assert speller.correct_text("who didn't get it in the stuyd, blinatumomob's dose") == \
         "who didn't get it in the study, blinatumomab's dose"
+
+
+def test_a_rounded_figure_is_found_in_the_decimal_it_rounds():
+    from bot.compose import missing_numbers
+
+    # Families round what they read ('93%', '82%'); the sources keep the decimals.
+    text = "93.3% were alive, and 81.6% had no relapse, against 65.8% and 49.4%; 1.10 times as many"
+    assert missing_numbers("if 93% were alive why is it only 82%?", text) == []
+    assert missing_numbers("was it 66% before?", text) == []
+    assert missing_numbers("was it 65% before?", text) == ["65"]   # 65.8 rounds to 66, not 65
+    assert missing_numbers("was it 93.5%?", text) == ["93.5"]      # a decimal asked must be there as written
+    assert missing_numbers("after 10 years?", text) == ["10"]      # '1.10' is not 10
