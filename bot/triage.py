@@ -491,7 +491,7 @@ class Triage:
         return "".join(chars), [t[a:b].strip() for a, b in spans]
 
     def _read(self, t: str, previous: str, other_language: bool,
-              whole: tuple[dict[str, bool], str] | None = None, language: str = "",
+              whole: tuple[dict[str, bool], str] | None = None, language: str = "", reported: str | None = None,
               ) -> tuple[dict[str, str], dict[str, bool], list[Reading]]:
         """Signs, names and temperatures of one text: the whole message, or one clause of it (`whole` = the
         message's names, readings and text, for what a clause inherits)."""
@@ -504,7 +504,8 @@ class Triage:
                 signs[name] = hit
         # Temperatures are read where the text reports the baby now: not in a worry, a denied sign or someone else's
         # ("her twin sister has a temperature of 38.2").
-        reported = self.blank(t, language)[0]
+        if reported is None:
+            reported = self.blank(t, language)[0]
         if whole is None:
             readings = self.temperature.readings(reported, previous)
         else:
@@ -550,21 +551,23 @@ class Triage:
         when a step that reads them is reached (or always, with `always_classify`: for `explain`)."""
         t = text if prepared else self.prepare(text, language)
         prev = self.prepare(previous, language) if previous else ""
-        signs, env, readings = self._read(t, prev, other_language, language=language)
+        blanked, whole_not_read = self.blank(t, language)
+        signs, env, readings = self._read(t, prev, other_language, language=language, reported=blanked)
         pieces = self.clauses(t)
         reports: dict[int, str] = {}  # what each clause reports (its worries and denied signs blanked): cards read this
         clauses = []
         for piece in pieces:
             if len(pieces) == 1:
                 c_signs, c_env = signs, env
+                report, not_read = blanked, whole_not_read
             else:
-                c_signs, c_env, _ = self._read(piece, prev, other_language, (env, t), language)
-            report, not_read = self.blank(piece, language)
+                report, not_read = self.blank(piece, language)
+                c_signs, c_env, _ = self._read(piece, prev, other_language, (env, t), language, report)
             clauses.append(Clause(piece, c_signs, c_env, bool(self._set_aside(c_env)), not_read))
             reports[id(clauses[-1])] = report
 
         # The whole message, for a sign told across a clause break: what is over and what reports no sign now are not read.
-        read_whole = self.blank(t, language)[0]
+        read_whole = blanked
         for clause in clauses:
             at = read_whole.find(clause.text) if clause.set_aside else -1
             if at >= 0:
