@@ -210,7 +210,8 @@ class ExtractiveWriter:
         """
         p = self.params
         question = query.question
-        matches = self.entry_matches(query, k=10, ignore=(stem(unknown_word),) if unknown_word else ())
+        ignore = (stem(unknown_word),) if unknown_word else ()
+        matches = self.entry_matches(query, ignore=ignore)
         if not matches:
             return None, 0.0
         found = {h.chunk.chunk_id: h for h in hits}
@@ -220,7 +221,8 @@ class ExtractiveWriter:
             # The learned router is confident and names another entry the retriever found: it has learned what all
             # of an entry's phrasings share, and beats the nearest phrasing where the two disagree (README, 'How
             # answers are chosen'). Its pick is not overruled by single sentences (a lead counted as sure).
-            score = next((sc for sc, c in matches if c.chunk_id == pick), found[pick].dense)
+            score = next((sc for sc, c in self.entry_matches(query, k=10, ignore=ignore) if c.chunk_id == pick),
+                         found[pick].dense)
             return self._whole_entry(found[pick].chunk, score, question, said), p.entry_sure_lead
         if matches[0][1].chunk_id not in found:
             return None, 0.0

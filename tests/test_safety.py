@@ -585,6 +585,9 @@ def test_what_is_avoided_feared_for_oneself_good_news_and_play_are_not_urgent(ga
 @pytest.mark.parametrize("message", [
     "the line tube has a crack and blood is backing up into it",                      # no word for the baby
     "le sale sangre por la nariz desde hace 30 minutos y no para",
+    "her blanket is blue and her lips are blue",                                      # a thing's colour, then the baby's
+    "can she be having a seizure when she stares like this?",                         # "like this": happening now
+    "the line has come out, can it come out completely when he moves?",
 ])
 def test_a_report_without_a_word_for_the_baby_is_urgent(gate: SafetyGate, message: str) -> None:
     assert gate.check(message).kind == "urgent", explain(gate, message)
@@ -598,6 +601,8 @@ def test_a_report_without_a_word_for_the_baby_is_urgent(gate: SafetyGate, messag
     "The pump battery died so we changed it, working again now",
     "he bit me so hard my finger bled, those new teeth!",
     "our cat scratched my arm and it's bleeding a bit, can I still do her line care?",
+    "the pump bag is purple and grey, does the colour matter?",                       # a thing's colour
+    "can the tube get pulled when he's crawling about? worried grandma",              # a question about what could happen
 ])
 def test_practical_questions_good_nights_and_the_writers_own_cut_are_not_urgent(gate: SafetyGate, message: str) -> None:
     assert gate.check(message).kind != "urgent", explain(gate, message)
