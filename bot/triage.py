@@ -502,13 +502,16 @@ class Triage:
             env[name] = hit is not None
             if hit is not None:
                 signs[name] = hit
+        # Temperatures are read where the text reports the baby now: not in a worry, a denied sign or someone else's
+        # ("her twin sister has a temperature of 38.2").
+        reported = self.blank(t, language)[0]
         if whole is None:
-            readings = self.temperature.readings(t, previous)
+            readings = self.temperature.readings(reported, previous)
         else:
             whole_env, whole_text = whole
             for name in INHERITED:
                 env[name] = env[name] or whole_env[name]
-            readings = self.temperature.readings(t, f"{whole_text} {previous}")
+            readings = self.temperature.readings(reported, f"{whole_text} {previous}")
         env["measured_fever"] = any(self.temperature.is_fever(r) for r in readings)
         env["measured_normal"] = bool(readings) and not env["measured_fever"]
         if whole is not None and not readings:

@@ -588,6 +588,8 @@ def test_what_is_avoided_feared_for_oneself_good_news_and_play_are_not_urgent(ga
     "her blanket is blue and her lips are blue",                                      # a thing's colour, then the baby's
     "can she be having a seizure when she stares like this?",                         # "like this": happening now
     "the line has come out, can it come out completely when he moves?",
+    "the bag is already empty and it's not supposed to finish till tomorrow",         # "tomorrow" told as a reference
+    "her twin sister had a cold last week and now she has 38.6",
 ])
 def test_a_report_without_a_word_for_the_baby_is_urgent(gate: SafetyGate, message: str) -> None:
     assert gate.check(message).kind == "urgent", explain(gate, message)
@@ -603,6 +605,9 @@ def test_a_report_without_a_word_for_the_baby_is_urgent(gate: SafetyGate, messag
     "our cat scratched my arm and it's bleeding a bit, can I still do her line care?",
     "the pump bag is purple and grey, does the colour matter?",                       # a thing's colour
     "can the tube get pulled when he's crawling about? worried grandma",              # a question about what could happen
+    "Her twin sister has a temperature of 38.2, can they still share a room?",        # someone else's temperature
+    "the baby monitor keeps beeping for no reason, is it the pump interfering?",      # another device beeping
+    "Day 10 at home, pump humming away, she's feeding like a champ and no temperature",
 ])
 def test_practical_questions_good_nights_and_the_writers_own_cut_are_not_urgent(gate: SafetyGate, message: str) -> None:
     assert gate.check(message).kind != "urgent", explain(gate, message)
