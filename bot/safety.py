@@ -320,7 +320,7 @@ class SafetyGate:
         if any(r.matched for r in a.cards):
             return True
         return bool(a.names.get("baby")) and (a.names.get("reassuring", False) or a.names.get("resolved", False)
-                                              or bool(self.triage.not_reports(a.text, a.language)))
+                                              or bool(a.not_read))
 
     def _urgent(self, raw: str, previous: str, vectors: np.ndarray, detected: Detected,
                 seen: dict[str, Assessment] | None = None) -> Verdict | None:
@@ -408,7 +408,7 @@ def explain(gate: SafetyGate, question: str, history: Sequence[Turn | dict] = ()
     lines.append("names: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in named.items()))
     if not a.clauses:
         lines += [f"not read by the cards (no sign now: {', '.join(t.rules.clauses.not_reports)}): {span!r}"
-                  for span in t.blank(a.text, a.language)[1]]
+                  for span in a.not_read]
     if a.clauses:
         lines.append(f"clauses ({len(a.clauses)}; set aside when: {t.rules.decision.set_aside}):")
         for c in a.clauses:

@@ -328,6 +328,7 @@ class Assessment:
     fired: list[str] = field(default_factory=list)  # card ids named to the family, highest tier first
     clauses: list[Clause] = field(default_factory=list)  # the clauses, when the message has more than one
     language: str = ""                         # the language whose context words were read ("" or "en": English only)
+    not_read: list[str] = field(default_factory=list)  # spans of the whole message that report no sign now
 
     @property
     def urgent(self) -> bool:
@@ -621,7 +622,7 @@ class Triage:
             if not fn(env):
                 continue
             a = Assessment(t, signs, env, readings, results, probs, i, step.verdict, step.why, clauses=shown,
-                           language=language)
+                           language=language, not_read=whole_not_read)
             if step.verdict == "cards":
                 fired = sorted((r for r in results if r.fired), key=lambda r: r.tier)
                 a.fired = [r.id for r in fired]
@@ -633,7 +634,7 @@ class Triage:
                 a.tier = 3
             return a
         return Assessment(t, signs, env, readings, results, probs, len(self.steps), "none", "no step applied",
-                          clauses=shown, language=language)
+                          clauses=shown, language=language, not_read=whole_not_read)
 
     def message(self, a: Assessment) -> str:
         """The family's message for an urgent assessment: the winning card's, plus every other sign named."""
