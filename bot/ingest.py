@@ -154,6 +154,23 @@ def file_stamp(path: Path | str) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def _resolved(files: Sequence[Path]) -> list[str]:
+    """Each file's absolute path with links resolved (`Path.resolve`), resolving each folder once: a file that is
+    not itself a link is its resolved folder plus its name (resolve() read every part of every path: 12,000
+    files of a one-document change at x1000)."""
+    folders: dict[Path, str] = {}
+    out: list[str] = []
+    for f in files:
+        if os.path.islink(f):
+            out.append(str(f.resolve()))
+            continue
+        folder = folders.get(f.parent)
+        if folder is None:
+            folder = folders[f.parent] = str(f.parent.resolve())
+        out.append(os.path.join(folder, f.name))
+    return out
+
+
 @dataclass
 class _Loaded:
     documents: list[SourceDocument]
@@ -170,8 +187,7 @@ def _load(paths: list[Path], base: Index | None, settings: Settings) -> _Loaded:
     stamps: dict[str, str] = {}
     skipped: list[str] = []
     to_read: list[Path] = []
-    for f in files:
-        path = str(f.resolve())
+    for f, path in zip(files, _resolved(files), strict=True):
         try:
             stamps[path] = file_stamp(path)
         except OSError:

@@ -289,9 +289,45 @@ class IndexedDocument:
 # ---------------------------------------------------------------- Chroma
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def _mark_override(method=None, **_options):
+    """`overrides.override` without its signature check: marks the method (as the real one does) and returns it."""
+    if method is None:
+        return _mark_override
+    method.__override__ = True
+    return method
+
+
+def import_chromadb():
+    """The chromadb package, imported without the `overrides` package's signature checks.
+
+    chromadb marks about 160 methods `@override`; that decorator compares each method's signature with its
+    base class's while the module is imported (disassembling the caller's frame, normalising type hints):
+    about 0.15 s of the 0.9 s of CPU that importing chromadb costs a one-question process. Those checks are
+    assertions on chromadb's own classes, which its release passed; the decorator is put back right after,
+    so any other code keeps them (tests/test_index_safety.py checks both).
+    """
+    import sys
+
+    if "chromadb" in sys.modules:
+        return sys.modules["chromadb"]
+    import overrides
+
+    with _IMPORT_LOCK:
+        saved = overrides.override, overrides.overrides
+        overrides.override = overrides.overrides = _mark_override
+        try:
+            import chromadb
+        finally:
+            overrides.override, overrides.overrides = saved
+    return chromadb
+
+
 def open_chroma(gen_dir: Path, chroma_url: str | None = None):
     """The Chroma client for a generation: its own folder, or the shared server at `chroma_url`."""
-    import chromadb
+    chromadb = import_chromadb()
     from chromadb.config import Settings as ChromaSettings
 
     settings = ChromaSettings(anonymized_telemetry=False)

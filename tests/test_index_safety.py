@@ -434,3 +434,26 @@ def test_a_segment_search_asks_for_more_only_while_replaced_records_take_places(
     seg = Seg()
     rows = _search(seg, "chunks", np.zeros(3), 5, lambda rows, k: rows)
     assert seg.col_.asked == [15] and len(rows) == 15
+
+
+def test_chromadb_is_imported_without_the_signature_checks_and_the_checks_stay_for_other_code():
+    """import_chromadb skips `overrides`' signature checks while chromadb is imported (in a fresh process) and puts
+    the decorator back: other code's wrong override is still refused."""
+    code = ("import sys, overrides\n"
+            "from bot.store import import_chromadb\n"
+            "real = overrides.override\n"
+            "chromadb = import_chromadb()\n"
+            "assert chromadb.PersistentClient and overrides.override is real\n"
+            "from chromadb.api.rust import RustBindingsAPI\n"
+            "assert RustBindingsAPI.count_collections.__override__\n"
+            "class Base:\n"
+            "    def f(self, x): return x\n"
+            "try:\n"
+            "    class Sub(Base):\n"
+            "        @overrides.override\n"
+            "        def f(self): return 1\n"
+            "except TypeError:\n"
+            "    print('refused')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "refused"
