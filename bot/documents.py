@@ -191,9 +191,11 @@ def find_files(paths: list[Path]) -> tuple[list[Path], list[str]]:
     problems: list[str] = []
     for path in paths:
         if path.is_dir():
-            files = sorted(Path(p) for p in _walk_files(str(path))
-                           if os.path.splitext(p)[1].lower() in SUPPORTED_SUFFIXES
-                           and not os.path.basename(p).startswith((".", "README", "~$")))
+            # Sorted as Paths sort (part by part), on the strings: comparing 12,000 Path objects cost more than the walk.
+            files = [Path(p) for p in sorted((p for p in _walk_files(str(path))
+                                              if os.path.splitext(p)[1].lower() in SUPPORTED_SUFFIXES
+                                              and not os.path.basename(p).startswith((".", "README", "~$"))),
+                                             key=lambda p: p.split(os.sep))]
             if not files:
                 problems.append(f"{path}: no supported files ({SUPPORTED_NAMES}) in this folder")
             found.extend(files)
