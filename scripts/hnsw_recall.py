@@ -105,7 +105,7 @@ def main() -> int:
         if not records:
             continue
         owner = np.asarray(rows)
-        scores, times = [], []
+        scores, times, nearest, distinct = [], [], [], []
         for v in qvecs:
             sims = (matrix @ v)[owner]  # one similarity per live record
             if kind == "keys":  # an entry scores by its closest key
@@ -117,9 +117,15 @@ def main() -> int:
             found = search(v, want)
             times.append((time.perf_counter() - t) * 1000)
             scores.append(recall(found, sims, want))
+            nearest.append(bool(found) and found[0] >= float(sims.max()) - EPS)
+            # Copies of one text share a vector: the 5 nearest distinct similarities, and how many were found.
+            top5 = np.unique(np.round(sims, 4))[-5:]
+            distinct.append(sum(1 for e in top5 if any(abs(e - f) < 2 * EPS for f in found)) / len(top5))
         figures[kind] = {"records": len(records), "distinct_vectors": int(matrix.shape[0]), "k": want,
                          "recall_mean": round(statistics.fmean(scores), 4), "recall_min": round(min(scores), 4),
                          "below_1": sum(1 for s in scores if s < 1.0),
+                         "nearest_found": round(statistics.fmean(nearest), 4),
+                         "distinct_top5_recall": round(statistics.fmean(distinct), 4),
                          "search_ms_p50": round(statistics.median(times), 2)}
         print(kind, json.dumps(figures[kind]), flush=True)
     # The HNSW graphs alone: each segment's collection asked for its k nearest vectors, against all its vectors.
