@@ -212,15 +212,18 @@ class HybridRetriever:
 
 
 @lru_cache(maxsize=4096)
-def _shingles(text: str, n: int = 3) -> frozenset[tuple[str, ...]]:
+def _shingles(text: str, n: int = 3) -> frozenset[str]:
+    """The passage's word n-grams, each joined by one space: the same sets as tuples of words would give
+    (a word has no space in it), but a string keeps its hash, so comparing two sets hashes nothing again."""
     words = re.findall(r"\w+", text.lower())
-    return frozenset(tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1)))
+    return frozenset(" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1)))
 
 
 def _jaccard(a: frozenset, b: frozenset) -> float:
     if not a or not b:
         return 0.0
-    return len(a & b) / len(a | b)
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)  # |a | b| without building the union
 
 
 # ---------------------------------------------------------------- follow-up questions

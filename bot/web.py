@@ -19,7 +19,7 @@ import secrets
 import sqlite3
 import time
 from datetime import date
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -384,7 +384,16 @@ def render_transcript(turns: list[dict[str, Any]]) -> str:
             '<div class="empty"><p>Type your question below, or choose a suggested question. '
             "Every answer shows its sources so you can check them.</p></div>"
         )
-    return f'<h2 class="sr-only">Conversation</h2>{"".join(render_turn(i, t) for i, t in enumerate(turns))}'
+    body = "".join(_rendered_turn(i, json.dumps(t, sort_keys=True, ensure_ascii=False)) for i, t in enumerate(turns))
+    return f'<h2 class="sr-only">Conversation</h2>{body}'
+
+
+@lru_cache(maxsize=1024)
+def _rendered_turn(turn: int, state_json: str) -> str:
+    """render_turn of a turn given as its JSON text. The page is sent whole after every question, so each
+    earlier turn of a conversation would be rendered again (its quotes highlighted again) at every question;
+    this renders each turn once, keyed by everything it is rendered from (about 9 KB of HTML a turn)."""
+    return render_turn(turn, json.loads(state_json))
 
 
 def render_banner(turns: list[dict[str, Any]]) -> str:
@@ -708,7 +717,9 @@ def create_app(assistant: AssistantLike, settings: Settings) -> gr.Blocks:
                         no_forget = gr.Button("No, keep them", variant="secondary", size="sm", elem_id="confirm-forget-no")
 
         page = [transcript, kept, question, status, banner, starters_col, new_row]
-        quiet = {"show_progress": "hidden", "queue": False}
+        # The inputs and outputs of a question are already what the page sends and shows (text, HTML, JSON):
+        # Gradio's own pre- and post-processing of each would change nothing, at a thread hop apiece.
+        quiet = {"show_progress": "hidden", "queue": False, "preprocess": False, "postprocess": False}
         send.click(h.ask, [question, kept], page, js=PENDING_JS, api_name="ask", **quiet)
         question.submit(h.ask, [question, kept], page, js=PENDING_JS, api_visibility="private", **quiet)
         for b, text in zip(starter_buttons, starters, strict=True):

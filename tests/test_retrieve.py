@@ -8,6 +8,8 @@ from bot.retrieve import (
     FollowUpRules,
     QuestionWords,
     Vocabulary,
+    _jaccard,
+    _shingles,
     as_langchain_retriever,
     follow_up_context,
     is_follow_up,
@@ -32,6 +34,22 @@ def test_typos_are_corrected_as_whole_words_and_then_meet_the_documents_stems():
     # Another form of a word the documents use is no typo; neither is an English word they do not use.
     assert vocab.correct_text("cure age babys insurance") == "cure age babys insurance"
     assert vocab.uncovered(["cure", "age", "babys", "insurance"], QuestionWords()) == ["insurance"]
+
+
+def test_near_copy_overlap_is_the_jaccard_of_word_trigrams():
+    """The de-duplication's overlap: |a & b| / |a | b| over word trigrams (also for texts under three words)."""
+    a = "The drip runs for 28 days, day and night."
+    b = "the drip runs for 28 days; day and night, at home"
+    ta, tb = _shingles(a), _shingles(b)
+    words_a, words_b = a.lower().replace(",", "").replace(".", "").split(), ["the", "drip", "runs", "for", "28", "days",
+                                                                          "day", "and", "night", "at", "home"]
+    ref_a = {tuple(words_a[i:i + 3]) for i in range(len(words_a) - 2)}
+    ref_b = {tuple(words_b[i:i + 3]) for i in range(len(words_b) - 2)}
+    assert len(ta) == len(ref_a) and len(tb) == len(ref_b)
+    assert _jaccard(ta, tb) == len(ref_a & ref_b) / len(ref_a | ref_b) == 7 / 9
+    assert _jaccard(ta, ta) == 1.0 and _jaccard(ta, frozenset()) == 0.0
+    assert _jaccard(_shingles("Fever"), _shingles("fever!")) == 1.0  # one word: one shingle
+    assert _jaccard(_shingles("a b"), _shingles("a b c")) == 0.0  # ("a", "b") is not ("a", "b", "c")
 
 
 def test_follow_up_detection_and_resolution():
