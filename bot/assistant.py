@@ -171,7 +171,7 @@ class Assistant:
         # The one Query of this message: spelled for the documents once, embedded once (lazily), read by every step.
         query = prepare(shown_text, checked, history=turns, embedder=self.embedder,
                         correct=vocabulary.correct_text if not too_long else None,
-                        question=lambda spelled: search_text(spelled, self.settings.search_max_chars),
+                        question=lambda spelled: self.words.plain(search_text(spelled, self.settings.search_max_chars)),
                         expand=self.words.expand)
         verdict = self.safety.check(query, turns)
         timings["safety"] = _ms(t)

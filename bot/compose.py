@@ -105,10 +105,11 @@ def label_citations(citations: list[Citation], index: Index) -> list[Citation]:
 
 
 # A number after 'the', 'these', 'those' or 'all' names something the family already knows ('of the 30 babies',
-# 'all the 214 earlier babies'): it is not a figure they ask for ('after 10 years', 'did 5 babies die?'). A number
-# that counts a period ('the 5 year results', 'by the 10-year mark') always asks for that period's figure.
+# 'all the 214 earlier babies', 'during the 4 weeks'): it is not a figure they ask for ('after 10 years', 'did 5
+# babies die?'). A number that makes a period into a describing word ('the 5 year results', 'by the 10-year mark')
+# asks for that period's figure.
 _KNOWN_NUMBER = re.compile(r"\b(?:the|these|those|all)\s+(\d+(?:[.,]\d+)?)\b"
-                           r"(?![\s-]*(?:years?|yrs?|months?|weeks?|days?)\b)", re.I)
+                           r"(?![\s-]*(?:year|yr|month|week|day)\b)", re.I)
 
 
 def asked_numbers(question: str) -> list[str]:

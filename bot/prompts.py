@@ -133,6 +133,7 @@ class QuestionsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     follow_up: FollowUpFile
     filler_words: str
+    hedges: str = ""
     synonyms: dict[str, str] = Field(default_factory=dict)
     answer_types: list[AnswerTypeFile] = Field(default_factory=list)
 
@@ -206,6 +207,7 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
         filler=frozenset(stem(w.lower()) for w in q.filler_words.split()),
         synonyms={stem(k.lower()): str(v) for k, v in q.synonyms.items()},
         answer_types=tuple(types),
+        hedges=tuple(h.strip().lower() for h in q.hedges.split(",") if h.strip()),
         spellings=frozenset(w for text in (q.filler_words, *q.synonyms, *map(str, q.synonyms.values()))
                             for w in re.findall(r"[a-z]+", text.lower())),
     )

@@ -39,6 +39,17 @@ class QuestionWords:
     synonyms: dict[str, str] | None = None
     answer_types: tuple[AnswerType, ...] = ()
     spellings: frozenset[str] = frozenset()  # the file's words as written: typo correction may correct to them
+    hedges: tuple[str, ...] = ()  # words and phrases that say nothing about what is asked ('honestly', 'pls')
+
+    def plain(self, question: str) -> str:
+        """The question without its hedges ('honestly is it worth it' -> 'is it worth it'): they carry no topic, yet
+        pull its meaning away from the entry and the sentences that answer it. Unchanged if nothing would be left."""
+        if not self.hedges:
+            return question
+        out = re.sub(r"(?i)(?<![\w'])(?:" + "|".join(re.escape(h) for h in self.hedges) + r")(?![\w'])[,!.]?\s*", "",
+                     question)
+        out = " ".join(out.split())
+        return out if re.search(r"[A-Za-z]{2}", out) else question
 
     def answer_patterns(self, question: str) -> list[tuple[re.Pattern[str], float]]:
         """Patterns a good answer sentence to this question would match, with their bonus."""

@@ -110,6 +110,7 @@ def test_a_number_the_family_refers_back_to_is_not_a_figure_they_ask_for():
     # ... but a number that counts a period asks for that period's figure, after 'the' too
     assert asked_numbers("what are the 5 year results?") == ["5"]
     assert asked_numbers("how many relapsed by the 10-year mark?") == ["10"]
+    assert asked_numbers("who do we ring during the 4 weeks at home?") == []  # the period itself, referred to
     # a child's own weight or age describes the child
     assert asked_numbers("how much should my 7kg son get, he is 9 months old?") == []
     # A figure asked for is found only as itself: not inside 100 or 1.10.
