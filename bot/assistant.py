@@ -378,7 +378,10 @@ def build_assistant(
     messages = load_messages(settings.prompts_dir)
     follow_up, words = load_question_rules(settings.prompts_dir)
     step("rules")
-    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads, quick=quick)
+    # A long-running process loads torch in the background once the assistant is built (see the end), not
+    # while the index and the rules load on the same two cores.
+    embedder = embedder or SentenceEmbedder(settings.embedding_model, threads=settings.torch_threads, quick=quick,
+                                            switch_later=True)
     step("model")
     checked = ensure_index(settings, embedder, keep_open=True)
     opened = [checked.index] if checked is not None and checked.index is not None else []  # the checked generation
@@ -416,5 +419,8 @@ def build_assistant(
     assistant = Assistant(settings, index, embedder, retriever, writer, safety, messages, follow_up, words, vocabulary,
                           reload=reload, screen=screen)
     assistant.start_timings = timings
+    switch = getattr(embedder, "switch_in_background", None)
+    if switch is not None:
+        switch()
     return assistant
 

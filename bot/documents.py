@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,16 +163,39 @@ def format_file_details(files: list[FileStats], width: int = 100) -> str:
 # ---------------------------------------------------------------- loading
 
 
+def _walk_files(folder: str) -> list[str]:
+    """Every file under a folder, as rglob("*") + is_file found them (links to files followed, links to folders
+    not entered). One directory read per folder: the entry types come with it, so a plain file costs no stat
+    (rglob + is_file took one per file: 12,000 files in a one-document change at x1000)."""
+    out: list[str] = []
+    todo = [folder]
+    while todo:
+        try:
+            entries = list(os.scandir(todo.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    todo.append(entry.path)
+                elif entry.is_file():
+                    out.append(entry.path)
+            except OSError:
+                continue
+    return out
+
+
 def find_files(paths: list[Path]) -> tuple[list[Path], list[str]]:
     """Supported files under the given files/folders, sorted; and a message per unusable path."""
     found: list[Path] = []
     problems: list[str] = []
     for path in paths:
         if path.is_dir():
-            files = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES and not p.name.startswith((".", "README", "~$"))
-            )
+            # Sorted as Paths sort (part by part), on the strings: comparing 12,000 Path objects cost more than the walk.
+            files = [Path(p) for p in sorted((p for p in _walk_files(str(path))
+                                              if os.path.splitext(p)[1].lower() in SUPPORTED_SUFFIXES
+                                              and not os.path.basename(p).startswith((".", "README", "~$"))),
+                                             key=lambda p: p.split(os.sep))]
             if not files:
                 problems.append(f"{path}: no supported files ({SUPPORTED_NAMES}) in this folder")
             found.extend(files)

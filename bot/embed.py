@@ -60,12 +60,15 @@ class ShortestFirst:
 class SentenceEmbedder:
     """sentence-transformers model with a small cache for repeated queries."""
 
-    def __init__(self, model_path: str, cache_size: int = 2048, threads: int = 1, quick: bool = False) -> None:
+    def __init__(self, model_path: str, cache_size: int = 2048, threads: int = 1, quick: bool = False,
+                 switch_later: bool = False) -> None:
         """`quick`: a process that answers one question: start in numpy and load torch only for long batches.
 
         A long-running process (web app, batch, evals) starts in numpy too, so it is ready in about a second,
         and loads torch in a background thread (several seconds), then uses it: it is a little faster per
-        question. `wait_ready()` waits for that switch.
+        question. `wait_ready()` waits for that switch. `switch_later`: the background load starts only when
+        `switch_in_background()` is called (build_assistant calls it once the assistant is built, so the
+        start does not share the two cores with torch's import).
         """
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -82,6 +85,8 @@ class SentenceEmbedder:
         self._st = None
         self._torch_lock = threading.Lock()
         self._ready = threading.Event()
+        self._switching = False  # the background switch was started (guarded by _switch_lock)
+        self._switch_lock = threading.Lock()
         self.backends_used: set[str] = set()  # the models that answered encode(): one, once a run is pinned
         if self.backend == "numpy":
             from threadpoolctl import threadpool_limits
@@ -90,8 +95,8 @@ class SentenceEmbedder:
             self.model = NumpyMiniLM(model_path)
             if quick or os.environ.get("BOT_EMBEDDING_BACKEND"):
                 self._ready.set()
-            else:
-                threading.Thread(target=self._switch_to_torch, name="load-torch", daemon=True).start()
+            elif not switch_later:
+                self.switch_in_background()
         else:
             self.model = self._torch()
             self._ready.set()
@@ -102,6 +107,14 @@ class SentenceEmbedder:
     # Texts given to the model at one turn: a big request gives way to short ones between pieces, so a
     # family's question waits for at most one piece of someone else's long message.
     PIECE = 16
+
+    def switch_in_background(self) -> None:
+        """Start loading the torch model in a background thread (once; nothing to do when already loaded)."""
+        with self._switch_lock:
+            if self._switching or self._ready.is_set():
+                return
+            self._switching = True
+        threading.Thread(target=self._switch_to_torch, name="load-torch", daemon=True).start()
 
     def _switch_to_torch(self) -> None:
         try:
@@ -115,6 +128,7 @@ class SentenceEmbedder:
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the model a long-running process answers with is loaded (see __init__)."""
+        self.switch_in_background()  # started now if it was left for later
         return self._ready.wait(timeout)
 
     def pin(self, timeout: float | None = 600) -> str:
@@ -125,7 +139,7 @@ class SentenceEmbedder:
         2e-7, which can still swap two near-tied passages). `backends_used` is then emptied, so that it
         names the models of the run alone.
         """
-        if not self._ready.wait(timeout):
+        if not self.wait_ready(timeout):
             raise RuntimeError(f"the torch embedding model did not load within {timeout} s; "
                                "set BOT_EMBEDDING_BACKEND=numpy to measure on numpy alone")
         self.backends_used.clear()

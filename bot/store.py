@@ -289,9 +289,50 @@ class IndexedDocument:
 # ---------------------------------------------------------------- Chroma
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def _mark_override(method=None, **_options):
+    """`overrides.override` without its signature check: marks the method (as the real one does) and returns it."""
+    if method is None:
+        return _mark_override
+    method.__override__ = True
+    return method
+
+
+def import_chromadb(server: bool = False):
+    """The chromadb package, imported without the `overrides` package's signature checks.
+
+    chromadb marks about 200 methods `@override`; that decorator compares each method's signature with its
+    base class's while the module is imported (disassembling the caller's frame, normalising type hints):
+    about a quarter of the CPU that importing chromadb and opening a client cost (0.26 of 1.1 s). Those
+    checks are assertions on chromadb's own classes, which its release passed; the decorator is put back right
+    after, so any other code keeps them (tests/test_index_safety.py checks both). The modules a client imports
+    when it is first made (the embedded Rust bindings, or the HTTP client) are imported here too.
+    """
+    import importlib
+    import sys
+
+    modules = ["chromadb", *(["chromadb.api.fastapi"] if server else
+                             ["chromadb.api.rust", "chromadb.telemetry.product.posthog"])]
+    if all(m in sys.modules for m in modules):
+        return sys.modules["chromadb"]
+    import overrides
+
+    with _IMPORT_LOCK:
+        saved = overrides.override, overrides.overrides
+        overrides.override = overrides.overrides = _mark_override
+        try:
+            for name in modules:
+                importlib.import_module(name)
+        finally:
+            overrides.override, overrides.overrides = saved
+    return sys.modules["chromadb"]
+
+
 def open_chroma(gen_dir: Path, chroma_url: str | None = None):
     """The Chroma client for a generation: its own folder, or the shared server at `chroma_url`."""
-    import chromadb
+    chromadb = import_chromadb(server=bool(chroma_url))
     from chromadb.config import Settings as ChromaSettings
 
     settings = ChromaSettings(anonymized_telemetry=False)
@@ -728,6 +769,140 @@ class Index:
         return table.get(token, self._unseen_idf)
 
 
+# ---------------------------------------------------------------- spare catalogs
+
+SPARES_DIR = "spare-catalogs"  # catalogs of generations no longer served, for the next ingests to bring up to date
+REPLAY_DEPTH = 4  # generations a spare may lag behind the one it is brought up to
+
+
+def _marker_of(root: Path, number: int) -> dict | None:
+    try:
+        return json.loads((segment_dir(root, number) / COMPLETE_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def spare_catalogs(root: Path) -> dict[int, list[Path]]:
+    """Generation number -> the spare catalogs holding that generation's catalog as it was completed."""
+    out: dict[int, list[Path]] = {}
+    for p in sorted((root / SPARES_DIR).glob(f"{GEN_PREFIX}*.sqlite3")):
+        number = p.name[len(GEN_PREFIX):].split(".")[0]
+        if number.isdigit():
+            out.setdefault(int(number), []).append(p)
+    return out
+
+
+def replay_chain(root: Path, marker: dict, have: Iterable[int]) -> tuple[int, list[dict]] | None:
+    """The newest generation in `have` from which `marker`'s generation is reached by replaying recorded changes,
+    and the markers to replay (oldest first); None when none is reached (an older index recorded no changes, or
+    the markers between are gone)."""
+    have = set(have)
+    chain: list[dict] = []
+    number = int(marker["generation"])
+    for _ in range(REPLAY_DEPTH + 1):
+        if number in have:
+            return number, chain[::-1]
+        if marker is None or marker.get("changed") is None or marker.get("base") is None:
+            return None
+        chain.append(marker)
+        number = int(marker["base"])
+        marker = _marker_of(root, number)
+    return None
+
+
+def replay_generations(catalog: Path, current: Path, chain: Sequence[dict]) -> None:
+    """Bring `catalog` (the catalog of an older generation) to the state of `current` (the catalog of the
+    newest generation of `chain`): the records of every document the chain's generations wrote or removed are
+    replaced by `current`'s, the segments they merged renumbered, the word statistics copied."""
+    db = sqlite3.connect(f"file:{catalog}", uri=True)
+    try:
+        db.execute("PRAGMA journal_mode = MEMORY")
+        db.execute("PRAGMA synchronous = OFF")  # an unfinished folder is thrown away, never repaired
+        db.execute("ATTACH DATABASE ? AS cur", (f"file:{current}?mode=ro&immutable=1",))
+        with db:
+            for m in chain:
+                for old in m.get("merged", []):
+                    for table in ("chunks", "sentences", "entry_keys"):
+                        db.execute(f"UPDATE main.{table} SET seg = ? WHERE seg = ?", (int(m["generation"]), int(old)))
+            db.execute("CREATE TEMP TABLE changed (doc_id TEXT PRIMARY KEY)")
+            db.executemany("INSERT OR IGNORE INTO temp.changed VALUES (?)", [(d,) for m in chain for d in m["changed"]])
+            docs = "doc_id IN (SELECT doc_id FROM temp.changed)"
+            old_chunks = f"chunk_id IN (SELECT chunk_id FROM main.chunks WHERE {docs})"
+            new_chunks = f"chunk_id IN (SELECT chunk_id FROM cur.chunks WHERE {docs})"
+            for table, where in (("sentences", old_chunks), ("entry_keys", old_chunks), ("chunks", docs),
+                                 ("documents", docs)):
+                db.execute(f"DELETE FROM main.{table} WHERE {where}")
+            for table, where in (("documents", docs), ("chunks", docs), ("sentences", new_chunks),
+                                 ("entry_keys", new_chunks)):
+                db.execute(f"INSERT INTO main.{table} SELECT * FROM cur.{table} WHERE {where}")
+            for table in ("terms", "words", "meta"):
+                db.execute(f"DELETE FROM main.{table}")
+                db.execute(f"INSERT INTO main.{table} SELECT * FROM cur.{table}")
+        mismatch = [table for table, sql in _FINGERPRINT
+                    if db.execute(sql.format(s="main")).fetchone() != db.execute(sql.format(s="cur")).fetchone()]
+        db.execute("DETACH DATABASE cur")
+    finally:
+        db.close()
+    if mismatch:
+        raise RuntimeError(f"a spare catalog brought up to date differs from the current one ({', '.join(mismatch)})")
+
+
+# What must agree between a replayed catalog and the current one (read from the small indexes, not the texts).
+_FINGERPRINT = (("documents", "SELECT COUNT(*) FROM {s}.documents"),
+                ("chunks", "SELECT COUNT(*), TOTAL(seg), TOTAL(row) FROM {s}.chunks"),
+                ("sentences", "SELECT COUNT(*), TOTAL(seg) FROM {s}.sentences"),
+                ("entry_keys", "SELECT COUNT(*), TOTAL(seg) FROM {s}.entry_keys"),
+                ("terms", "SELECT COUNT(*), TOTAL(df) FROM {s}.terms"))
+
+
+def add_spare(root: Path, catalog: Path, number: int, move: bool, tag: str = "kept") -> Path:
+    """Put a complete generation's catalog among the spares (moved, or copied and flushed to disk)."""
+    import shutil
+
+    folder = root / SPARES_DIR
+    folder.mkdir(exist_ok=True)
+    dest = folder / f"{GEN_PREFIX}{number:06d}.{tag}.sqlite3"
+    if move:
+        os.replace(catalog, dest)
+    else:
+        tmp = folder / f".{dest.name}.{os.getpid()}.tmp"
+        shutil.copyfile(catalog, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+    _fsync_dir(folder)
+    return dest
+
+
+def prune_spares(root: Path) -> None:
+    """Keep only the spares that the next ingests can bring up to date (at most two), and no unfinished copy."""
+    folder = root / SPARES_DIR
+    if not folder.is_dir():
+        return
+    for tmp in folder.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    pointer = read_pointer(root)
+    marker = _marker_of(root, int(pointer["generation"])) if pointer else None
+    usable: set[int] = set()
+    m, steps = marker, 0
+    while m is not None and steps <= REPLAY_DEPTH:
+        usable.add(int(m["generation"]))
+        if m.get("base") is None or m.get("changed") is None:
+            break
+        m = _marker_of(root, int(m["base"])) or {"generation": int(m["base"])}
+        steps += 1
+    kept = 0
+    for number, paths in sorted(spare_catalogs(root).items(), reverse=True):
+        for p in paths:
+            if number in usable and kept < 2:
+                kept += 1
+            else:
+                p.unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------- writing a new generation
 
 
@@ -750,9 +925,12 @@ class IndexWriter:
         self.collection = collection
         self.chroma_url = chroma_url
         self.base = base
+        self.changed: set[str] = set()  # documents written or removed (recorded, so a later ingest can replay them)
+        self.merged: list[int] = []     # older segments merged into this one
+        self.recycled: int | None = None  # the generation whose spare catalog was brought up to date, if any
         gen_dir.mkdir(parents=True)
-        if base is not None:  # the catalog is copied; the vectors stay in their segments
-            shutil.copyfile(base.dir / CATALOG, gen_dir / CATALOG)
+        if base is not None and not self._from_spare(base):  # the vectors stay in their segments
+            shutil.copyfile(base.dir / CATALOG, gen_dir / CATALOG)  # a copy of the whole catalog: linear
         fresh = not (gen_dir / CATALOG).exists()
         if base is not None:
             share_keyword_files(base.dir / KEYWORDS_DIR, gen_dir / KEYWORDS_DIR)
@@ -781,6 +959,27 @@ class IndexWriter:
         self.batch = max(1, min(4000, int(self.client.get_max_batch_size())))
         self._has: dict[str, set[str]] = {"sentences": set(), "keys": set()}  # text vectors the new segment holds
 
+    def _from_spare(self, base: Index) -> bool:
+        """Start from a spare catalog (an older generation's) brought up to `base` by replaying what the
+        generations since then recorded: the documents they changed, not the whole library. False when there
+        is none that can be (the caller copies the current catalog)."""
+        spares = spare_catalogs(self.root)
+        found = replay_chain(self.root, base.marker, spares)
+        if found is None:
+            return False
+        number, chain = found
+        target = self.dir / CATALOG
+        os.replace(spares[number][0], target)  # taken: a run killed from here on loses the spare, nothing else
+        try:
+            replay_generations(target, base.dir / CATALOG, chain)
+        except (sqlite3.Error, RuntimeError, KeyError, ValueError) as exc:
+            log.warning("the spare catalog of generation %s could not be brought up to date (%s); copying the "
+                        "current one", number, exc)
+            target.unlink(missing_ok=True)
+            return False
+        self.recycled = number
+        return True
+
     # ------------------------------------------------------------ reading what is there
 
     def document_hashes(self) -> dict[str, tuple[str, str]]:
@@ -800,6 +999,7 @@ class IndexWriter:
     # ------------------------------------------------------------ changing it
 
     def put_document(self, doc, file_stamp: str = "") -> None:
+        self.changed.add(doc.doc_id)
         self.db.execute(
             "INSERT OR REPLACE INTO documents (doc_id, title, source, url, path, text, content_hash, sources, reviewed, "
             "file_stamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -807,6 +1007,7 @@ class IndexWriter:
              json.dumps(list(doc.sources)), getattr(doc, "reviewed", None), file_stamp))
 
     def delete_document(self, doc_id: str) -> None:
+        self.changed.add(doc_id)
         chunks, sentences = self.doc_records(doc_id)
         self.delete_records(list(chunks), list(sentences))
         self.db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
@@ -908,6 +1109,7 @@ class IndexWriter:
                 self._has[kind].update(got["ids"])
         for table in ("chunks", "sentences", "entry_keys"):
             self.db.execute(f"UPDATE {table} SET seg = ? WHERE seg = ?", (self.generation, old.number))
+        self.merged.append(old.number)
 
     def _segments(self) -> list[dict]:
         """The segments the new generation reads, after merging the small or mostly replaced ones into the new one."""
@@ -974,7 +1176,11 @@ class IndexWriter:
         self.close()
         marker = {"format": INDEX_FORMAT, "generation": self.generation, "documents": n_docs,
                   "chunks": n_chunks, "sentences": n_sents, "keys": n_keys,
-                  "segments": segments, "paths": paths, **extra}
+                  "segments": segments, "paths": paths,
+                  # what a later ingest replays to bring an older catalog up to this one (None: not replayable)
+                  "base": self.base.generation if self.base is not None else None,
+                  "changed": sorted(self.changed) if self.base is not None else None, "merged": self.merged,
+                  "recycled": self.recycled, **extra}
         fsync_tree(self.dir)  # the data files reach the disk before the marker, and the marker before the pointer
         with open(self.dir / COMPLETE_MARKER, "w") as f:
             f.write(json.dumps(marker, indent=1))

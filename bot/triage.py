@@ -26,7 +26,7 @@ from bot.spelling import nearest
 
 REDFLAGS_FILE = "redflags.yaml"
 CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study",
-                 "reassuring", "tense_past", "tense_present", "worry", "denied", "someone_else")
+                 "reassuring", "tense_past", "tense_present", "worry", "denied", "someone_else", "habit", "self_limiting")
 # Signs that can only make a message more urgent: read in every language's words, whatever the message's language.
 SHARED_SIGNS = ("baby", "situation", "now", "ongoing", "tense_present")
 # Signs a clause takes from its whole message too ("My baby is 3 months. Is breathing fast." is about the baby).

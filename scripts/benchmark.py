@@ -7,7 +7,8 @@ Usage: .venv/bin/python scripts/benchmark.py [--rounds 3] [--json reports/benchm
 embeddings cached by text, as the copies repeat the same texts) is ingested into a fresh index; then
 one document is changed and re-ingested; then a fresh process builds the assistant (start time) and
 answers fact questions twice (answer p50/p95 of the second pass, query embeddings cached) and
-reports its peak memory.
+reports its peak memory. CPU seconds (user + system) are reported beside wall seconds, with the load
+average, as the machine is shared. --keep DIR keeps each library and index (DIR/xN) for the next run.
 """
 
 from __future__ import annotations
@@ -78,14 +79,15 @@ def answers_child(index_dir: str, library: str, n_questions: int) -> int:
     """In a fresh process: start time, answer latency (second pass) and peak memory, as JSON on stdout."""
     import resource
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    load = os.getloadavg()[0]
     from bot.assistant import build_assistant
     from bot.settings import Settings
 
     settings = Settings(index_dir=Path(index_dir), knowledge_dir=Path(library), sync_knowledge=False)
     t1 = time.perf_counter()
     assistant = build_assistant(settings)
-    start_s = time.perf_counter() - t0
+    start_s, start_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     split = {"imports": round(t1 - t0, 2), **assistant.start_timings}
     wait_ready = getattr(assistant.embedder, "wait_ready", None)
     if wait_ready is not None:  # answers are timed as in a running app: after the torch model has loaded
@@ -103,41 +105,55 @@ def answers_child(index_dir: str, library: str, n_questions: int) -> int:
         total.append((time.perf_counter() - t) * 1000)
         search.append(a.timings_ms.get("retrieve", 0.0) + a.timings_ms.get("compose", 0.0))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"start_s": round(start_s, 2), "answer_ms_p50": round(pct(total, 50), 1),
+    print(json.dumps({"start_s": round(start_s, 2), "start_cpu_s": round(start_cpu, 2), "start_load_avg_1m": round(load, 2),
+                      "answer_ms_p50": round(pct(total, 50), 1),
                       "answer_ms_p95": round(pct(total, 95), 1), "retrieve_compose_ms_p50": round(pct(search, 50), 1),
                       "retrieve_compose_ms_p95": round(pct(search, 95), 1), "questions": len(questions),
                       "peak_memory_mb": round(peak_mb), "start_split_s": split}))
     return 0
 
 
-def scale(scales: list[int], n_questions: int, out: Path | None) -> int:
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (steadier than wall time on a shared machine)."""
+    return time.process_time()
+
+
+def scale(scales: list[int], n_questions: int, out: Path | None, keep: Path | None = None) -> int:
     from bot.embed import SentenceEmbedder
     from bot.ingest import ingest
     from bot.settings import Settings
+    from bot.store import is_complete
 
     embedder = CachingEmbedder(SentenceEmbedder(Settings().embedding_model))
     rows = []
     for n in scales:
-        tmp = Path(tempfile.mkdtemp(prefix=f"bench-x{n}-"))
+        tmp = keep / f"x{n}" if keep else Path(tempfile.mkdtemp(prefix=f"bench-x{n}-"))
         try:
             library = tmp / "library"
-            make_library(library, n)
+            if not library.exists():
+                make_library(library, n)
             settings = Settings(index_dir=tmp / "index", knowledge_dir=library, sync_knowledge=False)
-            t = time.perf_counter()
-            first = ingest(settings, embedder, paths=[library], progress=False)
-            ingest_s = time.perf_counter() - t
+            ingest_s = ingest_cpu = None
+            if not (keep and is_complete(settings.index_dir)):  # --keep: a library and index built before are reused
+                t, c = time.perf_counter(), cpu_seconds()
+                ingest(settings, embedder, paths=[library], progress=False)
+                ingest_s, ingest_cpu = round(time.perf_counter() - t, 1), round(cpu_seconds() - c, 1)
             changed = sorted(library.glob("copy-0000/*.md"))[0]
             changed.write_text(changed.read_text() + "\n\nParents can ask the ward for a parking permit for the whole stay.\n")
-            t = time.perf_counter()
+            load = os.getloadavg()[0]
+            t, c = time.perf_counter(), cpu_seconds()
             again = ingest(settings, embedder, paths=[library], progress=False)
-            one_doc_s = time.perf_counter() - t
+            one_doc_s, one_doc_cpu = time.perf_counter() - t, cpu_seconds() - c
             child = subprocess.run([sys.executable, __file__, "--_answers", str(settings.index_dir), str(library),
                                     str(n_questions)], capture_output=True, text=True, cwd=PROJECT, check=True)
-            row = {"scale": n, "documents": len(first.added), "passages": first.chunks, "load_avg_1m": os.getloadavg()[0],
-                   "ingest_s": round(ingest_s, 1), "one_doc_reingest_s": round(one_doc_s, 2),
-                   "one_doc_updated": again.updated, **json.loads(child.stdout.strip().splitlines()[-1])}
+            row = {"scale": n, "documents": len(again.added) + len(again.updated) + len(again.unchanged),
+                   "passages": again.chunks, "load_avg_1m": round(load, 2), "ingest_s": ingest_s,
+                   "ingest_cpu_s": ingest_cpu, "one_doc_reingest_s": round(one_doc_s, 2),
+                   "one_doc_reingest_cpu_s": round(one_doc_cpu, 2), "one_doc_updated": again.updated,
+                   **json.loads(child.stdout.strip().splitlines()[-1])}
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not keep:
+                shutil.rmtree(tmp, ignore_errors=True)
         rows.append(row)
         print(json.dumps(row), flush=True)
     if out:
@@ -154,9 +170,12 @@ def main() -> int:
     ap.add_argument("--questions", type=int, default=60, help="questions answered per scale (--scale)")
     ap.add_argument("--rounds", type=int, default=3, help="times each question is asked (after one warm-up pass)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="--scale: build each library and index in DIR/xN and keep them; a later run reuses them "
+                         "(the one-document change and the start are measured again, the first ingest is not)")
     args = ap.parse_args()
     if args.scale:
-        return scale(args.scale, args.questions, args.json)
+        return scale(args.scale, args.questions, args.json, args.keep)
 
     from bot.assistant import build_assistant
     from bot.embed import SentenceEmbedder

@@ -14,7 +14,9 @@ for information only (answer quality is measured by the evals). Targets (issue 1
 
 On a shared machine the figures depend on what else runs, so every stage also reports the machine's
 load: the 1-minute load average before and at most during the stage, how busy its CPUs were, and how
-much of that was neither the app (--app-pid) nor this script. --wait-quiet L waits (up to
+much of that was neither the app (--app-pid) nor this script; with --app-pid, also the app's CPU
+milliseconds per answer (app_cpu_ms_per_answer), which moves far less with the machine's load than the
+latencies do. --wait-quiet L waits (up to
 --wait-max seconds) until the 1-minute load average is below L before each stage.
 """
 

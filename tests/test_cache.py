@@ -148,3 +148,21 @@ def test_language_detection_skips_the_model_only_when_it_cannot_change_the_answe
         if len(words) < 2:
             continue
         assert guide.detect(text).code == guide._detect_with_model(sample, words).code, text
+
+
+def test_a_long_running_start_loads_torch_only_once_the_assistant_is_built(assistant, knowledge_settings, monkeypatch):
+    """build_assistant's own embedder starts on numpy and begins loading torch in the background at the end of the
+    start, not while the index and the rules load (torch's import took the two cores from them at x1000)."""
+    from bot import assistant as assistant_module
+    from bot.embed import SentenceEmbedder
+
+    events: list[str] = []
+    real_from_dir = assistant_module.Screen.from_dir
+    monkeypatch.setattr(assistant_module.Screen, "from_dir",
+                        staticmethod(lambda *a, **k: (events.append("last start step"), real_from_dir(*a, **k))[1]))
+    monkeypatch.setattr(SentenceEmbedder, "_switch_to_torch", lambda self: (events.append("torch"), self._ready.set()))
+    built = assistant_module.build_assistant(knowledge_settings)  # the index is there (the assistant fixture built it)
+    assert built.embedder.wait_ready(30)
+    assert events == ["last start step", "torch"]
+    assert built.ask("What is MRD?").kind == "answer"  # answered on numpy meanwhile
+    built.index.close()

@@ -463,3 +463,29 @@ def test_one_sentence_splitter_serves_documents_messages_and_answers():
     own_splitters = [str(p.relative_to(project)) for folder in ("bot", "evals", "tests") for p in (project / folder).glob("*.py")
                      if p.name not in ("sentences.py", "test_documents.py") and "(?<=[.!?])" in p.read_text(encoding="utf-8")]
     assert not own_splitters, own_splitters
+
+
+def test_find_files_lists_what_rglob_and_is_file_list(tmp_path):
+    """The folder walk (one directory read per folder) finds exactly the files rglob('*') + is_file did: nested
+    folders, links to files followed, links to folders not entered, hidden files, READMEs and Office lock files
+    left out, any case of suffix; in the same order."""
+    from bot.documents import SUPPORTED_SUFFIXES, find_files
+
+    root = tmp_path / "lib"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    for name in ["x.md", "a/y.TXT", "a/b/z.html", "a/b/notes.rtf", ".hidden/h.md", "a/.dot.md", "README.md",
+                 "a/~$lock.docx", "a-c.md", "a/b/w.pdf"]:
+        (root / name).write_text("text")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.md").write_text("text")
+    (root / "link-to-file.md").symlink_to(outside / "o.md")
+    (root / "link-to-folder").symlink_to(outside)
+    (root / "broken.md").symlink_to(tmp_path / "missing.md")
+    found, problems = find_files([root])
+    expected = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                      and not p.name.startswith((".", "README", "~$")))
+    assert found == expected and not problems
+    assert root / "link-to-file.md" in found and root / ".hidden" / "h.md" in found
+    assert not any("link-to-folder" in str(p) for p in found)

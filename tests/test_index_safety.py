@@ -292,9 +292,12 @@ def test_leftovers_of_killed_runs_are_cleaned_by_the_next_run(tmp_path, corpus, 
     ingest(s, embedder, progress=False)
     (s.index_dir / "gen-000077").mkdir()                     # a half-built generation
     (s.index_dir / ".CURRENT.4242.tmp").write_text("{")      # a pointer killed before its rename
+    (s.index_dir / "spare-catalogs" / ".gen-000001.copy3.sqlite3.4242.tmp").write_text("")  # a spare copy killed
     (corpus / "new.txt").write_text("New leaflet\n\nThe play room opens at nine every morning for children.\n")
     ingest(s, embedder, progress=False)
-    assert sorted(p.name for p in s.index_dir.iterdir()) == ["CURRENT", "gen-000001", "gen-000002", "ingest.lock"]
+    assert sorted(p.name for p in s.index_dir.iterdir()) == ["CURRENT", "gen-000001", "gen-000002", "ingest.lock",
+                                                              "spare-catalogs"]
+    assert [p.name for p in (s.index_dir / "spare-catalogs").iterdir()] == ["gen-000001.copy2.sqlite3"]
 
 
 def test_files_unchanged_since_they_were_indexed_are_not_read_again(tmp_path, corpus, embedder, monkeypatch):
@@ -434,3 +437,93 @@ def test_a_segment_search_asks_for_more_only_while_replaced_records_take_places(
     seg = Seg()
     rows = _search(seg, "chunks", np.zeros(3), 5, lambda rows, k: rows)
     assert seg.col_.asked == [15] and len(rows) == 15
+
+
+def test_chromadb_is_imported_without_the_signature_checks_and_the_checks_stay_for_other_code():
+    """import_chromadb skips `overrides`' signature checks while chromadb is imported (in a fresh process) and puts
+    the decorator back: other code's wrong override is still refused."""
+    code = ("import sys, overrides\n"
+            "from bot.store import import_chromadb\n"
+            "real = overrides.override\n"
+            "chromadb = import_chromadb()\n"
+            "assert chromadb.PersistentClient and overrides.override is real\n"
+            "from chromadb.api.rust import RustBindingsAPI\n"
+            "assert RustBindingsAPI.count_collections.__override__\n"
+            "class Base:\n"
+            "    def f(self, x): return x\n"
+            "try:\n"
+            "    class Sub(Base):\n"
+            "        @overrides.override\n"
+            "        def f(self): return 1\n"
+            "except TypeError:\n"
+            "    print('refused')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "refused"
+
+
+def _dump(catalog: Path) -> dict[str, list]:
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True)
+    try:
+        return {t: db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+                for t in ("meta", "documents", "chunks", "sentences", "entry_keys", "terms", "words")}
+    finally:
+        db.close()
+
+
+def test_a_change_starts_from_a_spare_catalog_brought_up_to_date_row_for_row(tmp_path, corpus, embedder, monkeypatch):
+    """After a full build, each change starts from a spare (an older generation's catalog) brought up to the
+    current one by replaying the documents changed since, not from a copy of the whole catalog; the replayed
+    catalog equals the current one row for row, through additions, rewrites, removals and segment merges; a
+    damaged spare is given up for a copy."""
+    import bot.store as store
+
+    checked: list[int] = []
+    real = store.replay_generations
+
+    def replay_and_compare(catalog, current, chain):
+        real(catalog, current, chain)
+        assert _dump(catalog) == _dump(current)
+        checked.append(len(chain))
+
+    monkeypatch.setattr(store, "replay_generations", replay_and_compare)
+    s = settings_for(tmp_path, corpus)
+    ingest(s, embedder, progress=False)
+    assert len(list((s.index_dir / store.SPARES_DIR).glob("gen-000001.*.sqlite3"))) == 2
+    more = tmp_path / "more"
+    leaflets(more, 3)
+    steps = [
+        lambda: ingest(s, embedder, paths=[more], progress=False),                       # three added
+        lambda: (corpus / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward has a quiet room for parents.\n"),
+        lambda: (more / "leaflet-1.txt").unlink(),                                          # one removed
+        lambda: (more / "leaflet-9.txt").write_text("Leaflet 9\n\nThe ward 9 playroom opens at ten.\n"),
+        lambda: (corpus / "ward.txt").write_text("Ward 5 leaflet\n\nVisiting ends at eight in the evening.\n"),
+        lambda: (more / "leaflet-0.txt").write_text("Leaflet 0\n\nParking is free for parents of babies.\n"),
+    ]
+    recycled = []
+    for i, step in enumerate(steps):
+        result = step()
+        if not hasattr(result, "changed"):  # a file was changed: ingest both folders
+            result = ingest(s, embedder, paths=[corpus, more], progress=False)
+        assert result.changed, i
+        recycled.append(result.recycled)
+    assert all(r is not None for r in recycled), recycled  # every change started from a spare
+    assert len(checked) == len(steps) and max(checked) >= 2  # a spare two generations behind was replayed
+    index = Index(s.index_dir)
+    assert set(index.doc_ids()) == {"how-blinatumomab-was-given", "glossary", "ward", "leaflet-0", "leaflet-2",
+                                    "leaflet-9"}
+    assert "Parking is free" in index.document_text("leaflet-0")
+    assert any(seg.number == index.generation for seg in index.segments)
+    index.close()
+    assert len(list((s.index_dir / store.SPARES_DIR).glob("*.sqlite3"))) <= 2
+    # A damaged spare: the change copies the current catalog instead, and the index is whole.
+    for spare in (s.index_dir / store.SPARES_DIR).glob("*.sqlite3"):
+        spare.write_bytes(b"not a database")
+    (corpus / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward phone line is open day and night for parents.\n")
+    result = ingest(s, embedder, paths=[corpus, more], progress=False)
+    assert result.recycled is None and result.updated == ["ward"]
+    index = Index(s.index_dir)
+    assert "phone line" in index.document_text("ward") and len(index.doc_ids()) == 6
+    index.close()

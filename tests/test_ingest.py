@@ -127,3 +127,19 @@ def test_an_index_of_an_older_format_is_rebuilt_with_its_extra_files(tmp_path, c
     res = ensure_index(s, embedder)
     assert res is not None and is_complete(s.index_dir)
     assert {"extra", "ward", "glossary"} <= set(Index(s.index_dir).doc_ids())
+
+
+def test_files_are_resolved_as_path_resolve_resolves_them(tmp_path):
+    """Each folder is resolved once; a file that is itself a link, or lies under a linked folder, is resolved as
+    Path.resolve() does (the index records files by that path)."""
+    from bot.ingest import _resolved
+
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (real / "sub" / "a.md").write_text("a")
+    (real / "b.md").write_text("b")
+    (tmp_path / "linked").symlink_to(real)
+    (real / "c.md").symlink_to(real / "sub" / "a.md")
+    files = [tmp_path / "linked" / "sub" / "a.md", real / "b.md", real / "c.md", tmp_path / "linked" / ".." / "real" / "b.md"]
+    assert _resolved(files) == [str(f.resolve()) for f in files]
+    assert _resolved(files)[2] == str(real / "sub" / "a.md")
