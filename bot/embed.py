@@ -57,6 +57,141 @@ class ShortestFirst:
                 self._cond.notify_all()
 
 
+class Combiner:
+    """Requests from several threads run together: while one batch is computed, the requests that arrive
+    wait, and the next thread to run takes all of them (up to `max_requests`) in one call of `run`.
+
+    `run(list of requests) -> list of results` is called by one thread at a time, in the order the
+    requests arrived; a request waits for at most the batch running when it came, then its own.
+    """
+
+    def __init__(self, run, max_requests: int = 8) -> None:
+        self._run = run
+        self._max = max_requests
+        self._cond = threading.Condition()
+        self._queue: list[dict] = []
+        self._busy = False
+
+    def submit(self, request):
+        item = {"request": request, "done": False, "result": None, "error": None}
+        with self._cond:
+            self._queue.append(item)
+            while True:
+                while self._busy and not item["done"]:
+                    self._cond.wait()
+                if item["done"]:
+                    break
+                batch, self._queue = self._queue[:self._max], self._queue[self._max:]
+                self._busy = True
+                self._cond.release()
+                try:
+                    results, error = self._run([it["request"] for it in batch]), None
+                except BaseException as exc:  # every request of the batch gets the error, and the next batch runs
+                    results, error = [None] * len(batch), exc
+                finally:
+                    self._cond.acquire()
+                    for it, res in zip(batch, results, strict=True):
+                        it["result"], it["error"], it["done"] = res, error, True
+                    self._busy = False
+                    self._cond.notify_all()
+        if item["error"] is not None:
+            raise item["error"]
+        return item["result"]
+
+
+class GroupedForward:
+    """One pass of the torch BERT model over the texts of several requests, each request's vectors bit-identical
+    to encoding that request's texts alone with sentence-transformers.
+
+    The forward pass of one short question mostly reads the model's weights (about 90 MB), so requests that
+    arrive together share one pass: every per-token step (embeddings, linear layers, layer norms, GELU) runs
+    on all their tokens at once, and only attention, the one step that mixes tokens, runs request by request
+    on that request's own tokens and padding, as it would alone. A matrix product's rows do not depend on its
+    other rows (checked at start on this machine: `exact()`), so the vectors are those of the request alone,
+    and answers do not depend on who else asked at the same time.
+    """
+
+    NAME = "bot_grouped_exact"
+
+    def __init__(self, st) -> None:
+        import torch
+        import torch.nn.functional as F
+        from transformers import AttentionInterface
+        from transformers.masking_utils import create_bidirectional_mask
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        self.torch, self.F, self.st = torch, F, st
+        self.model = st[0].auto_model
+        self.impl = self.model.config._attn_implementation
+        self._attend = ALL_ATTENTION_FUNCTIONS[self.impl] if self.impl != "eager" else None
+        self._mask = create_bidirectional_mask
+        self._groups: list = []
+        AttentionInterface.register(self.NAME, self._attention)
+
+    def _attention(self, module, query, key, value, attention_mask, **kw):
+        from transformers.models.bert.modeling_bert import eager_attention_forward
+
+        attend = self._attend or eager_attention_forward
+        n, heads, length, dim = query.shape
+        out = query.new_zeros((n, length, heads, dim))
+        for rows, used, mask in self._groups:
+            def alone(t, rows=rows, used=used):  # the layout one request's (g, L, H*D) projections have alone
+                return t.transpose(1, 2)[rows, :used].contiguous().transpose(1, 2)
+            got, _ = attend(module, alone(query), alone(key), alone(value), mask, **kw)
+            out[rows, :used] = got
+        return out, None
+
+    def _features(self, texts: list[str]):
+        return self.st.tokenizer(texts, padding=True, truncation=True, max_length=self.st.max_seq_length,
+                                 return_tensors="pt")
+
+    def vectors(self, requests: list[list[str]]) -> list[np.ndarray]:
+        """Unit vectors of each request's texts (float32), as sentence-transformers gives them for that request alone."""
+        torch, F = self.torch, self.F
+        feats = [self._features(texts) for texts in requests]
+        width = max(f["input_ids"].shape[1] for f in feats)
+        pad = self.st.tokenizer.pad_token_id or 0
+        ids = torch.cat([F.pad(f["input_ids"], (0, width - f["input_ids"].shape[1]), value=pad) for f in feats])
+        groups, start = [], 0
+        for f in feats:
+            n, used = f["input_ids"].shape
+            mask = self._mask(config=self.model.config, inputs_embeds=torch.empty(n, used, self.model.config.hidden_size),
+                              attention_mask=f["attention_mask"])
+            groups.append((slice(start, start + n), used, mask))
+            start += n
+        self._groups = groups
+        self.model.config._attn_implementation = self.NAME
+        try:
+            with torch.inference_mode():
+                # A prepared 4-D mask is passed on as it is; each request's own mask is used in _attention.
+                hidden = self.model(input_ids=ids, token_type_ids=torch.zeros_like(ids),
+                                    attention_mask=torch.zeros((ids.shape[0], 1, width, width))).last_hidden_state
+        finally:
+            self.model.config._attn_implementation = self.impl
+            self._groups = []
+        out = []
+        with torch.inference_mode():
+            for (rows, used, _), f in zip(groups, feats, strict=True):
+                tokens = hidden[rows, :used].contiguous()
+                mask = f["attention_mask"].unsqueeze(-1).expand(tokens.size()).to(tokens.dtype)
+                pooled = torch.sum(tokens * mask, 1) / torch.clamp(mask.sum(1), min=1e-9)
+                # The model's Normalize module, then encode(normalize_embeddings=True): normalised twice, as there.
+                out.append(F.normalize(F.normalize(pooled, p=2, dim=1), p=2, dim=1).numpy().astype(np.float32))
+        return out
+
+    def exact(self, alone) -> bool:
+        """True when requests computed together give exactly the vectors `alone(texts)` gives each one."""
+        requests = [["What is blinatumomab?"],
+                    ["My baby is 6 weeks old.", "Is it common?", "My baby is 6 weeks old. Is it common?"],
+                    ["How long is the drip given for, and can we go home while it runs?"]]
+        try:
+            together = self.vectors(requests)
+        except Exception:  # noqa: BLE001 - another model or library version: requests are computed one by one
+            logging.getLogger(__name__).warning("requests cannot share a forward pass here", exc_info=True)
+            return False
+        return all(np.array_equal(alone(texts), got) for texts, got in zip(requests, together, strict=True))
+
+
 class SentenceEmbedder:
     """sentence-transformers model with a small cache for repeated queries."""
 
@@ -103,6 +238,9 @@ class SentenceEmbedder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = ShortestFirst()  # the web app asks from several threads; short requests go first
+        # Short requests that arrive together share one forward pass of the torch model (GroupedForward).
+        self._combiner = Combiner(self._encode_requests)
+        self._grouped: GroupedForward | None = None
 
     # Texts given to the model at one turn: a big request gives way to short ones between pieces, so a
     # family's question waits for at most one piece of someone else's long message.
@@ -157,7 +295,13 @@ class SentenceEmbedder:
 
             # One short query is fastest on one thread; more threads only add contention on 2 cores.
             torch.set_num_threads(max(1, self.threads))
-            self._st = _quiet(lambda: SentenceTransformer(self.model_path, device="cpu"))
+            st = _quiet(lambda: SentenceTransformer(self.model_path, device="cpu"))
+            if NumpyMiniLM.fits(self.model_path):  # a BERT with mean pooling: attention is its only token-mixing step
+                grouped = GroupedForward(st)
+                alone = lambda texts: st.encode(texts, batch_size=64, normalize_embeddings=True,  # noqa: E731
+                                                convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+                self._grouped = grouped if grouped.exact(alone) else None
+            self._st = st
         return self._st
 
     def _batch(self, texts: list[str]) -> np.ndarray:
@@ -168,8 +312,7 @@ class SentenceEmbedder:
     def encode(self, texts: list[str]) -> np.ndarray:
         texts = list(texts)
         if len(texts) <= self.PIECE:
-            with self._lock.hold(sum(len(t) for t in texts)):
-                return self._encode(texts)
+            return self._combiner.submit(texts)
         # Pieces of similar length (little padding), put back in the order asked.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: np.ndarray | None = None
@@ -182,6 +325,36 @@ class SentenceEmbedder:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
             out[idx] = vectors
         return out
+
+    def _encode_requests(self, requests: list[list[str]]) -> list[np.ndarray]:
+        """Short requests that arrived together (Combiner), in their order: as one after the other, but the texts
+        new to the cache are computed in one forward pass when the torch model answers (GroupedForward)."""
+        with self._lock.hold(sum(len(t) for texts in requests for t in texts)):
+            grouped = self._grouped
+            if len(requests) == 1 or grouped is None or isinstance(self.model, NumpyMiniLM):
+                return [self._encode(texts) for texts in requests]
+            # A text that two requests lack is computed for the first, and the second reads it from the cache,
+            # as when they come one after the other.
+            groups: list[list[str]] = []
+            claimed: set[str] = set()
+            for texts in requests:
+                missing = [t for t in dict.fromkeys(texts) if t not in self._cache and t not in claimed]
+                claimed.update(missing)
+                if missing:
+                    groups.append(missing)
+            if groups:
+                self.backends_used.add("torch")
+                try:
+                    vectors = grouped.vectors(groups) if len(groups) > 1 else [self._batch(groups[0])]
+                except Exception:  # noqa: BLE001 - never fail a family's question for a shared pass: one by one
+                    logging.getLogger(__name__).warning("a shared forward pass failed; requests run one by one",
+                                                        exc_info=True)
+                    self._grouped = None
+                    vectors = [self._batch(missing) for missing in groups]
+                for missing, got in zip(groups, vectors, strict=True):
+                    for text, vec in zip(missing, got, strict=True):
+                        self._cache[text] = vec.astype(np.float32)
+            return [self._encode(texts) for texts in requests]  # all cached now: read in order, as before
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]

@@ -109,7 +109,8 @@ def answers_child(index_dir: str, library: str, n_questions: int) -> int:
                       "answer_ms_p50": round(pct(total, 50), 1),
                       "answer_ms_p95": round(pct(total, 95), 1), "retrieve_compose_ms_p50": round(pct(search, 50), 1),
                       "retrieve_compose_ms_p95": round(pct(search, 95), 1), "questions": len(questions),
-                      "peak_memory_mb": round(peak_mb), "start_split_s": split}))
+                      "peak_memory_mb": round(peak_mb), "start_split_s": split,
+                      "start_split_cpu_s": getattr(assistant, "start_cpu_timings", {})}))
     return 0
 
 
