@@ -132,7 +132,7 @@ class Assistant:
         return self.retriever, self.writer, self.vocabulary
 
     def ask(self, question: object, history: Sequence[Turn | dict[str, Any]] | None = None,
-            qid: str | None = None) -> Answer:
+            qid: str | None = None, *, _recall: bool = True) -> Answer:
         """Answer one question; never raises for bad input (kind 'error' says what was wrong).
 
         One gate for every door (web, CLI, batch, evals): the safety gate sees every message that has
@@ -172,7 +172,7 @@ class Assistant:
         # The one Query of this message: spelled for the documents once, embedded once (lazily), read by every step.
         query = prepare(shown_text, checked, history=turns, embedder=self.embedder,
                         correct=vocabulary.correct_text if not too_long else None,
-                        question=lambda spelled: search_text(spelled, self.settings.search_max_chars),
+                        question=lambda spelled: self.words.plain(search_text(spelled, self.settings.search_max_chars)),
                         expand=self.words.expand)
         verdict = self.safety.check(query, turns)
         timings["safety"] = _ms(t)
@@ -207,14 +207,23 @@ class Assistant:
 
         t = time.perf_counter()
         # Safety read all of the message; the search reads its question (a long message costs no more than that).
-        context = "" if verdict.kind == "urgent" else follow_up_context(query.question, turns, self.follow_up)
+        if (_recall and verdict.kind != "urgent" and turns and turns[-1].role == "user"
+                and is_follow_up(query.question, self.follow_up)):
+            # A history of the family's turns only (the batch file, the evals): what did the assistant answer last?
+            # 'Where is that?' may point at a name only that answer said. Used to resolve the follow-up only.
+            resolving = [*turns, self._recalled(turns)]
+        else:
+            resolving = turns
+        context = "" if verdict.kind == "urgent" else follow_up_context(query.question, resolving, self.follow_up)
         query = query.about(query.question, context)
         hits = retriever.retrieve(query, self.settings.retrieval.top_k)
         timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         # A personal question ("what dose for my 7 kg son?") still gets the general facts the sources have.
         said = said_sentences([t.content for t in turns if t.role == "assistant"])
-        strict = verdict.kind in ("ok", "out_of_scope")
+        # A personal question ('can I put <a cream> on his rash?') gets the same unknown-word check: the group facts
+        # that follow the care-team sentence must be about what was asked.
+        strict = verdict.kind in ("ok", "out_of_scope", "personal")
         parts = split_question(query.question) if verdict.kind != "urgent" else [query.question]
         if len(parts) > 1:
             # "Which hospital ran it and in how many countries?": each part is answered (at most 3), each part
@@ -273,6 +282,11 @@ class Assistant:
         return Answer(id=qid, question=shown_text, kind="answer", answer=answer, citations=citations,
                       disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
+
+    def _recalled(self, turns: list[Turn]) -> Turn:
+        """The assistant's answer to the last of the family's turns, asked again as it was then."""
+        earlier = self.ask(turns[-1].content, history=turns[:-1], _recall=False)
+        return Turn(role="assistant", content=earlier.answer if earlier.kind == "answer" else "")
 
     def _screened(self, composition: Composition, qid: str | None) -> Composition:
         """The composition without sentences that screening refuses (treatment changes, numbers not ours, ...)."""

@@ -11,14 +11,14 @@ import numpy as np
 
 from bot.documents import Chunk, Sentence
 from bot.query import Query
-from bot.retrieve import Hit, QuestionWords, Vocabulary
+from bot.retrieve import CHILD_MEASURE, Hit, QuestionWords, Vocabulary
 from bot.router import EntryRouter
 from bot.schema import BasedOn, Citation
 from bot.sentences import sentences
 from bot.settings import AnswerSettings
 from bot.spelling import english_words
 from bot.store import Index
-from bot.words import stem, tokenize
+from bot.words import content_words, stem, tokenize
 
 
 @dataclass(frozen=True)
@@ -105,13 +105,17 @@ def label_citations(citations: list[Citation], index: Index) -> list[Citation]:
 
 
 # A number after 'the', 'these', 'those' or 'all' names something the family already knows ('of the 30 babies',
-# 'all the 214 earlier babies'): it is not a figure they ask for ('after 10 years', 'did 5 babies die?').
-_KNOWN_NUMBER = re.compile(r"\b(?:the|these|those|all)\s+(\d+(?:[.,]\d+)?)\b", re.I)
+# 'all the 214 earlier babies', 'during the 4 weeks'): it is not a figure they ask for ('after 10 years', 'did 5
+# babies die?'). A number that makes a period into a describing word ('the 5 year results', 'by the 10-year mark')
+# asks for that period's figure.
+_KNOWN_NUMBER = re.compile(r"\b(?:the|these|those|all)\s+(\d+(?:[.,]\d+)?)\b"
+                           r"(?![\s-]*(?:year|yr|month|week|day)\b)", re.I)
 
 
 def asked_numbers(question: str) -> list[str]:
     """The numbers of a question that an answer must contain (those it only refers back to are left out)."""
     known = {m.start(1) for m in _KNOWN_NUMBER.finditer(question)}
+    known |= {m.start(1) for m in CHILD_MEASURE.finditer(question)}
     return [m.group() for m in re.finditer(r"\d+(?:[.,]\d+)?", question) if m.start() not in known]
 
 
@@ -267,7 +271,9 @@ class ExtractiveWriter:
         """
         p = self.params
         question = query.question
-        uncovered = self.vocabulary.uncovered(query.words, self.words) if strict else []
+        # The child's own weight or age ('my 7kg son') is not a topic the documents must use.
+        child = {w for m in CHILD_MEASURE.finditer(question) for w in content_words(m.group())}
+        uncovered = self.vocabulary.uncovered([w for w in query.words if w not in child], self.words) if strict else []
         # One ordinary English word the documents never use ('dependable') does not sink a question whose
         # other words match an entry clearly; a name, a second unknown word or a weak match does.
         ordinary = uncovered[0] if len(uncovered) == 1 and uncovered[0] in english_words() else None
@@ -275,6 +281,14 @@ class ExtractiveWriter:
         if uncovered and ordinary is None:
             return Composition([], 0.0, tuple(uncovered))
         wanted = self.words.answer_patterns(query.question)
+        required = self.words.required_kinds(query.question) if strict else []
+        if required:
+            # 'What's the phone number of the ward?', 'anything new this month?': only a sentence of that kind
+            # answers it; the sentences about calling the care team or the 2023 paper do not.
+            sents, _ = self.index.sentences_of([h.chunk.chunk_id for h in hits])
+            missing = [t.name for t in required if not any(t.answer.search(s.text) for s in sents)]
+            if missing:
+                return Composition([], 0.0, tuple(missing))
         if entry is not None and any(not any(pattern.search(st.text) for st in entry.statements) for pattern, _ in wanted):
             # The question asks for a kind of answer (a figure, a duration, the other arm of a comparison) that no
             # sentence of the entry gives: the sentences of all passages are weighed instead.

@@ -124,6 +124,7 @@ class AnswerTypeFile(BaseModel):
     answer: str
     bonus: float = Field(ge=0.0, le=0.3)
     unless: str | None = None  # the type does not apply to a question that also matches this
+    required: bool = False  # no sentence of this kind among the passages found: "I don't have that information"
 
 
 class QuestionsFile(BaseModel):
@@ -132,6 +133,7 @@ class QuestionsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     follow_up: FollowUpFile
     filler_words: str
+    hedges: str = ""
     synonyms: dict[str, str] = Field(default_factory=dict)
     answer_types: list[AnswerTypeFile] = Field(default_factory=list)
 
@@ -200,11 +202,12 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
                         if getattr(t, key) is not None else None for key in ("question", "answer", "unless")]
         except PatternError as exc:
             raise PromptError(str(exc)) from None
-        types.append(AnswerType(t.name, compiled[0], compiled[1], t.bonus, compiled[2]))
+        types.append(AnswerType(t.name, compiled[0], compiled[1], t.bonus, compiled[2], t.required))
     words = QuestionWords(
         filler=frozenset(stem(w.lower()) for w in q.filler_words.split()),
         synonyms={stem(k.lower()): str(v) for k, v in q.synonyms.items()},
         answer_types=tuple(types),
+        hedges=tuple(h.strip().lower() for h in q.hedges.split(",") if h.strip()),
         spellings=frozenset(w for text in (q.filler_words, *q.synonyms, *map(str, q.synonyms.values()))
                             for w in re.findall(r"[a-z]+", text.lower())),
     )

@@ -12,6 +12,7 @@ from bot.documents import Chunk
 from bot.embed import Embedder
 from bot.query import Query
 from bot.schema import Turn
+from bot.sentences import sentences
 from bot.settings import RetrievalSettings
 from bot.spelling import Speller
 from bot.store import Index
@@ -27,6 +28,7 @@ class AnswerType:
     answer: re.Pattern[str]
     bonus: float
     unless: re.Pattern[str] | None = None  # a question that also matches this is not of this kind
+    required: bool = False  # only a sentence of this kind answers it (a phone number, news of this week)
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,38 @@ class QuestionWords:
     synonyms: dict[str, str] | None = None
     answer_types: tuple[AnswerType, ...] = ()
     spellings: frozenset[str] = frozenset()  # the file's words as written: typo correction may correct to them
+    hedges: tuple[str, ...] = ()  # words and phrases that say nothing about what is asked ('honestly', 'pls')
+
+    def plain(self, question: str) -> str:
+        """The question without its hedges ('honestly is it worth it' -> 'is it worth it'): they carry no topic, yet
+        pull its meaning away from the entry and the sentences that answer it. Unchanged if nothing would be left."""
+        if not self.hedges:
+            return question
+        out = re.sub(r"(?i)(?<![\w'])(?:" + "|".join(re.escape(h) for h in self.hedges) + r")(?![\w'])[,!.]?\s*", "",
+                     question)
+        out = " ".join(out.split())
+        return out if re.search(r"[A-Za-z]{2}", out) else question
 
     def answer_patterns(self, question: str) -> list[tuple[re.Pattern[str], float]]:
         """Patterns a good answer sentence to this question would match, with their bonus."""
         return [(t.answer, t.bonus) for t in self.answer_types
                 if t.question.search(question) and not (t.unless is not None and t.unless.search(question))]
 
+    def required_kinds(self, question: str) -> list[AnswerType]:
+        """Kinds of answer this question cannot do without: with no sentence of the kind, the sources do not answer it."""
+        return [t for t in self.answer_types if t.required and t.question.search(question)
+                and not (t.unless is not None and t.unless.search(question))]
+
     def expand(self, question: str) -> str:
         """The question with the document words for any family words in it ('chemo' -> 'chemotherapy')."""
         extra = [self.synonyms[t] for t in dict.fromkeys(tokenize(question)) if self.synonyms and t in self.synonyms]
         return f"{question} ({'; '.join(extra)})" if extra else question
+
+
+# A child's own weight, length or age ('my 7kg son', 'a 9 month old') describes the child: it is neither a figure
+# asked for nor a topic word the documents must use.
+CHILD_MEASURE = re.compile(r"\b(\d+(?:[.,]\d+)?)\s*(?:kg|kilos?|g|grams?|lbs?|pounds?|oz|cm|"
+                           r"(?:days?|weeks?|months?|mo)[\s-]*old)\b", re.I)
 
 
 class Vocabulary:
@@ -239,13 +263,29 @@ def is_follow_up(question: str, rules: FollowUpRules) -> bool:
     return not tokenize(q) and len(words) <= rules.max_words  # "how long?", "why?", "what else?"
 
 
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b(?:[A-Z][\w-]*[A-Z0-9][\w-]*|[A-Z][a-z][\w-]*)")
+
+
+def answer_names(text: str, max_sentences: int = 2) -> list[str]:
+    """Names the assistant said in the opening sentences of its answer ('Princess Maxima Center', 'CRS'): what
+    'that' or 'there' in the next question may point at though the family never typed it."""
+    clean = re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", text)
+    out: list[str] = []
+    for sentence in sentences(clean)[:max_sentences]:
+        out += [m.group() for m in _NAME.finditer(sentence.strip()) if m.group().lower() not in STOPWORDS]
+    return list(dict.fromkeys(out))
+
+
 def follow_up_context(question: str, history: Sequence[Turn], rules: FollowUpRules) -> str:
-    """Topic words of the earlier questions a follow-up leans on ('' for a question that stands alone)."""
+    """Topic words of the earlier questions a follow-up leans on, and the names the assistant's last answer
+    opened with ('' for a question that stands alone)."""
     if not is_follow_up(question, rules):
         return ""
     carried: list[str] = []
     for turn in reversed(history):
         if turn.role != "user":
+            if not carried and turn is history[-1]:
+                carried = answer_names(turn.content)  # 'where is that?' after '... the Princess Maxima Center.'
             continue
         words = [w for w in re.findall(r"[A-Za-z0-9][\w-]*", turn.content) if w.lower() not in STOPWORDS
                  and w.lower() not in rules.pronouns]

@@ -110,6 +110,16 @@ def test_a_number_no_shown_sentence_has_makes_the_answer_unknown(assistant):
     ans = assistant.ask("What is the survival after 10 years with blinatumomab?")
     assert ans.kind == "unknown" and "93" not in ans.answer
     assert assistant.ask("What was the survival after 2 years with blinatumomab?").kind == "answer"
+    assert assistant.ask("what are the 5 year results?").kind == "unknown"  # 'the 5 year' asks for 5 years
+
+
+def test_a_question_needing_a_kind_of_answer_no_source_has_is_unknown(assistant):
+    # contact details of a named place, news of this month, a cream for a personal question: the nearest
+    # sentences (the care team's number, the 2023 paper) do not answer them
+    for q in ("what's the phone number for the day ward at the Princess Maxima Center?",
+              "has anything new been published about blinatumomab this month?",
+              "can I put Sudocrem on my son's nappy rash while he has the pump?"):
+        assert assistant.ask(q).kind == "unknown", q
 
 
 def test_follow_up_after_a_misspelt_question_stays_on_topic(assistant):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bot.retrieve import (
     FollowUpRules,
     QuestionWords,
@@ -105,6 +107,12 @@ def test_a_number_the_family_refers_back_to_is_not_a_figure_they_ask_for():
     assert asked_numbers("of the 30 babies, how many had no MRD") == []
     assert asked_numbers("were all the 214 earlier babies alive after 10 years?") == ["10"]
     assert asked_numbers("did 5 babies die?") == ["5"]
+    # ... but a number that counts a period asks for that period's figure, after 'the' too
+    assert asked_numbers("what are the 5 year results?") == ["5"]
+    assert asked_numbers("how many relapsed by the 10-year mark?") == ["10"]
+    assert asked_numbers("who do we ring during the 4 weeks at home?") == []  # the period itself, referred to
+    # a child's own weight or age describes the child
+    assert asked_numbers("how much should my 7kg son get, he is 9 months old?") == []
     # A figure asked for is found only as itself: not inside 100 or 1.10.
     assert missing_numbers("alive after 10 years?", "after 100 days, 1.10 times as many") == ["10"]
     assert missing_numbers("alive after 10 years?", "alive after 10 years: 93%") == []
@@ -128,3 +136,15 @@ def test_a_rounded_figure_is_found_in_the_decimal_it_rounds():
     assert missing_numbers("was it 65% before?", text) == ["65"]   # 65.8 rounds to 66, not 65
     assert missing_numbers("was it 93.5%?", text) == ["93.5"]      # a decimal asked must be there as written
     assert missing_numbers("after 10 years?", text) == ["10"]      # '1.10' is not 10
+
+
+def test_a_question_that_needs_a_kind_of_answer_says_so():
+    from bot.prompts import load_question_rules
+
+    _, words = load_question_rules(Path(__file__).resolve().parents[1] / "prompts")
+    needs = lambda q: [t.name for t in words.required_kinds(q)]  # noqa: E731
+    assert needs("what's the phone number of the day ward?") == ["contact details of a place"]
+    assert needs("has anything new been published this month?") == ["news from a time the sources cannot know"]
+    # the number the care team gives, a bag changed last week: not a request for contact details or news
+    assert needs("what number do I call if the pump alarms?") == []
+    assert needs("the bag was changed last week, when is the next one?") == []
