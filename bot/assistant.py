@@ -27,6 +27,7 @@ from bot.retrieve import (
     is_follow_up,
     split_question,
     topic_words,
+    trailing_topic,
 )
 from bot.router import MAX_KEYS as ROUTER_MAX_KEYS
 from bot.router import fitted_router
@@ -208,6 +209,7 @@ class Assistant:
         t = time.perf_counter()
         # Safety read all of the message; the search reads its question (a long message costs no more than that).
         if (_recall and verdict.kind != "urgent" and turns and turns[-1].role == "user"
+                and set(re.findall(r"[a-z]+", query.question.lower())) & self.follow_up.pointers
                 and is_follow_up(query.question, self.follow_up)):
             # A history of the family's turns only (the batch file, the evals): what did the assistant answer last?
             # 'Where is that?' may point at a name only that answer said. Used to resolve the follow-up only.
@@ -307,10 +309,13 @@ class Assistant:
         """Each part of a multi-part question answered in turn; the statements joined in the order asked."""
         statements, hits, best, uncovered = [], [], 0.0, []
         for i, part in enumerate(parts):
-            # A part that points back ('How is it measured?') is searched with the topic words of the parts
-            # before it; a part with a topic of its own is searched alone (the others' words would pull it to
-            # their answer: 'how many babies were in the study (drip run)' found the drip).
-            earlier = topic_words(" ".join(parts[:i])) if is_follow_up(part, self.follow_up) else ""
+            # A part that points back ('How is it measured?') is searched with the words that end the part before
+            # it, what 'it' names ('how many babies were in the trial and what years did it run' -> 'trial'): all of
+            # that part's words would pull it to that part's answer (the count of babies again). A part with a topic
+            # of its own is searched alone.
+            earlier = ""
+            if i and is_follow_up(part, self.follow_up):
+                earlier = trailing_topic(parts[i - 1]) or topic_words(" ".join(parts[:i]))
             ctx = " ".join(x for x in (query.context, earlier) if x)
             part_query = query.about(part, ctx)
             part_hits = retriever.retrieve(part_query, self.settings.retrieval.top_k)

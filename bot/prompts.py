@@ -115,6 +115,7 @@ class FollowUpFile(BaseModel):
     openers: list[str]
     max_words: int = Field(ge=1, le=20)
     default_topic: str = ""
+    pointers: list[str] = Field(default_factory=list)
 
 
 class AnswerTypeFile(BaseModel):
@@ -134,6 +135,7 @@ class QuestionsFile(BaseModel):
     follow_up: FollowUpFile
     filler_words: str
     hedges: str = ""
+    describing_endings: str = ""
     synonyms: dict[str, str] = Field(default_factory=dict)
     answer_types: list[AnswerTypeFile] = Field(default_factory=list)
 
@@ -193,6 +195,7 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
         openers=tuple(o.lower() for o in f.openers),
         max_words=f.max_words,
         default_topic=f.default_topic,
+        pointers=frozenset(w.lower() for w in f.pointers),
     )
     types = []
     for i, t in enumerate(q.answer_types):
@@ -208,6 +211,8 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
         synonyms={stem(k.lower()): str(v) for k, v in q.synonyms.items()},
         answer_types=tuple(types),
         hedges=tuple(h.strip().lower() for h in q.hedges.split(",") if h.strip()),
+        describing=(re.compile(r"[a-z]{3}(?:" + "|".join(re.escape(e) for e in q.describing_endings.split()) + r")$")
+                    if q.describing_endings.split() else None),
         spellings=frozenset(w for text in (q.filler_words, *q.synonyms, *map(str, q.synonyms.values()))
                             for w in re.findall(r"[a-z]+", text.lower())),
     )

@@ -40,6 +40,7 @@ class QuestionWords:
     answer_types: tuple[AnswerType, ...] = ()
     spellings: frozenset[str] = frozenset()  # the file's words as written: typo correction may correct to them
     hedges: tuple[str, ...] = ()  # words and phrases that say nothing about what is asked ('honestly', 'pls')
+    describing: re.Pattern[str] | None = None  # endings of describing words ('-less', '-ly'): never a topic
 
     def plain(self, question: str) -> str:
         """The question without its hedges ('honestly is it worth it' -> 'is it worth it'): they carry no topic, yet
@@ -94,11 +95,14 @@ class Vocabulary:
 
     def uncovered(self, question_words: Sequence[str], words: QuestionWords) -> list[str]:
         """Content words of an already spell-corrected question (as written) that no document uses, in any
-        form (same stem) or through a synonym."""
+        form (same stem) or through a synonym. A describing word ('pricey', 'meaningless', 'equally': its ending
+        says so) judges the topic rather than naming one, so it is not counted."""
         out = []
         for w in question_words:
             t = stem(w)
             if t in words.filler or t in self.stems:
+                continue
+            if words.describing is not None and words.describing.search(w):
                 continue
             if len(w) <= 3 and not w[0].isdigit():
                 continue  # too short to carry a question: chat spelling ('wat', 'pls') or a slip
@@ -248,6 +252,7 @@ class FollowUpRules:
     openers: tuple[str, ...]
     max_words: int
     default_topic: str = ""  # what 'it' means in a first message that the sources did not answer as it stands
+    pointers: frozenset[str] = frozenset()  # words that point at the last thing said ('where is that?'), not the topic
 
 
 def is_follow_up(question: str, rules: FollowUpRules) -> bool:
@@ -284,8 +289,10 @@ def follow_up_context(question: str, history: Sequence[Turn], rules: FollowUpRul
     carried: list[str] = []
     for turn in reversed(history):
         if turn.role != "user":
-            if not carried and turn is history[-1]:
-                carried = answer_names(turn.content)  # 'where is that?' after '... the Princess Maxima Center.'
+            if not carried and turn is history[-1] and set(re.findall(r"[a-z]+", question.lower())) & rules.pointers:
+                # 'where is that?' after '... the Princess Maxima Center.': 'that' points at what was said last ('it'
+                # goes on with the family's own topic)
+                carried = answer_names(turn.content)
             continue
         words = [w for w in re.findall(r"[A-Za-z0-9][\w-]*", turn.content) if w.lower() not in STOPWORDS
                  and w.lower() not in rules.pronouns]
@@ -341,6 +348,18 @@ def split_question(question: str, max_parts: int = 3) -> list[str]:
     if len(pieces) < 2 or any(not tokenize(p) for p in pieces):
         return [question]
     return pieces[:max_parts]
+
+
+def trailing_topic(text: str) -> str:
+    """The topic words that end a text, as typed: what 'it' in the next part of the question most likely names
+    ('how many babies were in the trial' -> 'trial'; 'who ran this blina study' -> 'blina study')."""
+    words = re.findall(r"[A-Za-z0-9][\w-]*", text)
+    while words and words[-1].lower() in STOPWORDS:
+        words.pop()
+    run: list[str] = []
+    while words and words[-1].lower() not in STOPWORDS:
+        run.insert(0, words.pop())
+    return " ".join(run)
 
 
 def topic_words(text: str) -> str:

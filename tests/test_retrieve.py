@@ -59,6 +59,20 @@ def test_follow_up_detection_and_resolution():
     carried = follow_up_context("how long is it given for?", history, RULES)
     assert "blinatumomab" in carried.lower()
     assert follow_up_context("What is MRD?", history, RULES) == ""
+    # 'that' points at what the assistant said last: the names its answer opened with are carried too
+    said = [Turn(role="user", content="who led the trial?"),
+            Turn(role="assistant", content="Dr. Inge van der Sluis led it from the Princess Maxima Center [1].")]
+    pointing = FollowUpRules(pronouns=RULES.pronouns, openers=RULES.openers, max_words=4, pointers=frozenset({"that"}))
+    assert "Princess Maxima Center" in follow_up_context("where is that?", said, pointing)
+    assert "Princess" not in follow_up_context("how long did it take?", said, pointing)  # 'it': the family's topic
+
+
+def test_the_part_after_it_is_searched_with_what_it_names():
+    from bot.retrieve import trailing_topic
+
+    assert trailing_topic("how many babies were in the trial") == "trial"
+    assert trailing_topic("who ran this blina study") == "blina study"
+    assert trailing_topic("what dose did they get") == "dose"
 
 
 def test_hybrid_retrieval_finds_the_right_document_first(assistant):
