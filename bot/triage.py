@@ -26,7 +26,8 @@ from bot.spelling import nearest
 
 REDFLAGS_FILE = "redflags.yaml"
 CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study",
-                 "reassuring", "tense_past", "tense_present", "worry", "denied", "someone_else", "habit", "self_limiting")
+                 "reassuring", "tense_past", "tense_present", "worry", "denied", "someone_else", "habit", "self_limiting",
+                 "sign_word")
 # Signs that can only make a message more urgent: read in every language's words, whatever the message's language.
 SHARED_SIGNS = ("baby", "situation", "now", "ongoing", "tense_present")
 # Signs a clause takes from its whole message too ("My baby is 3 months. Is breathing fast." is about the baby).
@@ -92,6 +93,7 @@ class ClassifierSettings(_Strict):
     educational_examples: list[str] = Field(default_factory=list)
     past_examples: list[str] = Field(default_factory=list)
     hypothetical_examples: list[str] = Field(default_factory=list)
+    everyday_examples: list[str] = Field(default_factory=list)  # everyday life of a baby on treatment: no sign at all
 
 
 class Tier(_Strict):

@@ -23,7 +23,7 @@ MODEL_VERSION = "logreg-multinomial-C4-balanced-1"
 
 def training_set(rules: RedFlagsFile, more_negatives: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """(texts, labels): each card's `match` examples labelled with the card; every `no_match` example, the
-    reassuring, past, hypothetical and educational look-alikes and `more_negatives` (say, the scope
+    reassuring, past, hypothetical, everyday and educational look-alikes and `more_negatives` (say, the scope
     examples) labelled 'none'."""
     texts: list[str] = []
     labels: list[str] = []
@@ -33,6 +33,7 @@ def training_set(rules: RedFlagsFile, more_negatives: Sequence[str] = ()) -> tup
     negatives = [e for c in rules.cards for e in c.examples.no_match] + rules.classifier.educational_examples
     negatives += rules.classifier.reassuring_examples + rules.classifier.past_examples
     negatives += rules.classifier.hypothetical_examples
+    negatives += rules.classifier.everyday_examples
     negatives += [e for e in more_negatives if e not in negatives]
     texts += negatives
     labels += [NONE] * len(negatives)
