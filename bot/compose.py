@@ -149,6 +149,25 @@ def said_sentences(assistant_turns: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+_YEAR = re.compile(r"^(19|20)\d\d$")
+
+
+def near_copy(a: str, b: str, share: float) -> bool:
+    """Whether one sentence says again what the other says: both give the same figures, and at least `share` of the
+    shorter one's words are in the longer one ('About 90% of relapses in these babies happen in those first 2 years'
+    and 'About 90% of relapses in infant leukemia happen in the first 2 years'). A year ('the 2023 study') names, so
+    it may differ; a sentence that adds a figure ('8 of the 9 babies at high risk') says something new."""
+    wa, wb = set(tokenize(a)), set(tokenize(b))
+    short, long_ = (wa, wb) if len(wa) <= len(wb) else (wb, wa)
+    if not short:
+        return False
+
+    def figures(words: set[str]) -> set[str]:
+        return {w for w in words if w[0].isdigit() and not _YEAR.match(w)}
+
+    return figures(wa) == figures(wb) and len(short & long_) >= share * len(short)
+
+
 def _is_statement(text: str) -> bool:
     """Headlines, credits and fragments are not statements an answer can rest on."""
     words = text.split()
@@ -398,7 +417,10 @@ class ExtractiveWriter:
         if display_text(sents[row].text).lower() in seen_text:
             return True
         vec = vecs[row]
-        return any(float(vec @ vecs[c[1]]) >= self.params.redundancy for c in chosen)
+        return any(float(vec @ vecs[c[1]]) >= self.params.redundancy
+                   or (float(vec @ vecs[c[1]]) >= self.params.near_copy
+                       and near_copy(sents[row].text, sents[c[1]].text, self.params.near_copy_words))
+                   for c in chosen)
 
     def _neighbour(self, sents: list[Sentence], vecs: np.ndarray, scored, first, floor: float, seen_text: set[str]):
         """A second sentence next to the first in the same passage, so the answer has some context."""

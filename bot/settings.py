@@ -63,6 +63,10 @@ class AnswerSettings(BaseModel):
     min_keep: float = Field(0.36, description="Least score any further sentence needs, whatever the best one scored.")
     redundancy: float = Field(0.86, ge=0, le=1, description="Cosine at which a sentence repeats one already chosen "
                               "(and is left out).")
+    near_copy: float = Field(0.70, ge=0, le=1, description="A lower cosine at which a sentence repeats one already chosen "
+                             "when it also shares its figures and most of its words (near_copy_words).")
+    near_copy_words: float = Field(0.70, ge=0, le=1, description="... the share of the shorter sentence's words that the "
+                                   "other must have.")
     w_sentence: float = Field(0.60, ge=0, description="Sentence score: weight of the sentence's cosine to the question.")
     w_keywords: float = Field(0.25, ge=0, description="Sentence score: weight of the IDF-weighted share of the "
                               "question's words the sentence has.")

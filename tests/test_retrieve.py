@@ -162,3 +162,16 @@ def test_a_question_that_needs_a_kind_of_answer_says_so():
     # the number the care team gives, a bag changed last week: not a request for contact details or news
     assert needs("what number do I call if the pump alarms?") == []
     assert needs("the bag was changed last week, when is the next one?") == []
+
+
+def test_a_sentence_that_says_another_again_is_a_near_copy_but_another_figure_is_not():
+    from bot.compose import near_copy
+
+    assert near_copy("About 90% of relapses in these babies happen in those first 2 years.",
+                     "About 90% of relapses in infant leukemia happen in the first 2 years.", 0.7)
+    assert near_copy("No baby stopped the blinatumomab drip for good, so every baby could keep going with it.",
+                     "In the 2023 study, no baby had to stop blinatumomab for good.", 0.7)  # a year names the study
+    assert not near_copy("Of the babies on blinatumomab, 93.3% were alive after 2 years.",
+                         "Of the earlier babies, 65.8% were alive after 2 years.", 0.7)  # the other arm's figure
+    assert not near_copy("Babies at high risk often get a stem cell transplant now.",
+                         "In the 2023 study, 8 of the 9 babies at high risk still had a stem cell transplant.", 0.7)
