@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from bot.cache import ArrayCache
-from bot.compose import AnswerWriter, Composition, ExtractiveWriter, label_citations, said_sentences
+from bot.compose import AnswerWriter, Composition, ExtractiveWriter, adds_news, label_citations, said_sentences
 from bot.embed import Embedder, SentenceEmbedder
 from bot.ingest import ensure_index
 from bot.normal import for_matching
@@ -248,8 +248,11 @@ class Assistant:
         if off_topic_guess:
             # The topic check judged the words; the sources say whether they really answer the question
             # (with the strict checks: every topic word of it is in the documents, and the evidence is strong).
-            if not composition.statements:
+            if not composition.statements and (composition.uncovered
+                                               or composition.best_score < self.settings.answer.off_topic_unknown_min):
                 return self._out_of_scope(qid, shown_text, verdict, timings, t0)
+            # Answered, or every word of it is in the documents and a sentence comes near: on topic, but perhaps
+            # not answered ('how long can the line go without a flush?' gets "I don't have that information").
             verdict = Verdict(kind="ok")
         retrieved = [Retrieved(doc_id=h.chunk.doc_id, chunk_id=h.chunk.chunk_id, score=round(h.score, 5)) for h in hits]
         safety = _safety(verdict) if verdict.kind != "ok" else {}
@@ -268,7 +271,7 @@ class Assistant:
 
         if not composition.statements:
             answer = self.messages.unknown
-            if verdict.kind == "personal" and verdict.message:
+            if verdict.kind == "personal" and verdict.message and self._preface_fits(verdict, query.question):
                 answer = f"{answer} {verdict.message}"
             timings["total"] = _ms(t0)
             return Answer(id=qid, question=shown_text, kind="unknown", answer=answer,
@@ -276,7 +279,7 @@ class Assistant:
 
         answer, citations = composition.render()
         citations = label_citations(citations, self.index)
-        if verdict.kind == "personal" and verdict.message:
+        if verdict.kind == "personal" and verdict.message and self._preface_fits(verdict, query.question):
             # First that the care team decides for this child, then what the study did: a tired parent who
             # reads one line must not read a study figure as their baby's dose.
             answer = f"{verdict.message} {answer}"
@@ -284,6 +287,12 @@ class Assistant:
         return Answer(id=qid, question=shown_text, kind="answer", answer=answer, citations=citations,
                       disclaimer=self.messages.disclaimer, timings_ms=timings, retrieved=retrieved, safety=safety)
 
+
+    def _preface_fits(self, verdict: Verdict, question: str) -> bool:
+        """Whether a personal note fits the question: the note on survival figures (rule `prognosis`) only when the
+        question speaks of how the baby will fare, not of how long a stay or a drip lasts ('how long will my son
+        have to stay in hospital?'). Other personal notes (a dose, a change of treatment) always fit."""
+        return verdict.rule != "prognosis" or self.words.about_outcome(question)
 
     def _recalled(self, turns: list[Turn]) -> Turn:
         """The assistant's answer to the last of the family's turns, asked again as it was then."""
@@ -321,7 +330,9 @@ class Assistant:
             part_hits = retriever.retrieve(part_query, self.settings.retrieval.top_k)
             comp = writer.compose(part_query, part_hits, strict=strict,
                                   said=said | said_sentences([s.text for s in statements]))
-            statements += comp.statements
+            # A reviewed entry is given whole (less what the reply said already); chosen sentences are capped per part.
+            most = len(comp.statements) if comp.entry else self.settings.answer.part_sentences(len(parts))
+            statements += adds_news(comp.statements, statements, most)
             uncovered += list(comp.uncovered)
             best = max(best, comp.best_score)
             hits += [h for h in part_hits if all(h.chunk.chunk_id != g.chunk.chunk_id for g in hits)]

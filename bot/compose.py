@@ -113,7 +113,15 @@ _KNOWN_NUMBER = re.compile(r"\b(?:the|these|those|all)\s+(\d+(?:[.,]\d+)?)\b"
 
 
 def asked_numbers(question: str) -> list[str]:
-    """The numbers of a question that an answer must contain (those it only refers back to are left out)."""
+    """The numbers of a question that an answer must contain (those it only refers back to are left out).
+
+    In a message of several sentences, only those of its questions count: a number in a statement before them ('18%
+    relapsed or died, and disease-free survival was 82%. Are those the same result?') is what the family already
+    read, the premise of the question, not a figure they ask for."""
+    parts = [p for p in re.split(r"(?<=[.!?])\s+", question.strip()) if p]  # families rarely capitalise
+    asked = [p for p in parts if p.rstrip().endswith("?")]
+    if len(parts) > 1 and asked and len(asked) < len(parts):
+        return [n for p in asked for n in asked_numbers(p)]
     known = {m.start(1) for m in _KNOWN_NUMBER.finditer(question)}
     known |= {m.start(1) for m in CHILD_MEASURE.finditer(question)}
     return [m.group() for m in re.finditer(r"\d+(?:[.,]\d+)?", question) if m.start() not in known]
@@ -166,6 +174,32 @@ def near_copy(a: str, b: str, share: float) -> bool:
         return {w for w in words if w[0].isdigit() and not _YEAR.match(w)}
 
     return figures(wa) == figures(wb) and len(short & long_) >= share * len(short)
+
+
+def adds_news(statements: list[Statement], before: list[Statement], most: int) -> list[Statement]:
+    """Of one part's statements, those that say something the reply has not said yet, at most `most` of them.
+
+    A multi-part reply joins the answers to its parts, and they often repeat each other ('The drip runs for 4 weeks
+    (28 days)' and, for the next part, 'each baby got 1 course ... for 4 weeks (28 days)'). A statement all of whose
+    figures were given and nearly all of whose words were said (REPEAT_NEW_WORDS) adds nothing. The cap keeps the
+    first statements in the part's order, so a sentence shown with the one it leans on never loses it to the cap."""
+    said_words = {w for st in before for w in tokenize(st.text)}
+    out: list[Statement] = []
+    for st in statements:
+        if len(out) >= most:
+            break
+        words = set(tokenize(st.text))
+        new = words - said_words
+        figures = {w for w in words if w[0].isdigit()}
+        if words and not (figures - said_words) and len(new) <= REPEAT_NEW_WORDS * len(words):
+            continue
+        out.append(st)
+        said_words |= words
+    return out
+
+
+# A statement of which at most this share of words is new to the reply (and no figure) repeats what was said.
+REPEAT_NEW_WORDS = 0.2
 
 
 def _is_statement(text: str) -> bool:
@@ -296,9 +330,20 @@ class ExtractiveWriter:
         # One ordinary English word the documents never use ('dependable') does not sink a question whose
         # other words match an entry clearly; a name, a second unknown word or a weak match does.
         ordinary = uncovered[0] if len(uncovered) == 1 and uncovered[0] in english_words() else None
+        # A describing word no document uses judges a topic ('is the pump waterproof?', 'is that meaningless?') and
+        # is no reason to refuse; but when the rest of the question names nothing narrower than what every document
+        # is about ('is leukemia contagious?', 'is blinatumomab expensive?'), the word is what is asked about: only a
+        # reviewed entry asked that way answers it (as for an ordinary unknown word), not nearby sentences.
+        judging = self.vocabulary.judging([w for w in query.words if w not in child], self.words) if strict else []
+        if judging and not self._names_topic(query, [*judging, *uncovered]):
+            ordinary = ordinary or (None if uncovered else judging[0])  # a name the documents lack still sinks it
+        else:
+            judging = []
         entry, lead = self._entry_answer(query, said, hits, unknown_word=ordinary)
         if uncovered and ordinary is None:
             return Composition([], 0.0, tuple(uncovered))
+        if judging and not (entry is not None and entry.best_score >= p.entry_min_unknown_word):
+            return Composition([], 0.0, tuple(judging))
         wanted = self.words.answer_patterns(query.question)
         required = self.words.required_kinds(query.question) if strict else []
         if required:
@@ -308,7 +353,8 @@ class ExtractiveWriter:
             missing = [t.name for t in required if not any(t.answer.search(s.text) for s in sents)]
             if missing:
                 return Composition([], 0.0, tuple(missing))
-        if entry is not None and any(not any(pattern.search(st.text) for st in entry.statements) for pattern, _ in wanted):
+        if entry is not None and any(not any(pattern.search(st.text) for st in entry.statements)
+                                     for pattern in self.words.entry_patterns(query.question)):
             # The question asks for a kind of answer (a figure, a duration, the other arm of a comparison) that no
             # sentence of the entry gives: the sentences of all passages are weighed instead.
             entry = None
@@ -355,6 +401,17 @@ class ExtractiveWriter:
             if extra is not None:
                 chosen.append(extra)
         return Composition(self._in_order(sents, chosen, hits), best)
+
+    def _names_topic(self, query: Query, judging: list[str]) -> bool:
+        """Whether the question, besides its describing words, names something narrower than what every document
+        is about ('is the pump waterproof?' names the pump; 'is blinatumomab expensive?' only the assistant's topic)."""
+        skip = {stem(w) for w in judging} | self.words.filler
+        synonyms = self.words.synonyms or {}
+
+        def idf(t: str) -> float:  # a family word is as telling as the documents' word for it ('leukaemia')
+            return min([self.idf(t), *(self.idf(a) for a in tokenize(synonyms.get(t, "")))])
+
+        return any(idf(t) > self.params.topic_idf for t in query.terms if t not in skip)
 
     def _with_own_documents(self, entry: Composition, query: Query, hits: list[Hit],
                             said: frozenset[str], wanted: list[tuple[re.Pattern[str], float]] | None = None,

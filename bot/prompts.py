@@ -126,6 +126,7 @@ class AnswerTypeFile(BaseModel):
     bonus: float = Field(ge=0.0, le=0.3)
     unless: str | None = None  # the type does not apply to a question that also matches this
     required: bool = False  # no sentence of this kind among the passages found: "I don't have that information"
+    entry_needs: bool = True  # False: an entry without a sentence of this kind may still be given whole
 
 
 class QuestionsFile(BaseModel):
@@ -136,6 +137,7 @@ class QuestionsFile(BaseModel):
     filler_words: str
     hedges: str = ""
     describing_endings: str = ""
+    outcome: list[str] = Field(default_factory=list)
     synonyms: dict[str, str] = Field(default_factory=dict)
     answer_types: list[AnswerTypeFile] = Field(default_factory=list)
 
@@ -182,6 +184,16 @@ def load_leaning_openers(prompts_dir: Path) -> tuple[str, ...]:
     return tuple(sorted({w.strip().lower() for w in words}, key=len, reverse=True))
 
 
+def _outcome_pattern(patterns: list[str], path: Path) -> re.Pattern[str] | None:
+    """questions.yaml `outcome`: how a question about how babies fare is worded, as one pattern (None: not given)."""
+    if not patterns:
+        return None
+    try:
+        return compile_pattern("|".join(f"(?:{p})" for p in patterns), f"{path}: outcome")
+    except PatternError as exc:
+        raise PromptError(str(exc)) from None
+
+
 def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords]:
     """Follow-up rules, filler words and synonyms from questions.yaml."""
     path = prompts_dir / "questions.yaml"
@@ -205,7 +217,7 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
                         if getattr(t, key) is not None else None for key in ("question", "answer", "unless")]
         except PatternError as exc:
             raise PromptError(str(exc)) from None
-        types.append(AnswerType(t.name, compiled[0], compiled[1], t.bonus, compiled[2], t.required))
+        types.append(AnswerType(t.name, compiled[0], compiled[1], t.bonus, compiled[2], t.required, t.entry_needs))
     words = QuestionWords(
         filler=frozenset(stem(w.lower()) for w in q.filler_words.split()),
         synonyms={stem(k.lower()): str(v) for k, v in q.synonyms.items()},
@@ -213,6 +225,7 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
         hedges=tuple(h.strip().lower() for h in q.hedges.split(",") if h.strip()),
         describing=(re.compile(r"[a-z]{3}(?:" + "|".join(re.escape(e) for e in q.describing_endings.split()) + r")$")
                     if q.describing_endings.split() else None),
+        outcome=_outcome_pattern(q.outcome, path),
         spellings=frozenset(w for text in (q.filler_words, *q.synonyms, *map(str, q.synonyms.values()))
                             for w in re.findall(r"[a-z]+", text.lower())),
     )

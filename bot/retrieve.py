@@ -29,6 +29,7 @@ class AnswerType:
     bonus: float
     unless: re.Pattern[str] | None = None  # a question that also matches this is not of this kind
     required: bool = False  # only a sentence of this kind answers it (a phone number, news of this week)
+    entry_needs: bool = True  # an entry with no sentence of this kind is not given whole (False: a reason may be unsaid)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class QuestionWords:
     spellings: frozenset[str] = frozenset()  # the file's words as written: typo correction may correct to them
     hedges: tuple[str, ...] = ()  # words and phrases that say nothing about what is asked ('honestly', 'pls')
     describing: re.Pattern[str] | None = None  # endings of describing words ('-less', '-ly'): never a topic
+    outcome: re.Pattern[str] | None = None  # how babies fare (survive, relapse, outlook): questions.yaml `outcome`
+
+    def about_outcome(self, *texts: str) -> bool:
+        """Whether a question or an answer speaks of how babies fare (True when no `outcome` pattern is given)."""
+        return self.outcome is None or any(self.outcome.search(t) for t in texts)
 
     def plain(self, question: str) -> str:
         """The question without its hedges ('honestly is it worth it' -> 'is it worth it'): they carry no topic, yet
@@ -56,6 +62,11 @@ class QuestionWords:
         """Patterns a good answer sentence to this question would match, with their bonus."""
         return [(t.answer, t.bonus) for t in self.answer_types
                 if t.question.search(question) and not (t.unless is not None and t.unless.search(question))]
+
+    def entry_patterns(self, question: str) -> list[re.Pattern[str]]:
+        """Patterns of the kinds of answer this question asks for that a knowledge entry must contain to be given."""
+        return [t.answer for t in self.answer_types if t.entry_needs and t.question.search(question)
+                and not (t.unless is not None and t.unless.search(question))]
 
     def required_kinds(self, question: str) -> list[AnswerType]:
         """Kinds of answer this question cannot do without: with no sentence of the kind, the sources do not answer it."""
@@ -111,6 +122,16 @@ class Vocabulary:
                 continue
             out.append(w)
         return out
+
+    def judging(self, question_words: Sequence[str], words: QuestionWords) -> list[str]:
+        """The describing words of a question that no document uses ('expensive', 'contagious', 'reliable'): they
+        do not count as a missing topic (`uncovered`), yet they are what is asked about, so an answer must show
+        it meets them (composer: a reviewed entry asked that way, or the rest of the question naming a topic)."""
+        if words.describing is None:
+            return []
+        return [w for w in question_words if words.describing.search(w) and stem(w) not in words.filler
+                and stem(w) not in self.stems
+                and not any(a in self.stems for a in tokenize((words.synonyms or {}).get(stem(w), "")))]
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,10 @@ class RetrievalSettings(BaseModel):
                               "question and 'also asked as' phrasings) in the rank fusion.")
     key_min: float = Field(0.5, ge=0, le=1, description="Cosine a question key needs to count at all (below it, the "
                            "nearest keys of an unrelated question would outrank documents without entries).")
-    key_pin: float = Field(0.9, ge=0, le=1, description="Cosine at which the entry of the nearest key is always handed "
-                           "on, whatever the fusion says (a question asked nearly word for word).")
+    key_pin: float = Field(0.75, ge=0, le=1, description="Cosine at which the entry of the nearest key is always handed "
+                           "on, whatever the fusion says (a question asked nearly in a phrasing's words: 'is the study "
+                           "trustworthy?' is 0.80 from 'Are the numbers trustworthy?', whose entry the cap of 3 "
+                           "passages of one document left out at 0.9).")
 
 
 class AnswerSettings(BaseModel):
@@ -83,6 +85,18 @@ class AnswerSettings(BaseModel):
     entry_margin_unknown_word: float = Field(0.12, ge=0, description="... and the lead it then needs over the next entry.")
     unknown_word_evidence: float = Field(0.22, ge=0, description="Extra evidence a sentence answer needs when one "
                                          "ordinary word of the question is in no document.")
+    off_topic_unknown_min: float = Field(0.36, description="A message the topic check guessed off topic, that the "
+                                         "sources do not answer, is still on topic ('I don't have that information', "
+                                         "not 'I can't help with that') when every word of it is in the documents "
+                                         "and its best sentence scores at least this (min_keep).")
+    part_max_sentences: int = Field(4, ge=1, description="Most chosen sentences for each part of a multi-part "
+                                    "question ('how long is the drip and who changes the bags?'); with 3 parts, one "
+                                    "less each. A reviewed entry that answers a part is given whole.")
+    topic_idf: float = Field(1.2, ge=0, description="A describing word no document uses ('is leukemia contagious?', "
+                             "'is blinatumomab expensive?') is answered by sentences only when another word of the "
+                             "question is rarer than this (IDF: 0.94 is a word every document uses, such as "
+                             "'blinatumomab', 'baby', 'study'): then it judges a topic the question names; else only a "
+                             "reviewed entry asked that way answers it (entry_min_unknown_word).")
     w_entry_key: float = Field(0.7, ge=0, description="Entry match score: weight of the cosine to its closest question key ...")
     w_entry_words: float = Field(0.3, ge=0, description="... plus this weight times the share of the question's words the "
                                  "entry (keys and answer) has.")
@@ -104,6 +118,11 @@ class AnswerSettings(BaseModel):
     own_document_min: float = Field(0.55, description="Score a sentence of a document without entries (a hospital's "
                                     "leaflet) needs to follow an entry's answer ...")
     own_document_sentences: int = Field(1, ge=0, description="... and how many such sentences at most.")
+
+
+    def part_sentences(self, parts: int) -> int:
+        """Most sentences for each part of a question of `parts` parts (a 3-part reply stays near 6 sentences)."""
+        return self.part_max_sentences if parts <= 2 else max(1, self.part_max_sentences - 1)
 
 
 class Settings(BaseSettings):

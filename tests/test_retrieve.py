@@ -132,6 +132,47 @@ def test_a_number_the_family_refers_back_to_is_not_a_figure_they_ask_for():
     assert missing_numbers("alive after 10 years?", "alive after 10 years: 93%") == []
 
 
+def test_a_number_in_a_statement_before_the_question_is_its_premise_not_a_figure_asked_for():
+    from bot.compose import asked_numbers
+
+    assert asked_numbers("18% relapsed or died, and disease free survival was about 82%. are those the same?") == []
+    assert asked_numbers("93% survived. What about after 5 years?") == ["5"]
+    assert asked_numbers("Is 93.3% right? and 65.8%?") == ["93.3", "65.8"]  # all questions: every figure asked
+    assert asked_numbers("tell me the 5 year survival.") == ["5"]  # no question mark: the whole message asks
+
+
+def test_a_multi_part_reply_drops_what_it_said_already_and_keeps_the_cap():
+    from bot.compose import Statement, adds_news
+
+    def st(text):
+        return Statement(text=text, quote=text, hit=None, score=1.0)  # type: ignore[arg-type]
+
+    said = [st("The blinatumomab drip runs for 4 weeks (28 days), day and night, without a break."),
+            st("Each baby in the 2023 study got 1 course of blinatumomab, about 1 month long.")]
+    part = [st("In the 2023 study, each baby got 1 course of blinatumomab through a drip, for 4 weeks (28 days)."),
+            st("The blinatumomab drip ran day and night without a break."),
+            st("Doctors call a drip that never stops a continuous infusion."),
+            st("Blinatumomab was given after the first phase of chemo, called induction."),
+            st("A reaction is most likely in the first days, so babies start the drip in hospital.")]
+    kept = [s.text for s in adds_news(part, said, 2)]
+    assert kept == ["Doctors call a drip that never stops a continuous infusion.",
+                    "Blinatumomab was given after the first phase of chemo, called induction."]
+    # a new figure is news even among words already said
+    assert adds_news([st("The blinatumomab drip runs for 5 weeks, day and night.")], said, 3)
+
+
+def test_the_note_on_survival_figures_fits_questions_about_how_a_baby_will_fare_only():
+    from bot.prompts import load_question_rules
+
+    _, words = load_question_rules(Path(__file__).resolve().parents[1] / "prompts")
+    for q in ("will my baby survive?", "what are my son's chances?", "is she going to relapse?",
+              "will our little one be ok in the end?", "how long does he have?", "could he die from this?"):
+        assert words.about_outcome(q), q
+    for q in ("how long will my son have to stay in hospital?", "how long does my daughter have the pump on?",
+              "how likely is it that our boy needs a bag change at home?"):
+        assert not words.about_outcome(q), q
+
+
 def test_spelling_leaves_contractions_whole_and_corrects_a_possessive_word():
     from bot.spelling import Speller
 
