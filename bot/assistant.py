@@ -248,11 +248,8 @@ class Assistant:
         if off_topic_guess:
             # The topic check judged the words; the sources say whether they really answer the question
             # (with the strict checks: every topic word of it is in the documents, and the evidence is strong).
-            if not composition.statements and (composition.uncovered
-                                               or composition.best_score < self.settings.answer.off_topic_unknown_min):
+            if not composition.statements:
                 return self._out_of_scope(qid, shown_text, verdict, timings, t0)
-            # Answered, or every word of it is in the documents and a sentence comes near: on topic, but perhaps
-            # not answered ('how long can the line go without a flush?' gets "I don't have that information").
             verdict = Verdict(kind="ok")
         retrieved = [Retrieved(doc_id=h.chunk.doc_id, chunk_id=h.chunk.chunk_id, score=round(h.score, 5)) for h in hits]
         safety = _safety(verdict) if verdict.kind != "ok" else {}

@@ -181,7 +181,7 @@ def adds_news(statements: list[Statement], before: list[Statement], most: int) -
 
     A multi-part reply joins the answers to its parts, and they often repeat each other ('The drip runs for 4 weeks
     (28 days)' and, for the next part, 'each baby got 1 course ... for 4 weeks (28 days)'). A statement all of whose
-    figures were given and nearly all of whose words were said (REPEAT_NEW_WORDS) adds nothing. The cap keeps the
+    figures were given and all of whose words but one were said (REPEAT_NEW_WORDS) adds nothing. The cap keeps the
     first statements in the part's order, so a sentence shown with the one it leans on never loses it to the cap."""
     said_words = {w for st in before for w in tokenize(st.text)}
     out: list[Statement] = []
@@ -191,15 +191,17 @@ def adds_news(statements: list[Statement], before: list[Statement], most: int) -
         words = set(tokenize(st.text))
         new = words - said_words
         figures = {w for w in words if w[0].isdigit()}
-        if words and not (figures - said_words) and len(new) <= REPEAT_NEW_WORDS * len(words):
+        if words and not (figures - said_words) and len(new) <= min(1.0, REPEAT_NEW_WORDS * len(words)):
             continue
         out.append(st)
         said_words |= words
     return out
 
 
-# A statement of which at most this share of words is new to the reply (and no figure) repeats what was said.
-REPEAT_NEW_WORDS = 0.2
+# A statement with no new figure and at most one new word, and that word at most this share of its words, repeats
+# what was said ('... through a drip into a vein, for 4 weeks (28 days)' after 'The drip runs for 4 weeks (28 days)');
+# two new words ('The study doctors think no baby got severe CRS because ...') say something new.
+REPEAT_NEW_WORDS = 0.15
 
 
 def _is_statement(text: str) -> bool:

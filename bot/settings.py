@@ -85,10 +85,6 @@ class AnswerSettings(BaseModel):
     entry_margin_unknown_word: float = Field(0.12, ge=0, description="... and the lead it then needs over the next entry.")
     unknown_word_evidence: float = Field(0.22, ge=0, description="Extra evidence a sentence answer needs when one "
                                          "ordinary word of the question is in no document.")
-    off_topic_unknown_min: float = Field(0.36, description="A message the topic check guessed off topic, that the "
-                                         "sources do not answer, is still on topic ('I don't have that information', "
-                                         "not 'I can't help with that') when every word of it is in the documents "
-                                         "and its best sentence scores at least this (min_keep).")
     part_max_sentences: int = Field(4, ge=1, description="Most chosen sentences for each part of a multi-part "
                                     "question ('how long is the drip and who changes the bags?'); with 3 parts, one "
                                     "less each. A reviewed entry that answers a part is given whole.")

@@ -157,6 +157,11 @@ def test_a_multi_part_reply_drops_what_it_said_already_and_keeps_the_cap():
     kept = [s.text for s in adds_news(part, said, 2)]
     assert kept == ["Doctors call a drip that never stops a continuous infusion.",
                     "Blinatumomab was given after the first phase of chemo, called induction."]
+    # two new words are news: a reason given for what was said
+    assert adds_news([st("The study doctors think no baby got severe CRS because very few leukemia cells were left.")],
+                     [st("In the 2023 study, there was no severe cytokine release syndrome (CRS) in any baby."),
+                      st("The babies had just a small bit of leukemia left when they began blinatumomab."),
+                      st("CRS can happen with blinatumomab because it switches on many immune cells at once.")], 3)
     # a new figure is news even among words already said
     assert adds_news([st("The blinatumomab drip runs for 5 weeks, day and night.")], said, 3)
 
