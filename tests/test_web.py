@@ -299,6 +299,11 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, assistant, knowledge_se
                 if time.monotonic() - started > START_TIMEOUT_S:
                     pytest.fail(f"app.py did not answer on {url} within {START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.5)
+            # Started means every serving process is taking connections (the second joins once warmed up).
+            while len(_listening_pids(port, [proc.pid, *_children(proc.pid)])) < 2:
+                if time.monotonic() - started > START_TIMEOUT_S:
+                    pytest.fail(f"the second process did not serve within {START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
             yield {"url": url, "port": port, "db": db, "log": log_path, "tmp": tmp / "tmp", "pid": proc.pid}
         finally:
             proc.terminate()
@@ -906,12 +911,9 @@ def test_two_processes_serve_the_one_port_and_share_the_families(app_server, kno
     from bot.web import more_processes
 
     first = int(app_server["pid"])
-    children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == first]
+    children = _children(first)
     assert len(children) == 1, children
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while _listening_pids(int(app_server["port"]), [first, *children]) != {first, *children}:
-        assert time.monotonic() < deadline, "the second process did not start serving"
-        time.sleep(1.0)
+    assert _listening_pids(int(app_server["port"]), [first, *children]) == {first, *children}
     before = {pid: _cpu_ticks(pid) for pid in (first, *children)}
     kinds = []
     for i in range(24):  # a new connection each time: the kernel picks a process for each
@@ -925,6 +927,10 @@ def test_two_processes_serve_the_one_port_and_share_the_families(app_server, kno
     taken = knowledge_settings.model_copy(update={"port": int(app_server["port"])})
     with pytest.raises(SystemExit, match="in use"), more_processes(taken, [sys.executable, "-c", "pass"]):
         pass
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == pid]
 
 
 def _parent(pid: int) -> int:
