@@ -234,8 +234,12 @@ class Assistant:
         else:
             composition = writer.compose(query, hits, strict=strict, said=said)
             topic = self.follow_up.default_topic
+            # A long message with no question in it is searched by its end (search_text): an account of the day,
+            # not a first question about 'it', so it is not searched again as one (that was a third of the cost
+            # of a long message: one more long text through the model, one more search).
+            story = len(query.spelled) > self.settings.search_max_chars and "?" not in query.question
             if (not composition.statements and not composition.uncovered and topic and not query.context
-                    and verdict.kind != "urgent" and is_follow_up(query.question, self.follow_up)
+                    and verdict.kind != "urgent" and not story and is_follow_up(query.question, self.follow_up)
                     and not set(query.terms) & set(tokenize(topic))):
                 # "Does it actually work?" as a first message, not answered as it stands: 'it' is what this
                 # assistant is about (prompts/questions.yaml follow_up.default_topic). A question that names
@@ -352,6 +356,17 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
 
 
+def _model_identity(model: str) -> str:
+    """The embedding model's name, and its weights file's size and time when it is a folder."""
+    from pathlib import Path
+
+    try:
+        st = (Path(model) / "model.safetensors").stat()
+        return f"{model}\x00{st.st_size}\x00{st.st_mtime_ns}"
+    except OSError:
+        return model
+
+
 def build_assistant(
     settings: Settings | None = None,
     *,
@@ -402,7 +417,10 @@ def build_assistant(
         vocabulary = Vocabulary(index.vocabulary(), index.words(), words)
         router = None
         if given_writer is None and settings.answer.entry_router and int(index.marker.get("keys", 0)) <= ROUTER_MAX_KEYS:
-            router = fitted_router(*index.key_vectors(), cache=ArrayCache(settings.cache_dir))
+            # Kept weights are found by the keys' text hashes and the model, without reading the key vectors.
+            ids, vkeys = index.key_texts()
+            router = fitted_router(ids, lambda: index.key_vectors()[1], cache=ArrayCache(settings.cache_dir),
+                                   texts=[_model_identity(settings.embedding_model), *vkeys])
         return (index, given_retriever or hybrid,
                 given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=vocabulary, words=words,
                                                  params=settings.answer, leaning=leaning, router=router),
