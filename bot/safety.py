@@ -404,7 +404,8 @@ def explain(gate: SafetyGate, question: str, history: Sequence[Turn | dict] = ()
     if a.readings:
         lines.append("temperatures: " + ", ".join(f"{r.value:g} {r.unit}" + (" (fever)" if t.temperature.is_fever(r) else "")
                                                   for r in a.readings))
-    named = {k: v for k, v in a.names.items() if k in t.names or k in ("measured_fever", "measured_normal")}
+    named = {k: v for k, v in a.names.items()
+             if k in t.names or k in t.rules.decision.clause_names or k in ("measured_fever", "measured_normal")}
     lines.append("names: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in named.items()))
     if not a.clauses:
         lines += [f"not read by the cards (no sign now: {', '.join(t.rules.clauses.not_reports)}): {span!r}"
