@@ -352,6 +352,17 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
 
 
+def _model_identity(model: str) -> str:
+    """The embedding model's name, and its weights file's size and time when it is a folder."""
+    from pathlib import Path
+
+    try:
+        st = (Path(model) / "model.safetensors").stat()
+        return f"{model}\x00{st.st_size}\x00{st.st_mtime_ns}"
+    except OSError:
+        return model
+
+
 def build_assistant(
     settings: Settings | None = None,
     *,
@@ -402,7 +413,10 @@ def build_assistant(
         vocabulary = Vocabulary(index.vocabulary(), index.words(), words)
         router = None
         if given_writer is None and settings.answer.entry_router and int(index.marker.get("keys", 0)) <= ROUTER_MAX_KEYS:
-            router = fitted_router(*index.key_vectors(), cache=ArrayCache(settings.cache_dir))
+            # Kept weights are found by the keys' text hashes and the model, without reading the key vectors.
+            ids, vkeys = index.key_texts()
+            router = fitted_router(ids, lambda: index.key_vectors()[1], cache=ArrayCache(settings.cache_dir),
+                                   texts=[_model_identity(settings.embedding_model), *vkeys])
         return (index, given_retriever or hybrid,
                 given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=vocabulary, words=words,
                                                  params=settings.answer, leaning=leaning, router=router),

@@ -1,9 +1,10 @@
 """Other languages (prompts/languages.yaml): which language a message is in, offline, and what to say.
 
 Detection uses lingua-language-detector built from English and only the languages in the file, so
-it loads little and never guesses a language we have no words for. A message counts as another
-language only when the detector says so with enough confidence AND one of that language's common
-words is in it, so short English messages ("ok", "temp 39") stay English.
+it never guesses a language we have no words for. Its models take about 2 s of CPU and 200 MB to load,
+so a message that is clearly English by its common words (`english_words`) is decided without it.
+A message counts as another language only when the detector says so with enough confidence AND one of
+that language's common words is in it, so short English messages ("ok", "temp 39") stay English.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class LanguagesFile(_Strict):
     version: int
     detector: Literal["lingua"] = "lingua"
     min_confidence: float = Field(0.5, gt=0, le=1)
+    english_margin: int = Field(3, ge=1, description="a message is English without the detector when it has at "
+                                "least one English word and this many times as many as common words of any other language")
+    english_words: list[str] = Field(default_factory=list, description="common English words that are not common "
+                                     "words of the other languages; words also in a language's `words` count for neither")
     languages: dict[str, Language]
 
     @field_validator("languages")
@@ -90,6 +95,10 @@ class LanguageGuide:
         self.spec = spec
         self.path = str(path)
         self.words = {code: {fold(w).lower() for w in lang.words} for code, lang in spec.languages.items()}
+        english = {fold(w).lower() for w in spec.english_words}
+        # Clues for the English-first rule (see detect): English words of no other list, other words of no English list.
+        self.english_clues = english - set().union(*self.words.values())
+        self.other_clues = {code: words - english for code, words in self.words.items()}
 
     @classmethod
     def from_dir(cls, prompts_dir: Path) -> LanguageGuide:
@@ -118,7 +127,20 @@ class LanguageGuide:
             # No common word of any listed language: the rule below answers English whatever the detector
             # says, so it is not asked (loading its models costs about a second in a one-question process).
             return Detected(ENGLISH, 1.0)
+        if self.clearly_english(words):
+            return Detected(ENGLISH, 1.0)
         return self._detect_with_model(sample, words)
+
+    def clearly_english(self, words: set[str]) -> bool:
+        """Enough English words ('what', 'does', 'my', 'the') against the common words of every other language
+        ('mijn', 'fieber', 'que'; words of both, 'is', 'on', 'baby', count for neither): English without the detector.
+
+        Another language needs its own common words (detect's rule below), so a message in it has some of them
+        and almost never `english_margin` times as many English words; an English question usually has several.
+        """
+        english = len(words & self.english_clues)
+        other = max((len(words & clues) for clues in self.other_clues.values()), default=0)
+        return english >= 1 and english >= self.spec.english_margin * other
 
     def _detect_with_model(self, sample: str, words: set[str]) -> Detected:
         values = self._detector.compute_language_confidence_values(sample)

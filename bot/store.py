@@ -688,13 +688,27 @@ class Index:
                 best[cid] = max(best.get(cid, -1.0), 1.0 - float(d))
         return sorted(best.items(), key=lambda kv: -kv[1])[:k]
 
+    def key_texts(self) -> tuple[list[str], list[str]]:
+        """Every live question key's entry (passage id) and vector id (a hash of its text), in `key_vectors`' order;
+        read from the catalog alone."""
+        ids: list[str] = []
+        vkeys: list[str] = []
+        for seg in self.segments:
+            for cid, vkey in self._key_rows(seg.number):
+                ids.append(cid)
+                vkeys.append(vkey)
+        return ids, vkeys
+
+    def _key_rows(self, seg: int) -> list[tuple[str, str]]:
+        return self._db().execute("SELECT chunk_id, vkey FROM entry_keys WHERE seg = ? ORDER BY chunk_id, vkey",
+                                  (seg,)).fetchall()
+
     def key_vectors(self) -> tuple[list[str], np.ndarray]:
         """Every live question key's entry (passage id) and vector, for a model that learns the entries' keys."""
         ids: list[str] = []
         vectors: list[np.ndarray] = []
         for seg in self.segments:
-            rows = self._db().execute("SELECT chunk_id, vkey FROM entry_keys WHERE seg = ? ORDER BY chunk_id, vkey",
-                                      (seg.number,)).fetchall()
+            rows = self._key_rows(seg.number)
             got = get_vectors(seg.keys, [vkey for _, vkey in rows])
             for cid, vkey in rows:
                 ids.append(cid)

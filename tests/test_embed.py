@@ -95,3 +95,17 @@ def test_a_shared_pass_that_fails_falls_back_to_one_by_one(torch_embedder, monke
     assert emb._grouped is None
     for req, vec in zip(texts, got, strict=True):
         assert np.array_equal(vec, _alone(emb, req))
+
+
+def test_the_numpy_model_of_a_one_question_process_gives_torchs_vectors(torch_embedder):
+    """`python -m bot ask` embeds its question with NumpyMiniLM (no torch import, about 0.1 s to load instead of
+    several seconds): the same weights, so the same vectors as sentence-transformers within float32 rounding."""
+    from bot.embed import NumpyMiniLM
+
+    texts = [t for request in REQUESTS for t in request] + [
+        "fièvre 39,2 °C — mon bébé", "", "a " * 400, "KMT2A-rearranged ALL: MRD after blinatumomab (2023)?"]
+    numpy_vectors = NumpyMiniLM(Settings().embedding_model).encode(texts)
+    torch_vectors = _alone(torch_embedder, texts)
+    cosines = np.sum(numpy_vectors * torch_vectors, axis=1)
+    assert np.all(cosines >= 1 - 1e-5), cosines.min()
+    assert np.abs(numpy_vectors - torch_vectors).max() < 1e-4

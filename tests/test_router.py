@@ -41,3 +41,29 @@ def test_the_assistant_asks_the_router_and_keeps_its_weights(assistant):
     pick, prob = router.predict(assistant.embedder.encode(["How long does the blinatumomab drip run?"])[0])
     assert pick.startswith("how-blinatumomab-was-given:") and 0.0 < prob <= 1.0
     assert any(p.name.startswith("entry-router-") for p in assistant.settings.cache_dir.glob("*.npz"))
+
+
+def test_kept_weights_are_found_by_the_keys_texts_without_reading_a_vector(assistant, tmp_path):
+    """A start reads the router's weights back by the keys' text hashes and the model: the same weights as keyed by
+    the vectors, and no vector is read while they are kept."""
+    from bot.cache import ArrayCache
+    from bot.router import fitted_router
+
+    ids, vkeys = assistant.index.key_texts()
+    ids_v, vectors = assistant.index.key_vectors()
+    assert ids == ids_v and len(vkeys) == len(vectors)
+    cache = ArrayCache(tmp_path)
+    reads: list[int] = []
+
+    def read() -> np.ndarray:
+        reads.append(1)
+        return vectors
+
+    first = fitted_router(ids, read, cache=cache, texts=["model", *vkeys])
+    again = fitted_router(ids, lambda: (_ for _ in ()).throw(AssertionError("a vector was read")), cache=cache,
+                          texts=["model", *vkeys])
+    by_vectors = fitted_router(ids, vectors, cache=cache)
+    assert reads == [1] and first is not None and again is not None and by_vectors is not None
+    v = vectors[0]
+    assert first.predict(v) == again.predict(v) == by_vectors.predict(v)
+    assert fitted_router(ids, read, cache=cache, texts=["another model", *vkeys]) is not None and reads == [1, 1]
