@@ -234,8 +234,12 @@ class Assistant:
         else:
             composition = writer.compose(query, hits, strict=strict, said=said)
             topic = self.follow_up.default_topic
+            # A long message with no question in it is searched by its end (search_text): an account of the day,
+            # not a first question about 'it', so it is not searched again as one (that was a third of the cost
+            # of a long message: one more long text through the model, one more search).
+            story = len(query.spelled) > self.settings.search_max_chars and "?" not in query.question
             if (not composition.statements and not composition.uncovered and topic and not query.context
-                    and verdict.kind != "urgent" and is_follow_up(query.question, self.follow_up)
+                    and verdict.kind != "urgent" and not story and is_follow_up(query.question, self.follow_up)
                     and not set(query.terms) & set(tokenize(topic))):
                 # "Does it actually work?" as a first message, not answered as it stands: 'it' is what this
                 # assistant is about (prompts/questions.yaml follow_up.default_topic). A question that names

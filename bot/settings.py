@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     login_free_attempts: int = Field(5, description="Failed logins (per username and per client) before each try must wait.")
     login_max_delay_s: float = Field(300.0, description="Longest wait between login tries; it doubles after each failure.")
     web_answer_slots: int = Field(4, description="Answers the web app computes at once (others wait their turn, in order).")
+    web_processes: int = Field(
+        2, ge=1, description="App processes that serve the page on its one port (the kernel spreads the connections "
+        "among them); each loads its own model and reads the same index, so together they use more than the one core "
+        "a Python process gets. 1 when a login is set: Gradio keeps a sign-in in the process that made it.")
     care_list_max_chars: int = Field(10_000, description="Longest care-team question list (kept in the family's browser).")
     web_max_request_bytes: int = Field(
         4_000_000, ge=10_000, description="Largest request the web app reads (the message with the conversation "

@@ -44,7 +44,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -437,6 +437,45 @@ def _search(segment: Segment, kind: str, query_vector: np.ndarray, k: int,
 # ---------------------------------------------------------------- reading an index
 
 
+class Memo:
+    """A bounded, thread-safe map of results that cannot change: a complete generation never changes, so a
+    search or a read repeated on one `Index` gives what it gave before (popular questions, every passage's
+    sentences). The least recently used are dropped first."""
+
+    MISSING = object()
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def peek(self, key):
+        """The value kept for `key`, or `Memo.MISSING`."""
+        with self._lock:
+            if key not in self._items:
+                return self.MISSING
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get(self, key, compute: Callable[[], object]):
+        """The value kept for `key`, computed (outside the lock) and kept when there is none."""
+        value = self.peek(key)
+        if value is self.MISSING:
+            value = compute()
+            self.put(key, value)
+        return value
+
+
+MEMO_SEARCHES = 4096  # searches kept per index (a few hundred bytes each)
+MEMO_PASSAGES = 8192  # passages whose sentences and vectors are kept (about 10 KB each)
+
+
 class Index:
     """One complete generation of the index, read on demand: only what a question needs is loaded."""
 
@@ -483,6 +522,8 @@ class Index:
         self._by_number = {seg.number: seg for seg in self.segments}
         self._vocab: dict[str, int] | None = None
         self._n_chunks = int(marker.get("chunks", 0))
+        self._searches = Memo(MEMO_SEARCHES)
+        self._sentences = Memo(MEMO_PASSAGES)
         self._median_grade = float(self.meta("median_grade") or 0.0)
 
     # ------------------------------------------------------------ plumbing
@@ -601,23 +642,41 @@ class Index:
 
     def sentences_of(self, chunk_ids: Sequence[str]) -> tuple[list[Sentence], np.ndarray]:
         """The sentences of these passages (passage by passage, in reading order) and their vectors, row-aligned."""
-        order = {cid: i for i, cid in enumerate(dict.fromkeys(chunk_ids))}
-        sents: list[Sentence] = []
+        wanted = list(dict.fromkeys(chunk_ids))
+        got = {cid: self._sentences.peek(cid) for cid in wanted}
+        missing = [cid for cid, value in got.items() if value is Memo.MISSING]
+        if missing:
+            for cid, value in self._read_sentences(missing).items():
+                self._sentences.put(cid, value)
+                got[cid] = value
+        per_chunk = [got[cid] for cid in wanted]
+        sents = [s for chunk_sents, _ in per_chunk for s in chunk_sents]
+        if not sents:
+            return [], np.zeros((0, 384), dtype=np.float32)
+        return sents, np.vstack([vecs for chunk_sents, vecs in per_chunk if chunk_sents])
+
+    def _read_sentences(self, chunk_ids: Sequence[str]) -> dict[str, tuple[tuple[Sentence, ...], np.ndarray]]:
+        """Each passage's sentences in reading order and their vectors (read-only: the memo shares them)."""
+        by_chunk: dict[str, list[Sentence]] = {cid: [] for cid in chunk_ids}
         where: dict[str, int] = {}
         vkey: dict[str, str] = {}
-        for part in _batches(list(order), SQL_BATCH):
+        for part in _batches(list(chunk_ids), SQL_BATCH):
             marks = ",".join("?" * len(part))
             for r in self._db().execute("SELECT sentence_id, chunk_id, position, text, grade, seg, vkey FROM sentences "
                                         f"WHERE chunk_id IN ({marks})", part):
-                sents.append(Sentence(sentence_id=r[0], chunk_id=r[1], position=int(r[2]), text=r[3],
-                                      grade=float(r[4])))
+                by_chunk[r[1]].append(Sentence(sentence_id=r[0], chunk_id=r[1], position=int(r[2]), text=r[3],
+                                               grade=float(r[4])))
                 where[r[6]] = int(r[5])  # a text in two segments: either vector (the same text, the same model)
                 vkey[r[0]] = r[6]
-        sents.sort(key=lambda s: (order[s.chunk_id], s.position))
-        if not sents:
-            return [], np.zeros((0, 384), dtype=np.float32)
-        vecs = self._vectors("sentences", where)
-        return sents, np.vstack([vecs[vkey[s.sentence_id]] for s in sents])
+        vecs = self._vectors("sentences", where) if where else {}
+        out: dict[str, tuple[tuple[Sentence, ...], np.ndarray]] = {}
+        for cid, sents in by_chunk.items():
+            sents.sort(key=lambda s: s.position)
+            rows = (np.vstack([vecs[vkey[s.sentence_id]] for s in sents]) if sents
+                    else np.zeros((0, 384), dtype=np.float32))
+            rows.flags.writeable = False
+            out[cid] = (tuple(sents), rows)
+        return out
 
     def median_grade(self) -> float:
         """Median reading grade of the indexed sentences (recorded at ingest)."""
@@ -651,6 +710,12 @@ class Index:
         return expand
 
     def dense_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Passage ids and cosine similarities, best first (kept per query vector: see Memo)."""
+        vector = np.ascontiguousarray(query_vector)
+        return list(self._searches.get(("dense_chunks", k, vector.dtype.str, vector.tobytes()),
+                                       lambda: self._dense_chunks(vector, k)))
+
+    def _dense_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Passage ids and cosine similarities, best first, from Chroma's HNSW index (every segment)."""
         if k <= 0:
             return []
@@ -663,6 +728,12 @@ class Index:
     dense_search = dense_chunks  # the name used before
 
     def dense_sentences(self, query_vector: np.ndarray, k: int) -> list[tuple[str, str, float]]:
+        """(sentence id, passage id, cosine similarity) of the closest sentences, best first (kept: Memo)."""
+        vector = np.ascontiguousarray(query_vector)
+        return list(self._searches.get(("dense_sentences", k, vector.dtype.str, vector.tobytes()),
+                                       lambda: self._dense_sentences(vector, k)))
+
+    def _dense_sentences(self, query_vector: np.ndarray, k: int) -> list[tuple[str, str, float]]:
         """(sentence id, passage id, cosine similarity) of the closest sentences, best first (Chroma HNSW)."""
         if k <= 0:
             return []
@@ -674,6 +745,12 @@ class Index:
         return sorted(found, key=lambda h: -h[2])[:k]
 
     def dense_keys(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Knowledge-entry passage ids and their closest key's similarity, best first (kept: Memo)."""
+        vector = np.ascontiguousarray(query_vector)
+        return list(self._searches.get(("dense_keys", k, vector.dtype.str, vector.tobytes()),
+                                       lambda: self._dense_keys(vector, k)))
+
+    def _dense_keys(self, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Knowledge-entry passage ids and the cosine similarity of their closest question key, best first.
 
         An entry's keys are its question and its "also asked as" phrasings (LangChain's multi-vector pattern);

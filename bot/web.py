@@ -16,8 +16,13 @@ import logging
 import os
 import re
 import secrets
+import socket
 import sqlite3
+import subprocess
+import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from functools import lru_cache, partial
 from typing import Any, Protocol
@@ -42,6 +47,7 @@ log = logging.getLogger(__name__)
 
 CSS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "web.css")
 CARE_FILE_NAME = "questions-for-my-care-team.txt"
+WORKER_ENV = "FAMILY_CHAT_WORKER_OF"  # set in the serving processes the first one starts: its process id
 CONVERSATION_KEY = "family-chat-conversation-v1"  # localStorage keys in the family's browser
 CARE_KEY = "family-chat-care-list-v1"
 # Gradio encrypts BrowserState with a key it also sends to the page, so this is no secret; a fixed
@@ -717,32 +723,127 @@ def create_app(assistant: AssistantLike, settings: Settings) -> gr.Blocks:
                         no_forget = gr.Button("No, keep them", variant="secondary", size="sm", elem_id="confirm-forget-no")
 
         page = [transcript, kept, question, status, banner, starters_col, new_row]
-        # The inputs and outputs of a question are already what the page sends and shows (text, HTML, JSON):
-        # Gradio's own pre- and post-processing of each would change nothing, at a thread hop apiece.
-        quiet = {"show_progress": "hidden", "queue": False, "preprocess": False, "postprocess": False}
+        # Every event is one plain request (no queue): the server keeps nothing between requests (the conversation
+        # is in the browser), so any of the app's processes can answer any request (see `launch`). The inputs and
+        # outputs of a question are already what the page sends and shows (text, HTML, JSON): Gradio's own pre-
+        # and post-processing of each would change nothing, at a thread hop apiece.
+        plain = {"show_progress": "hidden", "queue": False}
+        quiet = {**plain, "preprocess": False, "postprocess": False}
+        private = {**plain, "api_visibility": "private"}
         send.click(h.ask, [question, kept], page, js=PENDING_JS, api_name="ask", **quiet)
         question.submit(h.ask, [question, kept], page, js=PENDING_JS, api_visibility="private", **quiet)
         for b, text in zip(starter_buttons, starters, strict=True):
             b.click(partial(h.ask_starter, text), [kept], page, api_visibility="private", **quiet)
-        app.load(h.restore, [kept, care_kept], [*page, care], api_visibility="private", show_progress="hidden")
+        app.load(h.restore, [kept, care_kept], [*page, care], **private)
 
-        new_btn.click(lambda: gr.update(visible=True), None, confirm_new, api_visibility="private", show_progress="hidden")
-        no_new.click(lambda: gr.update(visible=False), None, confirm_new, api_visibility="private", show_progress="hidden")
-        yes_new.click(h.start_over, None, [*page, confirm_new], api_visibility="private", show_progress="hidden")
-        forget_btn.click(lambda: gr.update(visible=True), None, confirm_forget, api_visibility="private", show_progress="hidden")
-        no_forget.click(lambda: gr.update(visible=False), None, confirm_forget, api_visibility="private", show_progress="hidden")
+        new_btn.click(lambda: gr.update(visible=True), None, confirm_new, **private)
+        no_new.click(lambda: gr.update(visible=False), None, confirm_new, **private)
+        yes_new.click(h.start_over, None, [*page, confirm_new], **private)
+        forget_btn.click(lambda: gr.update(visible=True), None, confirm_forget, **private)
+        no_forget.click(lambda: gr.update(visible=False), None, confirm_forget, **private)
         forget_out = [*page, confirm_forget, care, care_kept, care_status]
-        yes_forget.click(h.forget, None, forget_out, api_visibility="private", show_progress="hidden").then(
-            None, None, None, js=FORGET_JS
-        )
+        yes_forget.click(h.forget, None, forget_out, **private).then(None, None, None, js=FORGET_JS, queue=False)
 
         transcript.click(h.on_action, [kept, care], [kept, care, care_kept, status, ack],
-                         api_visibility="private", show_progress="hidden").then(None, [ack], None, js=ACK_JS)
+                         **private).then(None, [ack], None, js=ACK_JS, queue=False)
         # `change`, not `input`: a pasted list must be kept too. Values set by the page are already kept.
-        care.change(h.save_care, [care, care_kept], [care_kept, care_status], api_visibility="private",
-                    show_progress="hidden", trigger_mode="always_last")
-        download.click(None, [care], None, js=DOWNLOAD_JS)
+        care.change(h.save_care, [care, care_kept], [care_kept, care_status], trigger_mode="always_last", **private)
+        download.click(None, [care], None, js=DOWNLOAD_JS, queue=False)
     return app
+
+
+def serving_processes(settings: Settings) -> int:
+    """How many processes serve the page: `web_processes`, or 1 when a login is set (Gradio keeps a sign-in
+    in the memory of the process that made it, and the login throttle counts in one process)."""
+    return 1 if settings.auth_username or settings.auth_password else settings.web_processes
+
+
+@contextmanager
+def more_processes(settings: Settings, command: Sequence[str]) -> Iterator[list[subprocess.Popen]]:
+    """Start the other serving processes (`serving_processes - 1`, each running `command`, which builds its own
+    assistant over the same index and calls `launch`); stop them when the block ends. Nothing in a process that
+    is itself one of them, or when one process serves."""
+    n = serving_processes(settings)
+    if os.environ.get(WORKER_ENV) or n <= 1:
+        yield []
+        return
+    # Before any of them binds it: something else listening on the port (an old copy of the app, on another index)
+    # would otherwise silently take a share of the families.
+    family, kind, proto, _, address = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise SystemExit(f"Port {settings.port} on {settings.host} is in use ({exc.strerror}): stop what serves "
+                             "there, or set BOT_PORT to a free port.") from None
+    env = {**os.environ, WORKER_ENV: str(os.getpid())}
+    procs = [subprocess.Popen(list(command), env=env) for _ in range(n - 1)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def warm_up(assistant: AssistantLike, settings: Settings, timeout_s: float = 300.0) -> None:
+    """In a process started by `more_processes`, before it takes connections (the first process serves
+    meanwhile): wait for its model's switch to torch and answer the suggested questions once, so that no family
+    waits for what a process's first answers load (the language model, the word tables, torch)."""
+    if not os.environ.get(WORKER_ENV):
+        return
+    wait_ready = getattr(getattr(assistant, "embedder", None), "wait_ready", None)
+    if wait_ready is not None:
+        wait_ready(timeout_s)
+    for starter in load_starters(settings.prompts_dir):
+        assistant.ask(starter.question)
+
+
+def _follow_first_process() -> None:
+    """In a process started by `more_processes`: exit when the first process is gone (even after kill -9)."""
+    first = int(os.environ.get(WORKER_ENV) or 0)
+    if not first:
+        return
+
+    def watch() -> None:
+        while os.getppid() == first:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="follow-first-process", daemon=True).start()
+
+
+def shared_port(host: str, port: int) -> socket.socket:
+    """A listening socket that the app's other processes bind too (SO_REUSEPORT: the kernel hands each new
+    connection to one of them)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    return sock
+
+
+def _page_options(app: gr.Blocks, settings: Settings, throttle: LoginThrottle) -> dict[str, Any]:
+    """What `launch` gives Gradio whether one process serves or several."""
+    return {
+        "theme": getattr(app, "_bot_theme", None),
+        "css_paths": [CSS_PATH],
+        "footer_links": [],
+        "run_history": False,  # never keep families' questions in the browser's run history
+        "enable_monitoring": False,
+        "mcp_server": False,
+        "ssr_mode": False,
+        "show_error": False,
+        "app_kwargs": {"middleware": [Middleware(BodySizeLimitMiddleware, max_bytes=settings.web_max_request_bytes),
+                                      Middleware(LoginThrottleMiddleware, throttle=throttle)]},
+    }
 
 
 def launch(app: gr.Blocks, settings: Settings, block: bool = True) -> None:
@@ -754,6 +855,9 @@ def launch(app: gr.Blocks, settings: Settings, block: bool = True) -> None:
         auth = (settings.auth_username, settings.auth_password)
     throttle = LoginThrottle(free_attempts=settings.login_free_attempts, max_delay_s=settings.login_max_delay_s)
     app.queue(default_concurrency_limit=8)
+    if serving_processes(settings) > 1:
+        _serve_shared(app, settings, _page_options(app, settings, throttle), block)
+        return
     app.launch(
         server_name=settings.host,
         server_port=settings.port,
@@ -765,16 +869,29 @@ def launch(app: gr.Blocks, settings: Settings, block: bool = True) -> None:
             f"{settings.login_free_attempts} wrong tries, each new try has to wait a little longer "
             f"(from 1 second up to {settings.login_max_delay_s / 60:g} minutes), so if nothing happens, wait and try again."
         ) if auth else None,
-        theme=getattr(app, "_bot_theme", None),
-        css_paths=[CSS_PATH],
-        footer_links=[],
-        run_history=False,  # never keep families' questions in the browser's run history
-        enable_monitoring=False,
-        mcp_server=False,
-        ssr_mode=False,
-        show_error=False,
         inbrowser=False,
         prevent_thread_lock=not block,
-        app_kwargs={"middleware": [Middleware(BodySizeLimitMiddleware, max_bytes=settings.web_max_request_bytes),
-                                   Middleware(LoginThrottleMiddleware, throttle=throttle)]},
+        **_page_options(app, settings, throttle),
     )
+
+
+def _serve_shared(app: gr.Blocks, settings: Settings, options: dict[str, Any], block: bool) -> None:
+    """Serve the page from this process on the port the app's other processes share (see `more_processes`)."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    first = not os.environ.get(WORKER_ENV)
+    sock = shared_port(settings.host, settings.port)
+    _follow_first_process()
+    site = gr.mount_gradio_app(FastAPI(), app, "/", server_name=settings.host, server_port=settings.port, **options)
+    server = uvicorn.Server(uvicorn.Config(site, log_level="warning"))
+    if first:
+        print(f"* Running on local URL:  http://{settings.host}:{settings.port} (other processes join when warmed up: "
+              f"{serving_processes(settings)} in all)", flush=True)
+    else:
+        print(f"* Another process serves on the same port (process {os.getpid()}, warmed up)", flush=True)
+    if block:
+        server.run(sockets=[sock])
+    else:
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
+        threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="serve", daemon=True).start()

@@ -14,9 +14,9 @@ for information only (answer quality is measured by the evals). Targets (issue 1
 
 On a shared machine the figures depend on what else runs, so every stage also reports the machine's
 load: the 1-minute load average before and at most during the stage, how busy its CPUs were, and how
-much of that was neither the app (--app-pid) nor this script; with --app-pid, also the app's CPU
-milliseconds per answer (app_cpu_ms_per_answer), which moves far less with the machine's load than the
-latencies do. --wait-quiet L waits (up to
+much of that was neither the app (--app-pid, with its child processes: the other serving processes)
+nor this script; with --app-pid, also the app's CPU milliseconds per answer (app_cpu_ms_per_answer),
+which moves far less with the machine's load than the latencies do. --wait-quiet L waits (up to
 --wait-max seconds) until the 1-minute load average is below L before each stage.
 """
 
@@ -144,16 +144,27 @@ def _cpu_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def _process_seconds(pid: int | None) -> float:
-    """CPU seconds used so far by a process (user + system), 0 when unknown."""
-    if not pid:
-        return 0.0
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name ([] when the process is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _process_seconds(pid: int | None) -> float:
+    """CPU seconds used so far by a process and its child processes (user + system; the app's other serving
+    processes are its children: BOT_WEB_PROCESSES), 0 when unknown."""
+    if not pid:
         return 0.0
+    family = [pid] + [int(p) for p in os.listdir("/proc") if p.isdigit() and (_stat(int(p)) or ["", ""])[1] == str(pid)]
+    total = 0
+    for member in family:
+        parts = _stat(member)
+        if len(parts) > 12:
+            total += int(parts[11]) + int(parts[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class MachineLoad:

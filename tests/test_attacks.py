@@ -543,14 +543,15 @@ class TestStalling:
         assert 1950 <= len(text) <= 2000 and 250 <= text.count(".") <= 330
 
     @NEEDS_BOUNDED_TRIAGE
-    def test_a_2000_character_message_of_300_sentences_costs_at_most_450_ms(self, assistant) -> None:
+    def test_a_2000_character_message_of_300_sentences_costs_at_most_300_ms(self, assistant) -> None:
         """Cost is CPU time of the asking thread (the model runs in it): wall time also counts other users' load.
 
         The attack this guards against cost 6-7 s; the bound was 300 ms when the whole ask cost a median of 189 ms.
-        With round 6-7's larger rules and content it costs 270-370 ms CPU on this 2-core machine (f733ed9 and
-        f347cdc alike, measured by the lead at load 1-2), so 300 ms failed on a quiet CI run: the bound is 450 ms,
-        still far under the attack's seconds. Cutting the cost back (safety ~1/3, retrieve ~1/4, compose ~1/3 of it)
-        is open work.
+        With round 6-7's larger rules and content it cost 270-370 ms CPU (lead, quiet machine), so the bound was
+        450 ms for round 7. About three quarters of it was the model reading three texts of about 150 tokens
+        (the message's head for the safety check, its end for the search, and that end again with the default
+        topic): a long message without a question is no longer searched again as a first question about 'it'
+        (round 8: 269-337 -> 212-237 ms on the loaded machine), so the bound is 300 ms again.
         """
         assistant.ask(long_message(0))
         cpu, wall = [], []
@@ -561,7 +562,7 @@ class TestStalling:
             wall.append(time.perf_counter() - t0)
             assert answer.kind != "error"
         median_cpu, median_wall = sorted(cpu)[1], sorted(wall)[1]
-        assert median_cpu <= 0.450, f"median cost {median_cpu * 1000:.0f} ms CPU (last: {answer.timings_ms})"
+        assert median_cpu <= 0.300, f"median cost {median_cpu * 1000:.0f} ms CPU (last: {answer.timings_ms})"
         assert median_wall <= 5.0, f"median {median_wall * 1000:.0f} ms wall"  # a sanity bound: wall time counts others' load
 
     def test_a_normal_question_is_answered_within_1_s_with_7_long_messages_in_flight(self, assistant) -> None:

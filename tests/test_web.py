@@ -272,6 +272,7 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, assistant, knowledge_se
         "BOT_PORT": str(port),
         "BOT_FEEDBACK_DB": str(db),
         "BOT_INDEX_DIR": str(knowledge_settings.index_dir),
+        "BOT_WEB_PROCESSES": "2",  # as by default: every browser test also goes through both processes
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -298,13 +299,24 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, assistant, knowledge_se
                 if time.monotonic() - started > START_TIMEOUT_S:
                     pytest.fail(f"app.py did not answer on {url} within {START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.5)
-            yield {"url": url, "port": port, "db": db, "log": log_path, "tmp": tmp / "tmp"}
+            # Started means every serving process is taking connections (the second joins once warmed up).
+            while len(_listening_pids(port, [proc.pid, *_children(proc.pid)])) < 2:
+                if time.monotonic() - started > START_TIMEOUT_S:
+                    pytest.fail(f"the second process did not serve within {START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield {"url": url, "port": port, "db": db, "log": log_path, "tmp": tmp / "tmp", "pid": proc.pid}
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            # The harder way to stop: kill -9 of the first process. The others must not serve on without it.
+            others = _children(proc.pid)
+            proc.kill()
+            proc.wait(timeout=15)
+            deadline = time.monotonic() + 15
+            while any(_alive(pid) for pid in others) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            left = [pid for pid in others if _alive(pid)]
+            for pid in left:
+                os.kill(pid, 9)
+            assert not left, f"serving processes {left} went on after the first process was killed"
 
 
 def test_the_running_app_refuses_a_huge_request_and_goes_on_serving(app_server) -> None:
@@ -346,11 +358,15 @@ class Chat:
 
     def open(self) -> None:
         """Load the page and wait until what this browser kept has been put back."""
-        self.page.goto(self.url)
+        # The page's load event sends what the browser kept and shows what comes back (the first request it
+        # posts): wait for that answer, not a fixed time (on a busy machine it took more than 300 ms).
+        with self.page.expect_response(lambda r: "/gradio_api/" in r.url and r.request.method == "POST",
+                                       timeout=ANSWER_TIMEOUT_MS):
+            self.page.goto(self.url)
         self.box = self.page.get_by_label("Your question")
         self.box.wait_for()
         self.page.wait_for_function("() => window.gradio_config !== undefined")
-        self.page.wait_for_timeout(300)  # the load event restores the kept conversation
+        self.page.wait_for_timeout(100)  # the answer is drawn
 
     def _on_dialog(self, dialog) -> None:
         self.dialogs.append(dialog.message)
@@ -867,6 +883,81 @@ def test_behind_a_trusted_proxy_the_throttle_counts_the_forwarded_client(assista
                 assert (other.status_code == 429) is second_family_blocked, (trusted, other.status_code)
         finally:
             app.close()
+
+
+def _listening_pids(port: int, pids: list[int]) -> set[int]:
+    """Of these processes, those that hold a socket listening on this loopback port (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for row in f.read().splitlines()[1:]:
+                cols = row.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "0A":  # 0A: LISTEN
+                    inodes.add(f"socket:[{cols[9]}]")
+    out = set()
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        for fd in fd_dir.iterdir() if fd_dir.exists() else []:
+            try:
+                if os.readlink(fd) in inodes:
+                    out.add(pid)
+                    break
+            except OSError:
+                continue
+    return out
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_two_processes_serve_the_one_port_and_share_the_families(app_server, knowledge_settings) -> None:
+    """`python app.py` serves from BOT_WEB_PROCESSES (2) processes on one port: the second joins once it has
+    warmed up, every request is answered by either, and a second copy of the app cannot take the port."""
+    import httpx
+
+    from bot.web import more_processes
+
+    first = int(app_server["pid"])
+    children = _children(first)
+    assert len(children) == 1, children
+    assert _listening_pids(int(app_server["port"]), [first, *children]) == {first, *children}
+    before = {pid: _cpu_ticks(pid) for pid in (first, *children)}
+    kinds = []
+    for i in range(24):  # a new connection each time: the kernel picks a process for each
+        with httpx.Client(base_url=str(app_server["url"]), timeout=60) as client:
+            resp = client.post("/gradio_api/run/ask", json={"data": [f"What is MRD? ({i})", {"v": 1, "turns": []}]})
+            resp.raise_for_status()
+            kinds.append(resp.json()["data"][1]["turns"][-1]["answer"]["kind"])
+    assert set(kinds) == {"answer"}, kinds
+    busy = [pid for pid in before if _cpu_ticks(pid) - before[pid] >= 5]  # 50 ms: answered some of the 24
+    assert sorted(busy) == sorted(before), (before, {pid: _cpu_ticks(pid) for pid in before})
+    taken = knowledge_settings.model_copy(update={"port": int(app_server["port"])})
+    with pytest.raises(SystemExit, match="in use"), more_processes(taken, [sys.executable, "-c", "pass"]):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    """The process runs (an exited one waiting to be reaped, a zombie, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == pid]
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def test_load_test_script_runs_conversations_without_cross_talk(app_server) -> None:
