@@ -886,8 +886,10 @@ def _serve_shared(app: gr.Blocks, settings: Settings, options: dict[str, Any], b
     site = gr.mount_gradio_app(FastAPI(), app, "/", server_name=settings.host, server_port=settings.port, **options)
     server = uvicorn.Server(uvicorn.Config(site, log_level="warning"))
     if first:
-        print(f"* Running on local URL:  http://{settings.host}:{settings.port}, "
-              f"{serving_processes(settings)} processes", flush=True)
+        print(f"* Running on local URL:  http://{settings.host}:{settings.port} (other processes join when warmed up: "
+              f"{serving_processes(settings)} in all)", flush=True)
+    else:
+        print(f"* Another process serves on the same port (process {os.getpid()}, warmed up)", flush=True)
     if block:
         server.run(sockets=[sock])
     else:

@@ -175,3 +175,33 @@ def test_a_sentence_that_says_another_again_is_a_near_copy_but_another_figure_is
                          "Of the earlier babies, 65.8% were alive after 2 years.", 0.7)  # the other arm's figure
     assert not near_copy("Babies at high risk often get a stem cell transplant now.",
                          "In the 2023 study, 8 of the 9 babies at high risk still had a stem cell transplant.", 0.7)
+
+
+def test_searches_and_sentences_kept_per_index_are_what_the_index_gives(assistant):
+    """Index keeps searches by query vector and passages' sentences (a complete generation never changes):
+    what it hands back is what reading the index again gives, and a caller cannot change what is kept."""
+    import numpy as np
+
+    from bot.store import Memo
+
+    index = assistant.index
+    vector = assistant.embedder.encode(["How long is the blinatumomab drip given for?"])[0]
+    for name in ("dense_chunks", "dense_sentences", "dense_keys"):
+        kept = getattr(index, name)(vector, 8)
+        again = getattr(index, name)(vector, 8)
+        assert kept == again == getattr(index, f"_{name}")(vector, 8) and kept
+        again.clear()  # a copy: the next caller still gets the whole list
+        assert getattr(index, name)(vector, 8) == kept
+    ids = [cid for cid, _ in index.dense_chunks(vector, 4)]
+    sents, vecs = index.sentences_of(ids)
+    fresh = index._read_sentences(ids)
+    assert sents == [s for cid in ids for s in fresh[cid][0]]
+    assert np.array_equal(vecs, np.vstack([fresh[cid][1] for cid in ids if fresh[cid][0]]))
+    assert [s.chunk_id for s in index.sentences_of(ids[::-1])[0]] == [s.chunk_id for s in
+                                                                        sorted(sents, key=lambda s: ids[::-1].index(s.chunk_id))]
+    assert index._sentences.peek(ids[0])[1].flags.writeable is False  # what is kept cannot be changed in place
+
+    memo = Memo(2)
+    for key in "abc":
+        memo.get(key, lambda key=key: key.upper())
+    assert memo.peek("a") is Memo.MISSING and memo.peek("c") == "C"  # bounded: the least recently used goes
