@@ -314,11 +314,12 @@ class SafetyGate:
         """The red-flag step read talk of a baby's health: a card matched (even where the message is over, a
         what-if or a question, and with no word for the baby: "the dressing was soaked with blood, the nurses
         redid it"), or, in a message about a baby, a worry, a denied sign, a sign that is over or a report that
-        all is well. Such a message is on topic."""
+        all is well, or a clause that reports a sign now ("he doesn't seem to recognise his dad"). Such a message is on
+        topic."""
         if a is None:
             return False
-        if any(r.matched for r in a.cards):
-            return True
+        if any(r.matched for r in a.cards) or a.names.get("reports_sign_now"):
+            return True  # a card matched, or a clause reports a sign of the baby now (file: decision.clause_names)
         return bool(a.names.get("baby")) and (a.names.get("reassuring", False) or a.names.get("resolved", False)
                                               or bool(a.not_read))
 
@@ -404,7 +405,8 @@ def explain(gate: SafetyGate, question: str, history: Sequence[Turn | dict] = ()
     if a.readings:
         lines.append("temperatures: " + ", ".join(f"{r.value:g} {r.unit}" + (" (fever)" if t.temperature.is_fever(r) else "")
                                                   for r in a.readings))
-    named = {k: v for k, v in a.names.items() if k in t.names or k in ("measured_fever", "measured_normal")}
+    named = {k: v for k, v in a.names.items()
+             if k in t.names or k in t.rules.decision.clause_names or k in ("measured_fever", "measured_normal")}
     lines.append("names: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in named.items()))
     if not a.clauses:
         lines += [f"not read by the cards (no sign now: {', '.join(t.rules.clauses.not_reports)}): {span!r}"

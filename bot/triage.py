@@ -72,6 +72,9 @@ class Step(_Strict):
 
 class Decision(_Strict):
     names: dict[str, str] = Field(default_factory=dict)
+    # Read on each clause that is not set aside; the message holds the name when any such clause does ("she was fine
+    # at lunch. her arms flop down when I lift her": the good news of one clause does not hide the sign of another).
+    clause_names: dict[str, str] = Field(default_factory=dict)
     card_fires: str
     set_aside: str = "false"
     steps: list[Step] = Field(min_length=1)
@@ -388,6 +391,11 @@ class Triage:
                 self._names.append((name, _logic(expr, known, f"{where}: decision.names.{name}")))
                 known |= {name, MESSAGE + name}
             self._set_aside = _logic(rules.decision.set_aside, known, f"{where}: decision.set_aside")
+            self._clause_names = [(name, _logic(expr, known, f"{where}: decision.clause_names.{name}"))
+                                  for name, expr in rules.decision.clause_names.items()]
+            clash = [n for n, _ in self._clause_names if n in known]
+            if clash:
+                raise RedFlagsError(f"{where}: decision.clause_names {clash} clash with a sign or a name")
             self.breaks = _group(rules.clauses.breaks, f"{where}: clauses.breaks", vocab)
             self.report_starts = _group(rules.clauses.report_starts, f"{where}: clauses.report_starts", vocab)
             card_known = known | set(CARD_NAMES)
@@ -400,7 +408,7 @@ class Triage:
                                                _group(c.strong, f"{cw}.strong", vocab),
                                                _group(c.also, f"{cw}.also", vocab, also_extra.get(c.id)),
                                                _group(c.negated, f"{cw}.negated", vocab), fires))
-            step_known = known | set(STEP_NAMES)
+            step_known = known | set(STEP_NAMES) | {n for n, _ in self._clause_names}
             self.steps = [(s, _logic(s.when, step_known, f"{where}: decision.steps[{i}].when"))
                           for i, s in enumerate(rules.decision.steps)]
             # Steps that read the classifier: it is asked only when the steps before them did not decide.
@@ -442,7 +450,8 @@ class Triage:
         for cut, nxt in _breaks(self.breaks, t):
             if cut < start:  # overlaps the break before
                 continue
-            piece = t[start:cut].strip()
+            # A question keeps its question mark: the signs read on the clause see it is a question.
+            piece = (t[start:cut] + ("?" if t[cut:nxt].lstrip().startswith("?") else "")).strip()
             if len(piece) >= self.rules.clauses.min_chars:
                 out.append(piece)
                 start = nxt
@@ -606,6 +615,8 @@ class Triage:
                     result = CardResult(c.id, c.card.tier, True, whole, t)
             results.append(result)
 
+        for name, fn in self._clause_names:
+            env[name] = any(fn(c.names) for c in clauses if not c.set_aside)
         probs: dict[str, float] = {}
         best_card: str | None = None
         env["cards"] = any(r.fired for r in results)

@@ -678,3 +678,73 @@ def test_a_message_of_300_short_sentences_costs_at_most_300_ms(gate: SafetyGate)
         gate.check(text)
         times.append(time.perf_counter() - t)
     assert min(times) <= 0.3, times
+
+
+# --- round 8: the tier-3 net reads clause by clause; look-alikes told by structure --------------
+
+
+@pytest.mark.parametrize("message", [
+    "He was smiling at breakfast. His legs just dangle when I lift him and he won't look at me.",
+    "her fingers keep trembling and she's strangely dozy tonight. could it be the blina?",
+    "his tummy looks bigger than yesterday and he groans when he feeds. is that wind?",
+])
+def test_a_sign_now_beside_good_news_or_a_question_in_another_clause_reaches_tier_3(gate: SafetyGate, message: str) -> None:
+    # With an unsure classifier, a clause that reports a sign now gets at least tier 3, whatever the other clauses say.
+    a = gate.triage.assess(message, probabilities={"unresponsive": 0.4, "neuro": 0.4})
+    assert a.names["reports_sign_now"] and a.tier is not None and a.tier <= 3, explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "she was fine at lunch",                                     # good news, over
+    "is it normal for the pump to hum at night?",                # a question
+    "my mum keeps kissing him on the face, is that ok?",         # a body part named in passing, not a sign
+    "I can't stop thinking about what the doctor said",          # the carer's own rumination
+])
+def test_a_clause_without_a_sign_now_gets_no_tier_3(gate: SafetyGate, message: str) -> None:
+    a = gate.triage.assess(message, probabilities={"unresponsive": 0.4, "neuro": 0.4})
+    assert not a.names["reports_sign_now"] and a.tier is None, explain(gate, message)
+
+
+def test_a_question_keeps_its_question_mark_in_its_clause(gate: SafetyGate) -> None:
+    t = gate.triage
+    assert t.clauses("her hands shake. is it the drug? she is calm.") == ["her hands shake", "is it the drug?", "she is calm"]
+
+
+@pytest.mark.parametrize("message", [
+    "four nights ago she ran 38.3, they checked her on the ward and she's been well ever since. can we go swimming?",
+    "after the scan on tuesday he was very sleepy all evening, back to his normal self now. will that happen each time?",
+    "her results came back clear and the rash from monday is clearing up nicely",
+    "I'm nervous about the tubing getting caught on the cot bars. nothing has happened yet, just want tips",
+    "the cat runs off every time the pump plays its usual reminder tone",
+    "my aunt told us about a neighbour's baby who had fits on chemo, how often does that happen?",
+    "je vais faire une crise de nerfs avec tous ces rendez-vous",
+    "mam atak paniki przed każdą wizytą w szpitalu",
+])
+def test_over_worry_a_devices_routine_someone_elses_child_and_idioms_are_not_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind != "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "a mi suegra casi le da un ataque de risa con el bebé",
+    "ela diz que vai ter uma crise de ansiedade com tantas consultas",
+    "il a fait une crise de larmes quand on est partis",
+])
+def test_a_fit_of_laughter_nerves_or_tears_is_not_read_as_a_seizure(gate: SafetyGate, message: str) -> None:
+    # A message about the baby in another language may still get tier 3 from the other-language fallback; never the fit card.
+    assert "neuro" not in gate.check(message).signs, explain(gate, message)
+
+
+@pytest.mark.parametrize("message", [
+    "her head flops forward when I sit her up",
+    "he doesn't seem to know who I am tonight",
+    "gums bleeding, been going for 35 minutes now",
+    "only one damp nappy all day",
+    "le cathéter est fissuré et ça coule",
+    "el catéter tiene un agujero y pierde",
+    "llora cuando le tocan la barriga, dolor muy fuerte",
+    "piange appena lo sollevo",
+    "krzyczy gdy go podnoszę",
+    "el bebé tuvo un ataque y no responde",
+])
+def test_signs_told_in_everyday_words_and_other_languages_are_urgent(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind == "urgent", explain(gate, message)
