@@ -429,7 +429,8 @@ def build_assistant(
     index, retriever, writer, vocabulary = open_parts()
     step("index_open")
     english_words()  # load the word list now, not during a family's first question
-    for_matching("fev\u00e9r b\u0430by")  # and the tables of the normal form
+    if not quick:  # and the tables of the normal form (one question loads only those it needs: plain text, none)
+        for_matching("fev\u00e9r b\u0430by")
     step("word_tables")
     safety = safety or SafetyGate.from_dir(settings.prompts_dir, embedder, cache_dir=settings.cache_dir)
     step("safety_gate")

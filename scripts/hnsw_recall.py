@@ -7,6 +7,9 @@ For each question of the dev split (a sample), the passages, sentences and quest
 skipped) are compared with an exact search: the cosine similarity of the question to every live record's
 vector, read from the same segments. Recall@k counts a returned record as right when its exact similarity
 is at least the exact k-th best (ties count: copies of one text have the same vector), divided by k.
+For passages also: same-text recall (the share of the distinct texts of the exact top k that the search
+returns, whichever copies; the benchmark's copies of a passage share its text but not its vector) and the
+similarity shortfall (mean similarity of the exact top k minus that of the k returned).
 The k are the retriever's: `candidate_k` passages, 3 x `candidate_k` sentences, `candidate_k` entries.
 """
 
@@ -104,10 +107,22 @@ def main() -> int:
         records, rows, matrix = live_matrix(index, kind)
         if not records:
             continue
+        records_at = {rid: i for i, rid in enumerate(records)}
         owner = np.asarray(rows)
-        scores, times, nearest, distinct = [], [], [], []
+        scores, times, nearest, distinct, same_text, shortfall = [], [], [], [], [], []
+        text_of = ({cid: (sec, txt) for cid, sec, txt in index._db().execute("SELECT chunk_id, section, text FROM chunks")}
+                   if kind == "chunks" else {})
         for v in qvecs:
             sims = (matrix @ v)[owner]  # one similarity per live record
+            if kind == "chunks":
+                # Copies of a passage (scripts/benchmark.py) have one text and different vectors: does the search
+                # return the texts of the exact top k, whichever copies? And how much less similar is what it returns?
+                top = np.argpartition(sims, len(sims) - want)[len(sims) - want:]
+                wanted = {text_of[records[i]] for i in top}
+                got_ids = [cid for cid, _ in index.dense_chunks(v, want)]
+                same_text.append(len(wanted & {text_of[c] for c in got_ids}) / len(wanted))
+                got_sims = sorted((float(sims[records_at[c]]) for c in got_ids), reverse=True)
+                shortfall.append(float(np.sort(sims[top])[::-1].mean()) - (float(np.mean(got_sims)) if got_sims else 0.0))
             if kind == "keys":  # an entry scores by its closest key
                 best: dict[str, float] = {}
                 for rid, s in zip(records, sims.tolist(), strict=True):
@@ -127,6 +142,10 @@ def main() -> int:
                          "nearest_found": round(statistics.fmean(nearest), 4),
                          "distinct_top5_recall": round(statistics.fmean(distinct), 4),
                          "search_ms_p50": round(statistics.median(times), 2)}
+        if same_text:
+            figures[kind]["same_text_recall_mean"] = round(statistics.fmean(same_text), 4)
+            figures[kind]["same_text_recall_min"] = round(min(same_text), 4)
+            figures[kind]["similarity_shortfall_mean"] = round(statistics.fmean(shortfall), 4)
         print(kind, json.dumps(figures[kind]), flush=True)
     # The HNSW graphs alone: each segment's collection asked for its k nearest vectors, against all its vectors.
     for seg in index.segments:

@@ -178,3 +178,22 @@ def test_a_long_running_start_loads_torch_only_once_the_assistant_is_built(assis
     assert events == ["last start step", "torch"]
     assert built.ask("What is MRD?").kind == "answer"  # answered on numpy meanwhile
     built.index.close()
+
+
+def test_the_english_word_list_read_back_equals_the_dictionary(tmp_path, monkeypatch):
+    """The CMU words kept in the cache folder are exactly the parsed dictionary, and are read back without it."""
+    from bot import wordlist
+    from bot.settings import Settings
+
+    monkeypatch.setattr("bot.settings.get_settings", lambda: Settings(cache_dir=tmp_path))
+    wordlist.cmu_words.cache_clear()
+    try:
+        parsed = wordlist.parse_cmu()
+        assert len(parsed) > 100_000 and {"fever", "baby", "what"} <= parsed
+        assert wordlist.cmu_words() == parsed  # parsed, then kept
+        assert list(tmp_path.glob("cmu-words-*.npz"))
+        wordlist.cmu_words.cache_clear()
+        monkeypatch.setattr(wordlist, "parse_cmu", lambda: (_ for _ in ()).throw(AssertionError("parsed again")))
+        assert wordlist.cmu_words() == parsed  # read back
+    finally:
+        wordlist.cmu_words.cache_clear()

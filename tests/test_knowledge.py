@@ -173,9 +173,62 @@ def test_number_normalisation_catches_a_planted_number() -> None:
 LEANING = PROJECT_DIR / "prompts" / "leaning.yaml"
 
 
+def leaning_rules() -> dict:
+    """The lists in prompts/leaning.yaml: openers, pointing words, pronouns, comparisons, figure owners."""
+    return yaml.safe_load(LEANING.read_text(encoding="utf-8"))
+
+
 def leaning_openers() -> list[str]:
     """The words a sentence must not open with when it has to stand alone (prompts/leaning.yaml)."""
-    return [w.lower() for w in yaml.safe_load(LEANING.read_text(encoding="utf-8"))["leaning_openers"]]
+    return [w.lower() for w in leaning_rules()["leaning_openers"]]
+
+
+def _any_word(words: list[str]) -> re.Pattern:
+    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\b", re.I)
+
+
+# Words ending in "s" that are not plural nouns, so they cannot own a "they" (the test's own grammar, not a rule).
+_NOT_PLURAL = {"is", "was", "has", "does", "this", "its", "us", "as", "his", "hers", "yes", "less", "always",
+               "across", "plus", "thus", "focus", "virus", "serious", "nervous", "means", "sometimes", "perhaps"}
+_PLURAL_NOUNS = {"children", "people", "kids"}
+_PERSON = re.compile(r"\b(?:Dr|Doctor|Professor|Prof|Mr|Mrs|Ms)\b|\b[A-Z][a-z]+ [A-Z][a-z]+\b|"
+                     r"\b(?:mother|father|mum|dad|parent|child|baby|doctor|nurse|leader|sister|brother)\b")
+
+
+def _has_plural_noun(text: str) -> bool:
+    for word in re.findall(r"[a-z']+", text.lower()):
+        if word in _PLURAL_NOUNS or (len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "'s"))
+                                     and word not in _NOT_PLURAL):
+            return True
+    return False
+
+
+def why_sentence_leans(sentence: str, rules: dict) -> str | None:
+    """Why a sentence cannot be quoted alone, or None: it opens with a leaning word, points at another
+    sentence ("these babies", "said so"), uses a pronoun with no owner in the sentence, makes a comparison
+    with one arm, or gives a percentage without saying whose it is (lists in prompts/leaning.yaml)."""
+    text = sentence.strip()
+    low = text.lower()
+    for word in rules["leaning_openers"]:
+        if re.match(rf"\W*{re.escape(word.lower())}\b", low):
+            return f"opens with {word!r}"
+    for match in _any_word(rules["pointing_words"]).finditer(text):
+        if not (match.group(0).lower() == "such" and low[match.end():].startswith(" as ")):
+            return f"points at another sentence with {match.group(0)!r}"
+    for match in _any_word(rules["plural_pronouns"]).finditer(text):
+        if not _has_plural_noun(text[:match.start()]):
+            return f"{match.group(0)!r} has no plural noun before it in the sentence"
+    for match in _any_word(rules["person_pronouns"]).finditer(text):
+        if not _PERSON.search(text[:match.start()]):
+            return f"{match.group(0)!r} has no person named before it in the sentence"
+    arms = _any_word(rules["comparison_arms"])
+    for pattern in rules["comparisons"]:
+        found = re.search(pattern, text, re.I)
+        if found and not arms.search(text):
+            return f"compares ({found.group(0)!r}) without the other arm in the same sentence"
+    if re.search(r"\d\s?%|per ?cent", text) and not _any_word(rules["figure_owners"]).search(text):
+        return "gives a percentage without saying whose it is"
+    return None
 
 
 def entries_of(path: Path) -> list[tuple[str, object, str]]:
@@ -198,7 +251,8 @@ def entries_of(path: Path) -> list[tuple[str, object, str]]:
 # Names a family learns on the first day and cannot be said more simply. Flesch-Kincaid counts their
 # syllables as hard words, so the entry grade is measured with each one read as a two-syllable word;
 # every other word counts as written.
-NAMES_FAMILIES_LEARN = ("blinatumomab", "leukemia", "leukaemia", "chemotherapy", "immunotherapy", "Interfant-06",
+NAMES_FAMILIES_LEARN = ("Leukemia & Lymphoma Society", "blinatumomab", "leukemia", "leukaemia", "chemotherapy",
+                        "immunotherapy", "Interfant-06",
                         "cytokine", "lymphoblastic", "intrathecal", "dexamethasone", "Princess Maxima Center",
                         "Children's Oncology Group", "New England Journal of Medicine", "rearrangement", "KMT2A-rearranged",
                         "overall survival", "disease-free survival", "serious adverse event")
@@ -222,7 +276,7 @@ def answer_sentences(entry, section: str) -> list[str]:
 
 @pytest.mark.parametrize("path", knowledge_files(), ids=lambda p: p.stem)
 def test_every_section_is_a_reviewed_answer_entry(path: Path) -> None:
-    openers = leaning_openers()
+    rules = leaning_rules()
     entries = entries_of(path)
     assert entries, f"{path.name}: no entries"
     for heading, entry, section in entries:
@@ -234,9 +288,8 @@ def test_every_section_is_a_reviewed_answer_entry(path: Path) -> None:
         sentences = answer_sentences(entry, section)
         assert 2 <= len(sentences) <= 5, f"{where}: the answer has {len(sentences)} sentences (2-5)"
         for sent in sentences:
-            low = sent.lower()
-            leaning = [w for w in openers if re.match(rf"{re.escape(w)}\b", low)]
-            assert not leaning, f"{where}: {sent!r} opens with {leaning[0]!r}, so it cannot stand alone"
+            leaning = why_sentence_leans(sent, rules)
+            assert not leaning, f"{where}: {sent.strip()!r} {leaning}, so it cannot stand alone"
             assert not sent.lstrip().startswith(("-", "*")), f"{where}: answers are sentences, not lists"
         grade = entry_grade(" ".join(sentences))
         assert grade <= 7.0, f"{where}: reading grade {grade:.1f} (at most 7)"
@@ -253,3 +306,27 @@ def test_entry_parser_separates_phrasings_from_the_answer() -> None:
     assert entry_chunk.text == "The drip ran for 4 weeks. The drip ran day and night."
     assert text[entry_chunk.start:entry_chunk.end] == entry_chunk.text
     assert plain.keys == () and plain.text == "Just text here."
+
+
+@pytest.mark.parametrize("sentence", [
+    "They also had fewer infections.",                      # leaning opener
+    "Chemo cured only about half of these babies.",          # points at another sentence
+    "About 90% of relapses happen in those first 2 years.",  # points at another sentence
+    "The Princess Maxima Center said so.",                   # points at another sentence
+    "The team compared them with earlier babies.",           # pronoun with no owner
+    "In 1999, his team began a group of 25 countries.",      # person pronoun with no person
+    "Far fewer babies on blinatumomab had a relapse.",       # comparison with one arm
+    "About 82% were alive without a relapse.",               # percentage with no owner
+])
+def test_the_standalone_check_catches_a_leaning_sentence(sentence: str) -> None:
+    assert why_sentence_leans(sentence, leaning_rules())
+
+
+@pytest.mark.parametrize("sentence", [
+    "In the 2023 study, 18% of the babies on blinatumomab had a relapse or died of it, against 51% with chemo alone.",
+    "Professor Rob Pieters said his team began the Interfant group in 1999.",
+    "Wear gloves for nappies, such as when you wipe up wee or poo.",
+    "Parents can ask the care team what their baby's tests mean.",
+])
+def test_the_standalone_check_passes_a_sentence_that_names_its_subject(sentence: str) -> None:
+    assert why_sentence_leans(sentence, leaning_rules()) is None
