@@ -719,6 +719,7 @@ def test_a_question_keeps_its_question_mark_in_its_clause(gate: SafetyGate) -> N
     "my aunt told us about a neighbour's baby who had fits on chemo, how often does that happen?",
     "je vais faire une crise de nerfs avec tous ces rendez-vous",
     "mam atak paniki przed każdą wizytą w szpitalu",
+    "my partner's had a stinking cold all week, can he still cuddle her?",   # "'s" straight after the person
 ])
 def test_over_worry_a_devices_routine_someone_elses_child_and_idioms_are_not_urgent(gate: SafetyGate, message: str) -> None:
     assert gate.check(message).kind != "urgent", explain(gate, message)
