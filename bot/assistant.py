@@ -217,6 +217,8 @@ class Assistant:
         else:
             resolving = turns
         context = "" if verdict.kind == "urgent" else follow_up_context(query.question, resolving, self.follow_up)
+        if context:  # the earlier turns' words, spelled for the documents as the question was ('efects', 'babys')
+            context = vocabulary.correct_text(context)
         query = query.about(query.question, context)
         hits = retriever.retrieve(query, self.settings.retrieval.top_k)
         timings["retrieve"] = _ms(t)

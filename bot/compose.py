@@ -118,7 +118,7 @@ def asked_numbers(question: str) -> list[str]:
     In a message of several sentences, only those of its questions count: a number in a statement before them ('18%
     relapsed or died, and disease-free survival was 82%. Are those the same result?') is what the family already
     read, the premise of the question, not a figure they ask for."""
-    parts = [p for p in re.split(r"(?<=[.!?])\s+", question.strip()) if p]  # families rarely capitalise
+    parts = sentences(question.strip(), loose=True)  # families rarely capitalise
     asked = [p for p in parts if p.rstrip().endswith("?")]
     if len(parts) > 1 and asked and len(asked) < len(parts):
         return [n for p in asked for n in asked_numbers(p)]

@@ -16,6 +16,8 @@ SPLITTER_VERSION = 2
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?P<close>[\"'”’)\]]?)\s+(?=[\"'“‘(\[]?[A-Z0-9À-ÖØ-ÞА-ЯΑ-Ω])"
                            r"|(?<=[!?])(?P<close_q>[\"'”’)\]]?)\s+")
+# A family's message (`loose`): families rarely capitalise, so a full stop before any word ends a sentence too.
+_LOOSE_END = re.compile(r"(?<=[.!?])(?P<close>[\"'”’)\]]?)\s+")
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*(?![a-z])|\n(?=[ \t]*(?:[-*•]|\d+[.)])[ \t]+)")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 _ABBREVIATIONS = ("e.g.", "i.e.", "et al.", "Dr.", "vs.", "approx.", "No.", "Fig.", "St.", "Mr.", "Mrs.", "Ms.", "Prof.")
@@ -26,8 +28,11 @@ def _is_abbreviation(before: str) -> bool:
     return before.endswith(_ABBREVIATIONS) or bool(re.search(r"\b[A-Z]\.$", before))
 
 
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) spans of the sentences of a text, bullets and surrounding space left out of the span."""
+def split_sentences(text: str, loose: bool = False) -> list[tuple[int, int]]:
+    """(start, end) spans of the sentences of a text, bullets and surrounding space left out of the span.
+
+    `loose`: for a family's own message, a sentence may start lower case ('18% relapsed. are those the same?')."""
+    ends = _LOOSE_END if loose else _SENTENCE_END
     spans: list[tuple[int, int]] = []
     blocks: list[tuple[int, int]] = []
     pos = 0
@@ -40,7 +45,7 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
         bullet = _BULLET.match(block)
         offset = bullet.end() if bullet else 0
         cut = offset
-        for m in _SENTENCE_END.finditer(block, offset):
+        for m in ends.finditer(block, offset):
             if _is_abbreviation(block[:m.start()]):
                 continue
             close = "close" if m.group("close") is not None else "close_q"
@@ -57,6 +62,6 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def sentences(text: str) -> list[str]:
+def sentences(text: str, loose: bool = False) -> list[str]:
     """The sentences of a text, as strings (see `split_sentences`)."""
-    return [text[s:e] for s, e in split_sentences(text)]
+    return [text[s:e] for s, e in split_sentences(text, loose)]
