@@ -60,7 +60,8 @@ def test_a_follow_up_embeds_the_question_and_the_question_with_its_context(assis
     ans = assistant.ask("how long is it given for?", history)
     assert ans.kind == "answer"
     texts = _texts(calls)
-    assert len(calls["correct"]) == 1
+    # The question is corrected once; the words carried from the earlier turns once more, on their own.
+    assert calls["correct"] == ["how long is it given for?", "blinatumomab"], calls["correct"]
     assert all(n == 1 for n in texts.values()), texts
     assert len(texts) == 2 and any("blinatumomab" in t.lower() for t in texts), texts
 
