@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -13,7 +14,7 @@ from typing import Any
 from bot.cache import ArrayCache
 from bot.compose import AnswerWriter, Composition, ExtractiveWriter, adds_news, label_citations, said_sentences
 from bot.embed import Embedder, SentenceEmbedder
-from bot.ingest import ensure_index
+from bot.ingest import ensure_index, file_stamp
 from bot.normal import for_matching
 from bot.prompts import Messages, load_leaning_openers, load_messages, load_question_rules
 from bot.query import Query, prepare
@@ -368,11 +369,8 @@ def _ms(start: float) -> float:
 
 def _model_identity(model: str) -> str:
     """The embedding model's name, and its weights file's size and time when it is a folder."""
-    from pathlib import Path
-
     try:
-        st = (Path(model) / "model.safetensors").stat()
-        return f"{model}\x00{st.st_size}\x00{st.st_mtime_ns}"
+        return f"{model}\x00{file_stamp(os.path.join(model, 'model.safetensors'))}"
     except OSError:
         return model
 

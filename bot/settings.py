@@ -115,7 +115,6 @@ class AnswerSettings(BaseModel):
                                     "leaflet) needs to follow an entry's answer ...")
     own_document_sentences: int = Field(1, ge=0, description="... and how many such sentences at most.")
 
-
     def part_sentences(self, parts: int) -> int:
         """Most sentences for each part of a question of `parts` parts (a 3-part reply stays near 6 sentences)."""
         return self.part_max_sentences if parts <= 2 else max(1, self.part_max_sentences - 1)
