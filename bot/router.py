@@ -5,11 +5,16 @@ Similarity finds the entry with the nearest phrasing; the router has learned wha
 share, so it generalises better to a new wording (held-out phrasings, 5 folds: about 67 % right against 53 % for
 the nearest phrasing; README, 'How answers are chosen'). It never answers alone: the writer accepts an entry on
 its word only when similarity picks the same entry (bot/compose.py).
+
+It is fitted at ingest and kept in the index generation (`ROUTER_FILE`, named by the generation's marker), so a
+start only reads it (bot/ingest.py `store_router`); fitting at start grew with the number of keys (14 s of CPU for
+18,000 keys).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -17,10 +22,11 @@ from bot.cache import ArrayCache, digest
 
 # Raise when the model or its training changes: weights kept by an older version are then refitted.
 MODEL_VERSION = "entry-router-logreg-C30-1"
-# Most question keys the router is fitted on at start: it reads every key vector and learns one class per
-# entry, which a library of thousands of entries would pay at every start (x400 copies of knowledge/ hold
+# Most question keys the router is fitted on: it reads every key vector and learns one class per entry, which a
+# library of thousands of entries would pay at every ingest that changes a key (x400 copies of knowledge/ hold
 # 246,000 keys). Beyond it, similarity alone chooses (as with the router switched off).
 MAX_KEYS = 20_000
+ROUTER_FILE = "router.npz"  # in an index generation's folder: the router of that generation's keys
 
 
 class EntryRouter:
@@ -38,14 +44,29 @@ class EntryRouter:
         if len(classes) < 2:
             return None
         from sklearn.linear_model import LogisticRegression
+        from threadpoolctl import threadpool_limits
 
         index = {cid: i for i, cid in enumerate(classes)}
-        model = LogisticRegression(C=c, max_iter=1000, tol=1e-3).fit(vectors, [index[cid] for cid in entry_ids])
+        # One BLAS/OpenMP thread: with two, the threads spin while they wait, so knowledge/'s 1,800 keys took 6.6 s
+        # of CPU instead of 0.5 s (and 18,000 keys no less CPU than with one).
+        with threadpool_limits(limits=1):
+            model = LogisticRegression(C=c, max_iter=1000, tol=1e-3).fit(vectors, [index[cid] for cid in entry_ids])
         return cls([classes[int(k)] for k in model.classes_], np.asarray(model.coef_, dtype=np.float64),
                    np.asarray(model.intercept_, dtype=np.float64))
 
     def state(self) -> dict[str, np.ndarray]:
         return {"classes": np.array(self.classes, dtype=str), "coef": self._coef, "intercept": self._intercept}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> EntryRouter:
+        """The router whose weights `state()` gave (ValueError or KeyError when they do not fit together)."""
+        return cls([str(c) for c in state["classes"]], np.asarray(state["coef"]), np.asarray(state["intercept"]))
+
+    @classmethod
+    def load(cls, path: Path) -> EntryRouter:
+        """The router kept in a file (an index generation's `ROUTER_FILE`)."""
+        with np.load(path, allow_pickle=False) as data:
+            return cls.from_state({name: data[name] for name in data.files})
 
     def predict(self, vector: np.ndarray) -> tuple[str, float]:
         """The most likely entry and its probability."""
@@ -53,6 +74,14 @@ class EntryRouter:
         e = np.exp(scores - scores.max())
         best = int(np.argmax(e))
         return self.classes[best], float(e[best] / e.sum())
+
+
+def router_key(entry_ids: Sequence[str], texts: Sequence[str]) -> str:
+    """What identifies a router's weights: its version and training, each key's entry, and what identifies the key
+    vectors (the embedding model, then the hash of each key's text)."""
+    from importlib.metadata import version
+
+    return digest([MODEL_VERSION, version("scikit-learn"), "\x00".join(entry_ids), "texts", "\x00".join(texts)])
 
 
 def fitted_router(entry_ids: list[str], vectors: np.ndarray | Callable[[], np.ndarray],
@@ -71,14 +100,14 @@ def fitted_router(entry_ids: list[str], vectors: np.ndarray | Callable[[], np.nd
     from importlib.metadata import version
 
     if texts is not None:
-        identity: list[str | bytes] = ["texts", "\x00".join(texts)]
+        key = router_key(entry_ids, texts)
     else:
         vectors = read()
         read = lambda: vectors  # noqa: E731 - read once
-        identity = [np.ascontiguousarray(vectors, dtype=np.float32).tobytes()]
-    key = digest([MODEL_VERSION, version("scikit-learn"), "\x00".join(entry_ids), *identity])
+        key = digest([MODEL_VERSION, version("scikit-learn"), "\x00".join(entry_ids),
+                      np.ascontiguousarray(vectors, dtype=np.float32).tobytes()])
     state = cache.get_or_make("entry-router", key, lambda: EntryRouter.fit(entry_ids, read()).state())
     try:
-        return EntryRouter([str(c) for c in state["classes"]], np.asarray(state["coef"]), np.asarray(state["intercept"]))
+        return EntryRouter.from_state(state)
     except (KeyError, ValueError):
         return EntryRouter.fit(entry_ids, read())
