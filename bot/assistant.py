@@ -25,6 +25,7 @@ from bot.retrieve import (
     Vocabulary,
     follow_up_context,
     is_follow_up,
+    leans_on_answer,
     question_parts,
     topic_words,
     trailing_topic,
@@ -209,14 +210,15 @@ class Assistant:
         t = time.perf_counter()
         # Safety read all of the message; the search reads its question (a long message costs no more than that).
         if (_recall and verdict.kind != "urgent" and turns and turns[-1].role == "user"
-                and set(re.findall(r"[a-z]+", query.question.lower())) & self.follow_up.pointers
+                and leans_on_answer(query.question, self.follow_up, self.words.asks_same_figure(query.question))
                 and is_follow_up(query.question, self.follow_up)):
             # A history of the family's turns only (the batch file, the evals): what did the assistant answer last?
             # 'Where is that?' may point at a name only that answer said. Used to resolve the follow-up only.
             resolving = [*turns, self._recalled(turns)]
         else:
             resolving = turns
-        context = "" if verdict.kind == "urgent" else follow_up_context(query.question, resolving, self.follow_up)
+        context = "" if verdict.kind == "urgent" else follow_up_context(
+            query.question, resolving, self.follow_up, self.words.asks_same_figure(query.question))
         if context:  # the earlier turns' words, spelled for the documents as the question was ('efects', 'babys')
             context = vocabulary.correct_text(context)
         query = query.about(query.question, context)

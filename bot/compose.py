@@ -305,7 +305,11 @@ class ExtractiveWriter:
         if (score < p.entry_clear_min or lead < needed) and not routed:
             return None, 0.0  # no entry fits well enough, or two fit about as well: sentence choice takes the best of both
         entry = self._whole_entry(chunk, score, question, said)
-        return entry, (lead if entry is not None else 0.0)
+        if entry is None:
+            return None, 0.0
+        # Two opinions that agree (the nearest phrasing and the learned router) are not overruled by single
+        # sentences that share a word or two with the question ('who ran the study' and 'the study took place ...').
+        return entry, (max(lead, p.entry_sure_lead) if routed and lead >= p.router_sure_lead else lead)
 
     def _whole_entry(self, chunk: Chunk, score: float, question: str, said: frozenset[str]) -> Composition | None:
         """An entry's whole answer, less what was said already (None: it lacks a figure asked for, or all was said)."""

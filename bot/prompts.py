@@ -127,6 +127,7 @@ class AnswerTypeFile(BaseModel):
     unless: str | None = None  # the type does not apply to a question that also matches this
     required: bool = False  # no sentence of this kind among the passages found: "I don't have that information"
     entry_needs: bool = True  # False: an entry without a sentence of this kind may still be given whole
+    same_figure: bool = False  # a short follow-up of this kind asks for the figure just given, for another group
 
 
 class QuestionsFile(BaseModel):
@@ -217,7 +218,8 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
                         if getattr(t, key) is not None else None for key in ("question", "answer", "unless")]
         except PatternError as exc:
             raise PromptError(str(exc)) from None
-        types.append(AnswerType(t.name, compiled[0], compiled[1], t.bonus, compiled[2], t.required, t.entry_needs))
+        types.append(AnswerType(t.name, compiled[0], compiled[1], t.bonus, compiled[2], t.required, t.entry_needs,
+                                 t.same_figure))
     words = QuestionWords(
         filler=frozenset(stem(w.lower()) for w in q.filler_words.split()),
         synonyms={stem(k.lower()): str(v) for k, v in q.synonyms.items()},

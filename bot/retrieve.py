@@ -30,6 +30,7 @@ class AnswerType:
     unless: re.Pattern[str] | None = None  # a question that also matches this is not of this kind
     required: bool = False  # only a sentence of this kind answers it (a phone number, news of this week)
     entry_needs: bool = True  # an entry with no sentence of this kind is not given whole (False: a reason may be unsaid)
+    same_figure: bool = False  # a short follow-up of this kind asks for the figure just given, for another group
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,11 @@ class QuestionWords:
         """Patterns of the kinds of answer this question asks for that a knowledge entry must contain to be given."""
         return [t.answer for t in self.answer_types if t.entry_needs and t.question.search(question)
                 and not (t.unless is not None and t.unless.search(question))]
+
+    def asks_same_figure(self, question: str) -> bool:
+        """Whether the question asks for a figure already given, for another group ('and without it?')."""
+        return any(t.same_figure and t.question.search(question) and not (t.unless is not None and t.unless.search(question))
+                   for t in self.answer_types)
 
     def required_kinds(self, question: str) -> list[AnswerType]:
         """Kinds of answer this question cannot do without: with no sentence of the kind, the sources do not answer it."""
@@ -302,18 +308,40 @@ def answer_names(text: str, max_sentences: int = 2) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def follow_up_context(question: str, history: Sequence[Turn], rules: FollowUpRules) -> str:
+def leans_on_answer(question: str, rules: FollowUpRules, same_figure: bool = False) -> bool:
+    """Whether a follow-up leans on what the assistant said last, not only on what the family asked: it points at it
+    ('where is that?'), or, in a few words, asks for the figure just given for another group (`same_figure`: 'and
+    without it?' after 'what was the survival?': the answer says which survival figure was given)."""
+    words = re.findall(r"[a-z']+", question.lower())
+    return bool(set(words) & rules.pointers) or (same_figure and is_follow_up(question, rules)
+                                                 and len(words) <= rules.max_words)
+
+
+def answer_words(text: str) -> list[str]:
+    """The topic words of the opening sentence of an answer, as written (markers, numbers and stop words left out)."""
+    clean = re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", text)
+    first = (sentences(clean) or [""])[0]
+    return [w for w in re.findall(r"[A-Za-z][\w-]*", first) if w.lower() not in STOPWORDS]
+
+
+def follow_up_context(question: str, history: Sequence[Turn], rules: FollowUpRules, same_figure: bool = False) -> str:
     """Topic words of the earlier questions a follow-up leans on, and the names the assistant's last answer
-    opened with ('' for a question that stands alone)."""
+    opened with ('' for a question that stands alone); with `same_figure` (the follow-up asks for the figure just
+    given, for another group), the words of that answer's opening sentence."""
     if not is_follow_up(question, rules):
         return ""
     carried: list[str] = []
+    asked = set(re.findall(r"[a-z]+", question.lower()))
     for turn in reversed(history):
         if turn.role != "user":
-            if not carried and turn is history[-1] and set(re.findall(r"[a-z]+", question.lower())) & rules.pointers:
+            if not carried and turn is history[-1] and asked & rules.pointers:
                 # 'where is that?' after '... the Princess Maxima Center.': 'that' points at what was said last ('it'
                 # goes on with the family's own topic)
                 carried = answer_names(turn.content)
+            elif not carried and turn is history[-1] and leans_on_answer(question, rules, same_figure):
+                # 'and without it?' after an answer on overall survival: what was answered says which figure the
+                # family means, where their question ('what was the survival?') may fit several.
+                carried = [w for w in answer_words(turn.content) if w.lower() not in rules.pronouns]
             continue
         words = [w for w in re.findall(r"[A-Za-z0-9][\w-]*", turn.content) if w.lower() not in STOPWORDS
                  and w.lower() not in rules.pronouns]

@@ -111,6 +111,9 @@ class AnswerSettings(BaseModel):
                                    "when similarity ranks another entry first, if the retriever found it and no word of "
                                    "the question is in no document (where the two disagree, the router was right 13 times "
                                    "in 17 on the dev sets, similarity 5).")
+    router_sure_lead: float = Field(0.05, ge=0, description="Lead over the next entry at which an entry that the router "
+                                    "and similarity both name is not overruled by single sentences elsewhere "
+                                    "(entry_agree_gap does not apply).")
     own_document_min: float = Field(0.55, description="Score a sentence of a document without entries (a hospital's "
                                     "leaflet) needs to follow an entry's answer ...")
     own_document_sentences: int = Field(1, ge=0, description="... and how many such sentences at most.")

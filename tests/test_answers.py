@@ -192,6 +192,14 @@ def test_news_before_a_multi_part_question_does_not_sink_a_part(assistant):
     assert re.search(r"\b30\b", ans.answer) and re.search(r"\b20(18|21)\b", ans.answer), ans.answer
 
 
+def test_and_without_it_gets_the_figure_just_given_for_the_other_group(assistant):
+    # 'survival with blinatumomab' is nearest the disease-free entry; the answer gave overall survival (93.3 %), so
+    # 'and without it?' asks for overall survival on chemo alone.
+    history = [{"role": "user", "content": "what was the survival with blinatumomab?"}]
+    ans = assistant.ask("and without it?", history=history)
+    assert ans.kind == "answer" and re.search(r"\b65\.8", ans.answer), ans.answer
+
+
 def test_a_part_with_a_topic_of_its_own_is_answered_for_itself(assistant):
     # The other part's words ('drip', 'run') once pulled 'how many babies were in the study' to the drip entry.
     ans = assistant.ask("How many babies were in the study and how long did the drip run?")
