@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -14,7 +13,7 @@ from typing import Any
 from bot.cache import ArrayCache
 from bot.compose import AnswerWriter, Composition, ExtractiveWriter, adds_news, label_citations, said_sentences
 from bot.embed import Embedder, SentenceEmbedder
-from bot.ingest import ensure_index, file_stamp
+from bot.ingest import ensure_index, model_identity
 from bot.normal import for_matching
 from bot.prompts import Messages, load_leaning_openers, load_messages, load_question_rules
 from bot.query import Query, prepare
@@ -26,19 +25,19 @@ from bot.retrieve import (
     Vocabulary,
     follow_up_context,
     is_follow_up,
-    split_question,
+    question_parts,
     topic_words,
     trailing_topic,
 )
 from bot.router import MAX_KEYS as ROUTER_MAX_KEYS
-from bot.router import fitted_router
+from bot.router import EntryRouter, fitted_router
 from bot.safety import SafetyGate, Verdict
 from bot.schema import Answer, Retrieved, Turn
 from bot.screen import Screen
 from bot.sentences import sentences
 from bot.settings import Settings, get_settings
 from bot.spelling import english_words
-from bot.store import Index, pointer_stamp
+from bot.store import Index, IndexDamaged, pointer_stamp
 from bot.validate import normalise
 from bot.words import tokenize
 
@@ -229,11 +228,11 @@ class Assistant:
         # A personal question ('can I put <a cream> on his rash?') gets the same unknown-word check: the group facts
         # that follow the care-team sentence must be about what was asked.
         strict = verdict.kind in ("ok", "out_of_scope", "personal")
-        parts = split_question(query.question) if verdict.kind != "urgent" else [query.question]
+        parts, preamble = question_parts(query.question) if verdict.kind != "urgent" else ([query.question], "")
         if len(parts) > 1:
             # "Which hospital ran it and in how many countries?": each part is answered (at most 3), each part
             # searched with the topic words of the others, and no sentence is said twice.
-            composition, hits = self._compose_parts(query, parts, retriever, writer, strict, said)
+            composition, hits = self._compose_parts(query, parts, retriever, writer, strict, said, preamble)
         else:
             composition = writer.compose(query, hits, strict=strict, said=said)
             topic = self.follow_up.default_topic
@@ -318,8 +317,11 @@ class Assistant:
         return composition if len(kept) == len(composition.statements) else replace(composition, statements=kept)
 
     def _compose_parts(self, query: Query, parts: list[str], retriever: Retriever, writer: AnswerWriter,
-                       strict: bool, said: frozenset[str]) -> tuple[Composition, list]:
-        """Each part of a multi-part question answered in turn; the statements joined in the order asked."""
+                       strict: bool, said: frozenset[str], preamble: str = "") -> tuple[Composition, list]:
+        """Each part of a multi-part question answered in turn; the statements joined in the order asked.
+
+        `preamble`: what the message said before its questions ('My son starts blina next week.'); a part that
+        points back with nothing asked before it ('how long does it run?') leans on its topic words."""
         statements, hits, best, uncovered = [], [], 0.0, []
         for i, part in enumerate(parts):
             # A part that points back ('How is it measured?') is searched with the words that end the part before
@@ -327,8 +329,9 @@ class Assistant:
             # that part's words would pull it to that part's answer (the count of babies again). A part with a topic
             # of its own is searched alone.
             earlier = ""
-            if i and is_follow_up(part, self.follow_up):
-                earlier = trailing_topic(parts[i - 1]) or topic_words(" ".join(parts[:i]))
+            if is_follow_up(part, self.follow_up):
+                earlier = ((trailing_topic(parts[i - 1]) or topic_words(" ".join(parts[:i]))) if i
+                           else topic_words(preamble))
             ctx = " ".join(x for x in (query.context, earlier) if x)
             part_query = query.about(part, ctx)
             part_hits = retriever.retrieve(part_query, self.settings.retrieval.top_k)
@@ -367,12 +370,24 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
 
 
-def _model_identity(model: str) -> str:
-    """The embedding model's name, and its weights file's size and time when it is a folder."""
-    try:
-        return f"{model}\x00{file_stamp(os.path.join(model, 'model.safetensors'))}"
-    except OSError:
-        return model
+def _router(index: Index, settings: Settings) -> EntryRouter | None:
+    """The entry router the index generation keeps (fitted at ingest: read, never fitted, here)."""
+    if "router" in index.marker:
+        path = index.stored("router")
+        if path is None:
+            return None  # the ingest found no router to fit (too many keys, or one entry)
+        try:
+            return EntryRouter.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexDamaged(f"{path} cannot be read ({exc}); it is rebuilt from its documents by: "
+                               "python -m bot ingest --rebuild") from None
+    # A generation written before routers were kept with it: fitted (or read from the cache) as before, until the
+    # next ingest stores one.
+    if int(index.marker.get("keys", 0)) > ROUTER_MAX_KEYS:
+        return None
+    ids, vkeys = index.key_texts()
+    return fitted_router(ids, lambda: index.key_vectors()[1], cache=ArrayCache(settings.cache_dir),
+                         texts=[model_identity(settings.embedding_model), *vkeys])
 
 
 def build_assistant(
@@ -423,12 +438,7 @@ def build_assistant(
             index = Index(settings.index_dir, settings.collection, settings.chroma_url)
         hybrid = HybridRetriever(index, embedder, settings.retrieval)
         vocabulary = Vocabulary(index.vocabulary(), index.words(), words)
-        router = None
-        if given_writer is None and settings.answer.entry_router and int(index.marker.get("keys", 0)) <= ROUTER_MAX_KEYS:
-            # Kept weights are found by the keys' text hashes and the model, without reading the key vectors.
-            ids, vkeys = index.key_texts()
-            router = fitted_router(ids, lambda: index.key_vectors()[1], cache=ArrayCache(settings.cache_dir),
-                                   texts=[_model_identity(settings.embedding_model), *vkeys])
+        router = _router(index, settings) if given_writer is None and settings.answer.entry_router else None
         return (index, given_retriever or hybrid,
                 given_writer or ExtractiveWriter(index, idf=hybrid.idf, vocabulary=vocabulary, words=words,
                                                  params=settings.answer, leaning=leaning, router=router),

@@ -36,6 +36,7 @@ from bot.store import (
     INDEX_FORMAT,
     LOCK_FILE,
     POINTER,
+    GenerationKeys,
     Index,
     IndexDamaged,
     IndexWriter,
@@ -433,7 +434,7 @@ def _ingest_locked(settings: Settings, embedder: Embedder | None, paths: list[Pa
         old = base.document_hashes() if base is not None else {}
         docs, result.held = _screen(docs, old, settings)
         write, removed = _plan(docs, old, paths, result, loaded.skipped)
-        if base is not None and not result.changed:
+        if base is not None and not result.changed and "router" in base.marker:
             result.chunks, result.generation = base.chunk_count, base.generation
             return result
         if not docs and not old and not loaded.skipped:
@@ -454,7 +455,8 @@ def _ingest_locked(settings: Settings, embedder: Embedder | None, paths: list[Pa
                 result.embedded += _write_documents(writer, write[i:i + DOCS_PER_BATCH], settings, embedder, progress,
                                                     loaded.stamps)
             _, tokenizer_version = _tokenizer()
-            marker = writer.finish({"tokenizer": tokenizer_version})
+            marker = writer.finish({"tokenizer": tokenizer_version},
+                                   derive=lambda folder, keys: store_router(folder, keys, settings, base))
         except BaseException:
             writer.close()
             shutil.rmtree(gen_dir, ignore_errors=True)
@@ -528,6 +530,60 @@ def _write_documents(writer: IndexWriter, docs: list[SourceDocument], settings: 
     return embedded
 
 
+def model_identity(model: str) -> str:
+    """The embedding model's name, and its weights file's size and time when it is a folder."""
+    try:
+        return f"{model}\x00{file_stamp(os.path.join(model, 'model.safetensors'))}"
+    except OSError:
+        return model
+
+
+def store_router(folder: Path, keys: GenerationKeys, settings: Settings, base: Index | None) -> dict:
+    """Fit the entry router of a new generation's question keys and write it into the generation's folder, so a
+    start reads it and never fits it (bot/router.py). Returns what the marker records: {"router": None} when there
+    is no router to fit (fewer than two entries, or more keys than `router.MAX_KEYS`).
+
+    The same keys as the base generation's (a change to documents that are not entries): the base's file, linked.
+    Otherwise the weights kept in the cache for these keys, or a fit. The record says which (`made`) and the CPU
+    seconds it took (`cpu_s`; scripts/benchmark.py reports it). Entries asked by exactly the same phrasings are one
+    class (`router.entry_groups`), fitted on the keys of one of them: N copies of a library cost its fit, not N
+    times more, and stay under `router.MAX_KEYS`.
+    """
+    from bot.cache import ArrayCache, digest
+    from bot.router import MAX_KEYS, ROUTER_FILE, EntryRouter, entry_groups, router_key
+
+    cpu = time.process_time()
+    groups = entry_groups(keys.signatures())  # copies of an entry: one class (router.entry_groups)
+    members = {label: group for label, group in groups.items() if len(group) > 1}
+    ids, vkeys = keys.texts(groups if members else None)
+    if len(groups) < 2 or len(ids) > MAX_KEYS:
+        return {"router": None}
+    fit_key = router_key(ids, [model_identity(settings.embedding_model), *vkeys])
+    key = digest([fit_key, *(f"{m}\x00{label}" for label, group in members.items() for m in group)]) if members else fit_key
+    record = {"file": ROUTER_FILE, "key": key, "entries": len(groups), "keys": len(ids),
+              "entries_with_copies": sum(len(group) for group in members.values())}
+    had = base.stored("router") if base is not None else None
+    if had is not None and base is not None and base.marker["router"].get("key") == key:
+        try:
+            os.link(had, folder / ROUTER_FILE)  # a generation's files are never changed: one file for both
+            return {"router": {**record, "made": "linked", "cpu_s": round(time.process_time() - cpu, 3)}}
+        except OSError:
+            pass  # not linkable here (another file system): kept or fitted below
+    made = "read from the cache"
+
+    def fit() -> dict[str, np.ndarray]:
+        nonlocal made
+        made = "fitted"
+        return EntryRouter.fit(ids, keys.vectors(groups if members else None)).state()
+
+    state = ArrayCache(settings.cache_dir).get_or_make("entry-router", fit_key, fit)
+    router = EntryRouter.from_state(state)  # weights that do not fit together fail here, not at a start
+    router.members = members
+    with open(folder / ROUTER_FILE, "wb") as f:
+        np.savez(f, **router.state())
+    return {"router": {**record, "made": made, "cpu_s": round(time.process_time() - cpu, 3)}}
+
+
 def ensure_index(settings: Settings, embedder: Embedder, keep_open: bool = False) -> IngestResult | None:
     """Make the index match the knowledge folder before answering (first ask or app start).
 
@@ -555,7 +611,7 @@ def ensure_index(settings: Settings, embedder: Embedder, keep_open: bool = False
         loaded = _load([settings.knowledge_dir], base, settings)  # unchanged files are not even read
         probe = IngestResult()
         _plan(loaded.documents, base.document_hashes(), [settings.knowledge_dir], probe, loaded.skipped)
-        if not probe.changed:
+        if not probe.changed and "router" in base.marker:  # (an older version's generation: stored once, below)
             probe.problems = list(loaded.problems)
             probe.chunks, probe.generation = base.chunk_count, base.generation
             for problem in probe.problems:

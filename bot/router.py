@@ -5,11 +5,16 @@ Similarity finds the entry with the nearest phrasing; the router has learned wha
 share, so it generalises better to a new wording (held-out phrasings, 5 folds: about 67 % right against 53 % for
 the nearest phrasing; README, 'How answers are chosen'). It never answers alone: the writer accepts an entry on
 its word only when similarity picks the same entry (bot/compose.py).
+
+It is fitted at ingest and kept in the index generation (`ROUTER_FILE`, named by the generation's marker), so a
+start only reads it (bot/ingest.py `store_router`); fitting at start grew with the number of keys (14 s of CPU for
+18,000 keys).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -17,19 +22,30 @@ from bot.cache import ArrayCache, digest
 
 # Raise when the model or its training changes: weights kept by an older version are then refitted.
 MODEL_VERSION = "entry-router-logreg-C30-1"
-# Most question keys the router is fitted on at start: it reads every key vector and learns one class per
-# entry, which a library of thousands of entries would pay at every start (x400 copies of knowledge/ hold
+# Most question keys the router is fitted on: it reads every key vector and learns one class per entry, which a
+# library of thousands of entries would pay at every ingest that changes a key (x400 copies of knowledge/ hold
 # 246,000 keys). Beyond it, similarity alone chooses (as with the router switched off).
 MAX_KEYS = 20_000
+ROUTER_FILE = "router.npz"  # in an index generation's folder: the router of that generation's keys
 
 
 class EntryRouter:
-    """Predicts the entry (passage id) a question vector asks for, with its probability (numpy only)."""
+    """Predicts the entry (passage id) a question vector asks for, with its probability (numpy only).
 
-    def __init__(self, classes: list[str], coef: np.ndarray, intercept: np.ndarray) -> None:
+    Entries asked by exactly the same phrasings (one entry in several documents) are one class, named by the first
+    of them: `members` lists the others; `entries(label)` gives every entry a prediction stands for.
+    """
+
+    def __init__(self, classes: list[str], coef: np.ndarray, intercept: np.ndarray,
+                 members: dict[str, tuple[str, ...]] | None = None) -> None:
         if coef.shape[0] != len(classes) or intercept.shape != (len(classes),):
             raise ValueError("fitted weights do not match their entries")
         self.classes, self._coef, self._intercept = classes, coef, intercept
+        self.members = members or {}
+
+    def entries(self, label: str | None) -> tuple[str, ...]:
+        """The entries a predicted class stands for (itself, and the entries with the same phrasings)."""
+        return () if label is None else self.members.get(label, (label,))
 
     @classmethod
     def fit(cls, entry_ids: list[str], vectors: np.ndarray, c: float = 30.0) -> EntryRouter | None:
@@ -38,14 +54,42 @@ class EntryRouter:
         if len(classes) < 2:
             return None
         from sklearn.linear_model import LogisticRegression
+        from threadpoolctl import threadpool_limits
 
         index = {cid: i for i, cid in enumerate(classes)}
-        model = LogisticRegression(C=c, max_iter=1000, tol=1e-3).fit(vectors, [index[cid] for cid in entry_ids])
+        # One BLAS/OpenMP thread: with two, the threads spin while they wait, so knowledge/'s 1,800 keys took 6.6 s
+        # of CPU instead of 0.5 s (and 18,000 keys no less CPU than with one).
+        with threadpool_limits(limits=1):
+            model = LogisticRegression(C=c, max_iter=1000, tol=1e-3).fit(vectors, [index[cid] for cid in entry_ids])
         return cls([classes[int(k)] for k in model.classes_], np.asarray(model.coef_, dtype=np.float64),
                    np.asarray(model.intercept_, dtype=np.float64))
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"classes": np.array(self.classes, dtype=str), "coef": self._coef, "intercept": self._intercept}
+        out = {"classes": np.array(self.classes, dtype=str), "coef": self._coef, "intercept": self._intercept}
+        if self.members:  # compact: a copy library of 137,000 entries would be 50 MB as numpy strings
+            index = {label: i for i, label in enumerate(self.classes)}
+            pairs = [(index[label], m) for label, group in self.members.items() for m in group]
+            out["member_class"] = np.array([i for i, _ in pairs], dtype=np.int32)
+            out["member_entry"] = np.frombuffer("\n".join(m for _, m in pairs).encode(), dtype=np.uint8)
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> EntryRouter:
+        """The router whose weights `state()` gave (ValueError or KeyError when they do not fit together)."""
+        classes = [str(c) for c in state["classes"]]
+        grouped: dict[str, list[str]] = {}
+        if "member_class" in state:
+            entries = bytes(np.asarray(state["member_entry"], dtype=np.uint8)).decode().split("\n")
+            for i, entry in zip(state["member_class"].tolist(), entries, strict=True):
+                grouped.setdefault(classes[i], []).append(entry)
+        return cls(classes, np.asarray(state["coef"]), np.asarray(state["intercept"]),
+                   {label: tuple(group) for label, group in grouped.items()})
+
+    @classmethod
+    def load(cls, path: Path) -> EntryRouter:
+        """The router kept in a file (an index generation's `ROUTER_FILE`)."""
+        with np.load(path, allow_pickle=False) as data:
+            return cls.from_state({name: data[name] for name in data.files})
 
     def predict(self, vector: np.ndarray) -> tuple[str, float]:
         """The most likely entry and its probability."""
@@ -53,6 +97,26 @@ class EntryRouter:
         e = np.exp(scores - scores.max())
         best = int(np.argmax(e))
         return self.classes[best], float(e[best] / e.sum())
+
+
+def entry_groups(signatures: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Entries with the same phrasings (the same `signature`), by the first of them: a class of the router.
+
+    A router cannot tell such entries apart (the same training vectors), so as separate classes they would share its
+    probability: with ten copies of an entry, none reaches the probability at which the router is heard.
+    """
+    groups: dict[str, list[str]] = {}
+    for cid in sorted(signatures):
+        groups.setdefault(signatures[cid], []).append(cid)
+    return {group[0]: tuple(group) for group in groups.values()}
+
+
+def router_key(entry_ids: Sequence[str], texts: Sequence[str]) -> str:
+    """What identifies a router's weights: its version and training, each key's entry, and what identifies the key
+    vectors (the embedding model, then the hash of each key's text)."""
+    from importlib.metadata import version
+
+    return digest([MODEL_VERSION, version("scikit-learn"), "\x00".join(entry_ids), "texts", "\x00".join(texts)])
 
 
 def fitted_router(entry_ids: list[str], vectors: np.ndarray | Callable[[], np.ndarray],
@@ -71,14 +135,14 @@ def fitted_router(entry_ids: list[str], vectors: np.ndarray | Callable[[], np.nd
     from importlib.metadata import version
 
     if texts is not None:
-        identity: list[str | bytes] = ["texts", "\x00".join(texts)]
+        key = router_key(entry_ids, texts)
     else:
         vectors = read()
         read = lambda: vectors  # noqa: E731 - read once
-        identity = [np.ascontiguousarray(vectors, dtype=np.float32).tobytes()]
-    key = digest([MODEL_VERSION, version("scikit-learn"), "\x00".join(entry_ids), *identity])
+        key = digest([MODEL_VERSION, version("scikit-learn"), "\x00".join(entry_ids),
+                      np.ascontiguousarray(vectors, dtype=np.float32).tobytes()])
     state = cache.get_or_make("entry-router", key, lambda: EntryRouter.fit(entry_ids, read()).state())
     try:
-        return EntryRouter([str(c) for c in state["classes"]], np.asarray(state["coef"]), np.asarray(state["intercept"]))
+        return EntryRouter.from_state(state)
     except (KeyError, ValueError):
         return EntryRouter.fit(entry_ids, read())

@@ -97,6 +97,7 @@ def test_kill_9_at_any_point_leaves_the_old_or_the_new_index_and_the_next_run_co
     expected = before | {f"leaflet-{i}" for i in range(5)} if point == "swapped" else before
     assert set(served.doc_ids()) == expected
     assert served.keyword_chunks(["blinatumomab"], 3)  # and it answers searches
+    assert served.stored("router").is_file()  # with the entry router of its own keys (bot/router.py)
     served.close()
 
     again = ingest(s, embedder, paths=[more], progress=False)  # running again completes the work
