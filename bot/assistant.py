@@ -25,7 +25,7 @@ from bot.retrieve import (
     Vocabulary,
     follow_up_context,
     is_follow_up,
-    split_question,
+    question_parts,
     topic_words,
     trailing_topic,
 )
@@ -228,11 +228,11 @@ class Assistant:
         # A personal question ('can I put <a cream> on his rash?') gets the same unknown-word check: the group facts
         # that follow the care-team sentence must be about what was asked.
         strict = verdict.kind in ("ok", "out_of_scope", "personal")
-        parts = split_question(query.question) if verdict.kind != "urgent" else [query.question]
+        parts, preamble = question_parts(query.question) if verdict.kind != "urgent" else ([query.question], "")
         if len(parts) > 1:
             # "Which hospital ran it and in how many countries?": each part is answered (at most 3), each part
             # searched with the topic words of the others, and no sentence is said twice.
-            composition, hits = self._compose_parts(query, parts, retriever, writer, strict, said)
+            composition, hits = self._compose_parts(query, parts, retriever, writer, strict, said, preamble)
         else:
             composition = writer.compose(query, hits, strict=strict, said=said)
             topic = self.follow_up.default_topic
@@ -317,8 +317,11 @@ class Assistant:
         return composition if len(kept) == len(composition.statements) else replace(composition, statements=kept)
 
     def _compose_parts(self, query: Query, parts: list[str], retriever: Retriever, writer: AnswerWriter,
-                       strict: bool, said: frozenset[str]) -> tuple[Composition, list]:
-        """Each part of a multi-part question answered in turn; the statements joined in the order asked."""
+                       strict: bool, said: frozenset[str], preamble: str = "") -> tuple[Composition, list]:
+        """Each part of a multi-part question answered in turn; the statements joined in the order asked.
+
+        `preamble`: what the message said before its questions ('My son starts blina next week.'); a part that
+        points back with nothing asked before it ('how long does it run?') leans on its topic words."""
         statements, hits, best, uncovered = [], [], 0.0, []
         for i, part in enumerate(parts):
             # A part that points back ('How is it measured?') is searched with the words that end the part before
@@ -326,8 +329,9 @@ class Assistant:
             # that part's words would pull it to that part's answer (the count of babies again). A part with a topic
             # of its own is searched alone.
             earlier = ""
-            if i and is_follow_up(part, self.follow_up):
-                earlier = trailing_topic(parts[i - 1]) or topic_words(" ".join(parts[:i]))
+            if is_follow_up(part, self.follow_up):
+                earlier = ((trailing_topic(parts[i - 1]) or topic_words(" ".join(parts[:i]))) if i
+                           else topic_words(preamble))
             ctx = " ".join(x for x in (query.context, earlier) if x)
             part_query = query.about(part, ctx)
             part_hits = retriever.retrieve(part_query, self.settings.retrieval.top_k)

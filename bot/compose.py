@@ -274,8 +274,12 @@ class ExtractiveWriter:
         if not matches:
             return None, 0.0
         found = {h.chunk.chunk_id: h for h in hits}
-        pick, prob = self.router.predict(query.vector) if self.router is not None else (None, 0.0)
-        if (unknown_word is None and pick in found and pick != matches[0][1].chunk_id
+        label, prob = self.router.predict(query.vector) if self.router is not None else (None, 0.0)
+        # The entries the router names: one, or the copies of one entry (the same phrasings in several documents);
+        # of these, the first the retriever found.
+        picks = frozenset(self.router.entries(label)) if self.router is not None else frozenset()
+        pick = next((cid for cid in found if cid in picks), None)
+        if (unknown_word is None and pick is not None and matches[0][1].chunk_id not in picks
                 and prob >= p.router_override):
             # The learned router is confident and names another entry the retriever found: it has learned what all
             # of an entry's phrasings share, and beats the nearest phrasing where the two disagree (README, 'How
@@ -297,7 +301,7 @@ class ExtractiveWriter:
             slope = (p.entry_clear_lead - p.entry_margin) / max(p.entry_min - p.entry_clear_min, 1e-6)
             needed = margin + slope * (bar - score)
         # The learned router's second opinion: it names this same entry, and with confidence.
-        routed = pick == chunk.chunk_id and prob >= p.router_min and score >= p.router_entry_min
+        routed = chunk.chunk_id in picks and prob >= p.router_min and score >= p.router_entry_min
         if (score < p.entry_clear_min or lead < needed) and not routed:
             return None, 0.0  # no entry fits well enough, or two fit about as well: sentence choice takes the best of both
         entry = self._whole_entry(chunk, score, question, said)

@@ -544,29 +544,44 @@ def store_router(folder: Path, keys: GenerationKeys, settings: Settings, base: I
     is no router to fit (fewer than two entries, or more keys than `router.MAX_KEYS`).
 
     The same keys as the base generation's (a change to documents that are not entries): the base's file, linked.
-    Otherwise the weights kept in the cache for these keys, or a fit.
+    Otherwise the weights kept in the cache for these keys, or a fit. The record says which (`made`) and the CPU
+    seconds it took (`cpu_s`; scripts/benchmark.py reports it). Entries asked by exactly the same phrasings are one
+    class (`router.entry_groups`), fitted on the keys of one of them: N copies of a library cost its fit, not N
+    times more, and stay under `router.MAX_KEYS`.
     """
-    from bot.cache import ArrayCache
-    from bot.router import MAX_KEYS, ROUTER_FILE, EntryRouter, router_key
+    from bot.cache import ArrayCache, digest
+    from bot.router import MAX_KEYS, ROUTER_FILE, EntryRouter, entry_groups, router_key
 
-    ids, vkeys = keys.texts()
-    if len(set(ids)) < 2 or len(ids) > MAX_KEYS:
+    cpu = time.process_time()
+    groups = entry_groups(keys.signatures())  # copies of an entry: one class (router.entry_groups)
+    members = {label: group for label, group in groups.items() if len(group) > 1}
+    ids, vkeys = keys.texts(groups if members else None)
+    if len(groups) < 2 or len(ids) > MAX_KEYS:
         return {"router": None}
-    key = router_key(ids, [model_identity(settings.embedding_model), *vkeys])
-    record = {"file": ROUTER_FILE, "key": key, "entries": len(set(ids)), "keys": len(ids)}
+    fit_key = router_key(ids, [model_identity(settings.embedding_model), *vkeys])
+    key = digest([fit_key, *(f"{m}\x00{label}" for label, group in members.items() for m in group)]) if members else fit_key
+    record = {"file": ROUTER_FILE, "key": key, "entries": len(groups), "keys": len(ids),
+              "entries_with_copies": sum(len(group) for group in members.values())}
     had = base.stored("router") if base is not None else None
     if had is not None and base is not None and base.marker["router"].get("key") == key:
         try:
             os.link(had, folder / ROUTER_FILE)  # a generation's files are never changed: one file for both
-            return {"router": record}
+            return {"router": {**record, "made": "linked", "cpu_s": round(time.process_time() - cpu, 3)}}
         except OSError:
             pass  # not linkable here (another file system): kept or fitted below
-    state = ArrayCache(settings.cache_dir).get_or_make("entry-router", key,
-                                                       lambda: EntryRouter.fit(ids, keys.vectors()).state())
-    EntryRouter.from_state(state)  # weights that do not fit together fail here, not at a start
+    made = "read from the cache"
+
+    def fit() -> dict[str, np.ndarray]:
+        nonlocal made
+        made = "fitted"
+        return EntryRouter.fit(ids, keys.vectors(groups if members else None)).state()
+
+    state = ArrayCache(settings.cache_dir).get_or_make("entry-router", fit_key, fit)
+    router = EntryRouter.from_state(state)  # weights that do not fit together fail here, not at a start
+    router.members = members
     with open(folder / ROUTER_FILE, "wb") as f:
-        np.savez(f, **state)
-    return {"router": record}
+        np.savez(f, **router.state())
+    return {"router": {**record, "made": made, "cpu_s": round(time.process_time() - cpu, 3)}}
 
 
 def ensure_index(settings: Settings, embedder: Embedder, keep_open: bool = False) -> IngestResult | None:

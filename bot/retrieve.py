@@ -353,11 +353,50 @@ def as_langchain_retriever(retriever: Retriever, k: int = 5):
 
 # ---------------------------------------------------------------- multi-part questions
 
+_QUESTION_WORDS = (r"(?:what|what'?s|which|how|when|where|who|whom|whose|why|is|are|was|were|did|does|do|can|could|"
+                   r"will|would|should|has|have|had)")
 _PART_BREAK = re.compile(
     r"\?\s+(?=\S)"                                             # "...given? How long ..."
-    r"|[,;]?\s+(?:and|also|plus)\s+(?=(?:(?:in|at|for|from|on|of|with|to)\s+)?"
-    r"(?:what|which|how|when|where|who|whom|whose|why|is|are|was|were|did|does|do|can|could|will|would|should)\b)"
+    r"|[,;]?\s+(?:and|also|plus)\s+(?=(?:(?:in|at|for|from|on|of|with|to)\s+)?" + _QUESTION_WORDS + r"\b)"
     r"|;\s+", re.I)
+# A second question after a comma ('how long is the drip, was it given more than once?'); split there only when what
+# comes before the comma asks too ('if she gets a fever, what do I do?' is one question).
+_COMMA_QUESTION = re.compile(r",\s+(?=" + _QUESTION_WORDS + r"\b)", re.I)
+_ASKS = re.compile(r"^\W*(?:(?:and|so|but|also|then|plus|ok|okay|well)\W+)?" + _QUESTION_WORDS + r"\b", re.I)
+
+
+def asks(text: str) -> bool:
+    """Whether a sentence or a part of one asks something: it ends with '?' or opens as a question does."""
+    return text.rstrip().endswith("?") or bool(_ASKS.match(text))
+
+
+def question_parts(question: str, max_parts: int = 3) -> tuple[list[str], str]:
+    """The parts of a message that asks several things, and what it says before its questions.
+
+    'My boy is 4 months. How many babies were treated and over which years?' -> (['How many babies were treated',
+    'over which years?'], 'My boy is 4 months.'): the news before the questions is no part of either (its numbers
+    are not figures asked for), though a part that points back ('how long does it run?') may lean on its words.
+    A part must carry a word of its own; otherwise the message is left whole (one part, no preamble). At most
+    `max_parts` parts.
+    """
+    said = sentences(question.strip(), loose=True)  # families rarely capitalise
+    first = next((i for i, s in enumerate(said) if asks(s)), 0)
+    preamble, body = " ".join(said[:first]), " ".join(said[first:]) if first else question
+    pieces: list[str] = []
+    for piece in _PART_BREAK.split(body):
+        if not piece or not piece.strip(" ,;?"):
+            continue
+        bits = _COMMA_QUESTION.split(piece)
+        merged = [bits[0]]
+        for bit in bits[1:]:
+            if asks(merged[-1]) and tokenize(merged[-1]):
+                merged.append(bit)
+            else:
+                merged[-1] = f"{merged[-1]}, {bit}"
+        pieces += [p.strip(" ,;") for p in merged if p.strip(" ,;?")]
+    if len(pieces) < 2 or any(not tokenize(p) for p in pieces):
+        return [question], ""
+    return pieces[:max_parts], preamble
 
 
 def split_question(question: str, max_parts: int = 3) -> list[str]:
@@ -365,10 +404,7 @@ def split_question(question: str, max_parts: int = 3) -> list[str]:
 
     A part must carry a word of its own; otherwise the question is left whole. At most `max_parts` parts.
     """
-    pieces = [p.strip(" ,;") for p in _PART_BREAK.split(question) if p and p.strip(" ,;?")]
-    if len(pieces) < 2 or any(not tokenize(p) for p in pieces):
-        return [question]
-    return pieces[:max_parts]
+    return question_parts(question, max_parts)[0]
 
 
 def trailing_topic(text: str) -> str:

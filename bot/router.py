@@ -30,12 +30,22 @@ ROUTER_FILE = "router.npz"  # in an index generation's folder: the router of tha
 
 
 class EntryRouter:
-    """Predicts the entry (passage id) a question vector asks for, with its probability (numpy only)."""
+    """Predicts the entry (passage id) a question vector asks for, with its probability (numpy only).
 
-    def __init__(self, classes: list[str], coef: np.ndarray, intercept: np.ndarray) -> None:
+    Entries asked by exactly the same phrasings (one entry in several documents) are one class, named by the first
+    of them: `members` lists the others; `entries(label)` gives every entry a prediction stands for.
+    """
+
+    def __init__(self, classes: list[str], coef: np.ndarray, intercept: np.ndarray,
+                 members: dict[str, tuple[str, ...]] | None = None) -> None:
         if coef.shape[0] != len(classes) or intercept.shape != (len(classes),):
             raise ValueError("fitted weights do not match their entries")
         self.classes, self._coef, self._intercept = classes, coef, intercept
+        self.members = members or {}
+
+    def entries(self, label: str | None) -> tuple[str, ...]:
+        """The entries a predicted class stands for (itself, and the entries with the same phrasings)."""
+        return () if label is None else self.members.get(label, (label,))
 
     @classmethod
     def fit(cls, entry_ids: list[str], vectors: np.ndarray, c: float = 30.0) -> EntryRouter | None:
@@ -55,12 +65,25 @@ class EntryRouter:
                    np.asarray(model.intercept_, dtype=np.float64))
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"classes": np.array(self.classes, dtype=str), "coef": self._coef, "intercept": self._intercept}
+        out = {"classes": np.array(self.classes, dtype=str), "coef": self._coef, "intercept": self._intercept}
+        if self.members:  # compact: a copy library of 137,000 entries would be 50 MB as numpy strings
+            index = {label: i for i, label in enumerate(self.classes)}
+            pairs = [(index[label], m) for label, group in self.members.items() for m in group]
+            out["member_class"] = np.array([i for i, _ in pairs], dtype=np.int32)
+            out["member_entry"] = np.frombuffer("\n".join(m for _, m in pairs).encode(), dtype=np.uint8)
+        return out
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> EntryRouter:
         """The router whose weights `state()` gave (ValueError or KeyError when they do not fit together)."""
-        return cls([str(c) for c in state["classes"]], np.asarray(state["coef"]), np.asarray(state["intercept"]))
+        classes = [str(c) for c in state["classes"]]
+        grouped: dict[str, list[str]] = {}
+        if "member_class" in state:
+            entries = bytes(np.asarray(state["member_entry"], dtype=np.uint8)).decode().split("\n")
+            for i, entry in zip(state["member_class"].tolist(), entries, strict=True):
+                grouped.setdefault(classes[i], []).append(entry)
+        return cls(classes, np.asarray(state["coef"]), np.asarray(state["intercept"]),
+                   {label: tuple(group) for label, group in grouped.items()})
 
     @classmethod
     def load(cls, path: Path) -> EntryRouter:
@@ -74,6 +97,18 @@ class EntryRouter:
         e = np.exp(scores - scores.max())
         best = int(np.argmax(e))
         return self.classes[best], float(e[best] / e.sum())
+
+
+def entry_groups(signatures: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Entries with the same phrasings (the same `signature`), by the first of them: a class of the router.
+
+    A router cannot tell such entries apart (the same training vectors), so as separate classes they would share its
+    probability: with ten copies of an entry, none reaches the probability at which the router is heard.
+    """
+    groups: dict[str, list[str]] = {}
+    for cid in sorted(signatures):
+        groups.setdefault(signatures[cid], []).append(cid)
+    return {group[0]: tuple(group) for group in groups.values()}
 
 
 def router_key(entry_ids: Sequence[str], texts: Sequence[str]) -> str:

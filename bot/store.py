@@ -48,7 +48,7 @@ import re
 import sqlite3
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -410,19 +410,41 @@ KEY_ROWS_SQL = "SELECT chunk_id, vkey FROM entry_keys WHERE seg = ? ORDER BY chu
 
 
 class GenerationKeys:
-    """A generation's live question keys, segment by segment in the marker's order: each key's entry (passage id)
-    and vector id (a hash of its text), from the catalog; the vectors are read only when asked for."""
+    """A generation's live question keys, read from its catalog: each key's entry (passage id) and vector id (a
+    hash of its text), segment by segment in the marker's order; the vectors are read only when asked for."""
 
-    def __init__(self, rows: Sequence[tuple[Segment, Sequence[tuple[str, str]]]]) -> None:
-        self._rows = rows
+    def __init__(self, db: sqlite3.Connection, segments: Sequence[Segment]) -> None:
+        self._db, self._segments = db, segments
 
-    def texts(self) -> tuple[list[str], list[str]]:
-        return ([cid for _, rows in self._rows for cid, _ in rows],
-                [vkey for _, rows in self._rows for _, vkey in rows])
+    def signatures(self) -> dict[str, str]:
+        """Each entry's key texts (their vector ids in order, joined): entries asked by exactly the same phrasings
+        (one entry in several documents, or copies of a library) have the same. One scan of the key table in the
+        order of its primary key (chunk_id, vkey), no sort: 0.07 s of CPU for x100's 180,000 keys."""
+        return dict(self._db.execute("SELECT chunk_id, group_concat(vkey, ' ') FROM entry_keys GROUP BY chunk_id"))
 
-    def vectors(self) -> np.ndarray:
+    def _rows(self, entries: Collection[str] | None) -> list[tuple[Segment, list[tuple[str, str]]]]:
+        out = []
+        for seg in self._segments:
+            if entries is None:
+                rows = self._db.execute(KEY_ROWS_SQL, (seg.number,)).fetchall()
+            else:
+                rows = []
+                for part in _batches(sorted(entries), SQL_BATCH):
+                    rows += self._db.execute(f"SELECT chunk_id, vkey FROM entry_keys WHERE chunk_id IN "
+                                             f"({','.join('?' * len(part))}) AND seg = ? ORDER BY chunk_id, vkey",
+                                             (*part, seg.number)).fetchall()
+            out.append((seg, rows))
+        return out
+
+    def texts(self, entries: Collection[str] | None = None) -> tuple[list[str], list[str]]:
+        """The keys' entries and vector ids (of these entries only, when given)."""
+        rows = self._rows(entries)
+        return [cid for _, part in rows for cid, _ in part], [vkey for _, part in rows for _, vkey in part]
+
+    def vectors(self, entries: Collection[str] | None = None) -> np.ndarray:
+        """The keys' vectors, in `texts`' order."""
         out: list[np.ndarray] = []
-        for seg, rows in self._rows:
+        for seg, rows in self._rows(entries):
             got = get_vectors(seg.keys, [vkey for _, vkey in rows])
             out += [got[vkey] for _, vkey in rows]
         return np.vstack(out) if out else np.zeros((0, 384), dtype=np.float32)
@@ -796,8 +818,7 @@ class Index:
 
     def keys(self) -> GenerationKeys:
         """Every live question key of this generation (the entry router is fitted on them at ingest)."""
-        return GenerationKeys([(seg, self._db().execute(KEY_ROWS_SQL, (seg.number,)).fetchall())
-                               for seg in self.segments])
+        return GenerationKeys(self._db(), self.segments)
 
     def key_texts(self) -> tuple[list[str], list[str]]:
         """Every live question key's entry (passage id) and vector id (a hash of its text), in `key_vectors`' order;
@@ -1270,11 +1291,14 @@ class IndexWriter:
         grades = np.fromiter((r[0] for r in self.db.execute("SELECT grade FROM sentences")), dtype=np.float64)
         median = (float(np.partition(grades, n_sents // 2)[n_sents // 2]),) if n_sents else None  # ORDER BY: a sort
         paths = sorted(r[0] for r in self.db.execute("SELECT DISTINCT path FROM documents"))
-        key_rows = [(r["number"], self.db.execute(KEY_ROWS_SQL, (r["number"],)).fetchall()) for r in segments]
         meta = {"format": str(INDEX_FORMAT), "median_grade": str(median[0] if median else 0.0),
                 "generation": str(self.generation)}
         self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
         self.db.commit()
+        if derive is not None:
+            by_number = {seg.number: seg for seg in [*(self.base.segments if self.base is not None else []),
+                                                     self.segment]}
+            extra = {**extra, **derive(self.dir, GenerationKeys(self.db, [by_number[r["number"]] for r in segments]))}
         self.db.execute("PRAGMA journal_mode = DELETE")
         self.db.close()
         self.keyword_writer.commit()
@@ -1292,10 +1316,6 @@ class IndexWriter:
         if held != tuple(mine[f"live_{kind}"] for kind in Segment.KINDS):
             raise RuntimeError(f"the new vector segment holds {held} vectors (passages, sentences, keys), the catalog "
                                f"reads {tuple(mine[f'live_{kind}'] for kind in Segment.KINDS)}")
-        if derive is not None:
-            by_number = {seg.number: seg for seg in [*(self.base.segments if self.base is not None else []),
-                                                     self.segment]}
-            extra = {**extra, **derive(self.dir, GenerationKeys([(by_number[n], rows) for n, rows in key_rows]))}
         self.close()
         marker = {"format": INDEX_FORMAT, "generation": self.generation, "documents": n_docs,
                   "chunks": n_chunks, "sentences": n_sents, "keys": n_keys,

@@ -8,7 +8,10 @@ ingested into a fresh index; then one document is changed and re-ingested; then 
 the assistant (start time) and answers fact questions twice (answer p50/p95 of the second pass, query
 embeddings cached) and reports its peak memory. CPU seconds (user + system) are reported beside wall
 seconds, with the load average, as the machine is shared. --keep DIR keeps each library and index (DIR/xN)
-for the next run.
+for the next run. Each row also gives the entry router the index stored (`router`: fitted, linked or read from
+the cache at ingest, its CPU seconds; null above router.MAX_KEYS) and how many of the second pass's answers are
+those of the first scale given, copy marks aside (`answers_as_first_scale`: same kind and words, and the changes
+of kind), so a larger library that loses answers shows.
 
 Distinct copies. Copy 0 is knowledge/ as it is. Copy i > 0 has the same texts under a title that ends in
 " (copy i)", so its passages are distinct texts (the title is part of what a passage embeds and what
@@ -171,11 +174,12 @@ def answers_child(index_dir: str, library: str, n_questions: int) -> int:
                  str(c.get("tags", ""))][:n_questions] or [c["question"] for c in eval_questions()][:n_questions]
     for q in questions:
         assistant.ask(q)
-    total, search, cpu = [], [], []
+    total, search, cpu, said = [], [], [], []
     for q in questions:
         t, c = time.perf_counter(), cpu_seconds()
         a = assistant.ask(q)
         total.append((time.perf_counter() - t) * 1000)
+        said.append([a.kind, uncopied(a.answer)])
         cpu.append((cpu_seconds() - c) * 1000)  # every thread of the process (Chroma's included): steadier under load
         search.append(a.timings_ms.get("retrieve", 0.0) + a.timings_ms.get("compose", 0.0))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -185,8 +189,26 @@ def answers_child(index_dir: str, library: str, n_questions: int) -> int:
                       "answer_cpu_ms_p95": round(pct(cpu, 95), 1), "retrieve_compose_ms_p50": round(pct(search, 50), 1),
                       "retrieve_compose_ms_p95": round(pct(search, 95), 1), "questions": len(questions),
                       "peak_memory_mb": round(peak_mb), "start_split_s": split,
-                      "start_split_cpu_s": getattr(assistant, "start_cpu_timings", {})}))
+                      "start_split_cpu_s": getattr(assistant, "start_cpu_timings", {}),
+                      "router": assistant.index.marker.get("router", "(not stored: older generation)"),
+                      "answers": said}))
     return 0
+
+
+def uncopied(text: str) -> str:
+    """An answer as the original library would word it: a copy's title and document ids lose their copy mark."""
+    return re.sub(r"--c\d+\b", "", re.sub(r" \(copy \d+\)", "", text))
+
+
+def same_answers(first: list[list[str]], other: list[list[str]]) -> dict:
+    """How many answers a larger library gives as the first (smallest) one did: the same kind and words, and which
+    changes of kind (answer -> unknown: an answer the larger library lost)."""
+    changed: dict[str, int] = {}
+    for (k1, _), (k2, _) in zip(first, other, strict=True):
+        if k1 != k2:
+            changed[f"{k1} -> {k2}"] = changed.get(f"{k1} -> {k2}", 0) + 1
+    return {"same_answer": sum(a == b for a, b in zip(first, other, strict=True)), "of": len(first),
+            "kind_changes": changed}
 
 
 def cpu_seconds() -> float:
@@ -203,6 +225,7 @@ def scale(scales: list[int], n_questions: int, out: Path | None, keep: Path | No
 
     embedder = CopiesEmbedder(SentenceEmbedder(Settings().embedding_model), spread, shift)
     rows = []
+    first: list[list[str]] = []
     for n in scales:
         tmp = keep / f"x{n}" if keep else Path(tempfile.mkdtemp(prefix=f"bench-x{n}-"))
         try:
@@ -229,6 +252,9 @@ def scale(scales: list[int], n_questions: int, out: Path | None, keep: Path | No
                    "ingest_cpu_s": ingest_cpu, "one_doc_reingest_s": round(one_doc_s, 2),
                    "one_doc_reingest_cpu_s": round(one_doc_cpu, 2), "one_doc_updated": again.updated,
                    **json.loads(child.stdout.strip().splitlines()[-1])}
+            said = row.pop("answers")
+            first = first or said  # the first scale's answers are the reference (x1 when it is given first)
+            row["answers_as_first_scale"] = same_answers(first, said)
         finally:
             if not keep:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -184,6 +184,14 @@ def test_each_part_of_a_multi_part_question_is_answered(assistant):
     assert len(quotes) == len(set(quotes)), "no sentence twice"
 
 
+def test_news_before_a_multi_part_question_does_not_sink_a_part(assistant):
+    # '(4 months)' was read into the first part, and its 4 counted as a figure that part asked for: the entry on
+    # how many babies took part, which does not say 4, was then never given.
+    ans = assistant.ask("my daughter (4 months) has just been diagnosed. how many babies took part and in which years?")
+    assert ans.kind == "answer"
+    assert re.search(r"\b30\b", ans.answer) and re.search(r"\b20(18|21)\b", ans.answer), ans.answer
+
+
 def test_a_part_with_a_topic_of_its_own_is_answered_for_itself(assistant):
     # The other part's words ('drip', 'run') once pulled 'how many babies were in the study' to the drip entry.
     ans = assistant.ask("How many babies were in the study and how long did the drip run?")

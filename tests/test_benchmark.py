@@ -39,3 +39,14 @@ def test_copies_have_distinct_passages_near_the_original_and_shared_sentences(tm
         assert np.allclose(embedder.encode([sentence]), real.encode([sentence]))
     identical = benchmark.CopiesEmbedder(real, spread=1.0)
     assert np.allclose(identical.encode(texts[:1]), identical.encode([texts[len(chunks[0])]]), atol=1e-6)
+
+
+def test_answers_are_compared_with_the_first_scale_without_the_copy_marks():
+    """--scale reports how many answers a larger library gives as x1 did (a big library that loses entry answers)."""
+    from benchmark import same_answers, uncopied
+
+    assert uncopied("Babies on the drip [1] (see How it was given (copy 12), how-given--c12:ab3)") == (
+        "Babies on the drip [1] (see How it was given, how-given:ab3)")
+    first = [["answer", "The drip runs 28 days [1]."], ["answer", "Fevers [1]."], ["unknown", "I do not know."]]
+    other = [["answer", "The drip runs 28 days [1]."], ["unknown", "I do not know."], ["unknown", "I do not know."]]
+    assert same_answers(first, other) == {"same_answer": 2, "of": 3, "kind_changes": {"answer -> unknown": 1}}

@@ -103,6 +103,20 @@ def test_a_question_that_asks_several_things_is_split_into_its_parts():
     assert split_question("What are the signs and symptoms of ALL?") == ["What are the signs and symptoms of ALL?"]
 
 
+def test_news_before_the_questions_is_no_part_of_them_and_a_comma_can_start_the_next_question():
+    from bot.retrieve import question_parts
+
+    # The sentence of news is not read into the first part (its '4' would count as a figure asked for).
+    assert question_parts("my son is 4 months. how many babies took part and in which years?") == (
+        ["how many babies took part", "in which years?"], "my son is 4 months.")
+    # A second question after a comma, when what comes before the comma asks too.
+    assert question_parts("how long does the drip last, what side effects were most common?") == (
+        ["how long does the drip last", "what side effects were most common?"], "")
+    # ... but a condition before a comma is part of the one question; one question keeps its news.
+    assert question_parts("if she gets a fever, what do I do?") == (["if she gets a fever, what do I do?"], "")
+    assert question_parts("My son has ALL. What is blina?") == (["My son has ALL. What is blina?"], "")
+
+
 def test_tokenize_keeps_words_that_change_what_is_asked():
     assert tokenize("What serious side effects did babies get?") == ["serious", "side", "effect", "babi"]
     assert {"not", "back", "none", "two", "four"} <= set(tokenize("none came back, not two or four"))

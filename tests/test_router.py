@@ -137,7 +137,9 @@ def test_a_change_keeps_the_router_when_the_keys_stay_and_refits_it_when_they_ch
     (corpus / "ward.txt").write_text("Ward 5 leaflet\n\nThe ward phone line is open day and night. Parents park free.\n")
     ingest(s, embedder, progress=False)  # a leaflet: the same keys, so the same router file (linked), no fit
     second, _, second_path = _router_of(s.index_dir)
-    assert counted_fits == [first["keys"]] and second == first and second_path != first_path
+    assert counted_fits == [first["keys"]] and first["made"] == "fitted" and second["made"] == "linked"
+    assert {k: second[k] for k in ("key", "entries", "keys")} == {k: first[k] for k in ("key", "entries", "keys")}
+    assert second_path != first_path
     assert second_path.stat().st_ino == first_path.stat().st_ino
 
     entry = corpus / "how-blinatumomab-was-given.md"
@@ -146,7 +148,7 @@ def test_a_change_keeps_the_router_when_the_keys_stay_and_refits_it_when_they_ch
     ingest(s, embedder, progress=False)  # a new phrasing of an entry: fitted again, at ingest
     third, router, _ = _router_of(s.index_dir)
     assert counted_fits == [first["keys"], first["keys"] + 1] and third["keys"] == first["keys"] + 1
-    assert third["key"] != first["key"] and router is not None
+    assert third["key"] != first["key"] and third["made"] == "fitted" and router is not None
 
 
 def test_no_router_above_the_key_limit_and_none_fitted_at_start(tmp_path, corpus, embedder, counted_fits, monkeypatch):
@@ -200,3 +202,46 @@ def test_a_missing_router_file_is_reported_as_damage(tmp_path, corpus, embedder)
         Index(s.index_dir)
     ingest(s, embedder, progress=False)  # rebuilt from its documents
     assert _router_of(s.index_dir)[1] is not None
+
+
+def test_entries_with_the_same_phrasings_are_one_class_and_its_state_keeps_them():
+    from bot.router import EntryRouter, entry_groups
+
+    groups = entry_groups({"b--c1:x": "k1 k2", "a:y": "k3", "b:x": "k1 k2", "c:z": "k1"})
+    assert groups == {"a:y": ("a:y",), "b--c1:x": ("b--c1:x", "b:x"), "c:z": ("c:z",)}
+    router = EntryRouter(["a:y", "b--c1:x"], np.eye(2, 3), np.zeros(2), {"b--c1:x": ("b--c1:x", "b:x")})
+    again = EntryRouter.from_state(router.state())
+    assert again.entries("b--c1:x") == ("b--c1:x", "b:x") and again.entries("a:y") == ("a:y",)
+    assert again.entries(None) == () and again.predict(np.array([0.0, 1.0, 0.0]))[0] == "b--c1:x"
+
+
+def test_a_second_copy_of_an_entry_keeps_its_answer_and_the_router_fits_one_class(tmp_path, corpus, embedder,
+                                                                                  counted_fits):
+    """The same entry in two documents (two libraries of one hospital group; the benchmark's copies) tied with itself
+    (no lead over the next entry) and split the router's probability between the copies, so big libraries lost their
+    entry answers; the copies are now one class of the router, which is fitted on one copy's keys."""
+    from bot.assistant import build_assistant
+    from bot.ingest import ingest
+    from bot.settings import Settings
+
+    question = "How is blinatumomab given to babies?"
+    answers = []
+    for copies in (False, True):
+        if copies:
+            src = corpus / "how-blinatumomab-was-given.md"
+            text = src.read_text().replace("id: how-blinatumomab-was-given\n", "id: how-blinatumomab-was-given-2\n", 1)
+            (corpus / "second-library").mkdir()
+            (corpus / "second-library" / "given.md").write_text(text.replace('study"\n', 'study (ward 2)"\n', 1))
+        s = Settings(index_dir=tmp_path / f"index-{copies}", knowledge_dir=corpus, cache_dir=tmp_path / "cache",
+                     sync_knowledge=False)
+        ingest(s, embedder, progress=False)
+        assistant = build_assistant(s, embedder=embedder)
+        router = assistant.writer.router
+        answers.append((assistant.ask(question), router, *router.predict(embedder.encode([question])[0])))
+    (alone, router1, label1, prob1), (copied, router2, label2, prob2) = answers
+    assert len(counted_fits) == 2 and counted_fits[1] == counted_fits[0]  # the same rows: one copy's keys
+    assert len(router2.classes) == len(router1.classes) and abs(prob2 - prob1) < 1e-3
+    second = [cid for cid in router2.entries(label2) if cid != label1]
+    assert label1 in router2.entries(label2) and len(second) == 1
+    assert second[0].startswith("how-blinatumomab-was-given-2:")
+    assert alone.kind == copied.kind == "answer" and copied.answer == alone.answer
