@@ -81,3 +81,28 @@ def test_ingest_of_a_folder_without_documents_says_so(env, tmp_path):
     e = dict(env, BOT_INDEX_DIR=str(tmp_path / "idx"))
     p = run(["ingest", str(tmp_path)], e)
     assert p.returncode == 1 and "no supported files" in p.stderr.decode()
+
+
+def test_an_ingest_leaves_the_first_start_nothing_to_fit_or_check(env, tmp_path, corpus, embedder, monkeypatch):
+    """A fresh install (`python -m bot ingest`, then the app): the first start reads the entry router from the index
+    and the safety gate's vectors, classifier and examples' check from the cache; it fits and checks nothing."""
+    import bot.triage
+    import bot.triage_model
+    from bot.assistant import build_assistant
+    from bot.router import EntryRouter
+    from bot.settings import Settings
+
+    e = dict(env, BOT_INDEX_DIR=str(tmp_path / "idx"), BOT_CACHE_DIR=str(tmp_path / "cache"))
+    p = run(["ingest", str(corpus)], e)
+    assert p.returncode == 0, p.stderr.decode()
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a start fitted or checked what the ingest prepared")
+
+    monkeypatch.setattr(EntryRouter, "fit", refuse)
+    monkeypatch.setattr(bot.triage_model.RedFlagClassifier, "__init__", refuse)
+    monkeypatch.setattr(bot.triage.Triage, "check_examples", refuse)
+    s = Settings(index_dir=tmp_path / "idx", cache_dir=tmp_path / "cache", knowledge_dir=corpus, sync_knowledge=False)
+    assistant = build_assistant(s, embedder=embedder)
+    assert assistant.writer.router is not None
+    assert assistant.ask("How long does the blinatumomab drip run?").kind == "answer"

@@ -631,6 +631,22 @@ def test_nothing_since_and_a_good_update_are_not_urgent(gate: SafetyGate, messag
     assert gate.check(message).kind != "urgent", explain(gate, message)
 
 
+@pytest.mark.parametrize("name", ["safety_round9_languages.yaml", "safety_round9_languages_probe.yaml"])
+def test_other_language_emergencies_get_their_cards_tier_and_look_alikes_stay_calm(gate: SafetyGate, name: str) -> None:
+    """Round-9 classes in the seven languages: an emergency gets its card (never only the fallback's tier 3) at the
+    card's tier; a look-alike (over, what-if, a question, someone else's mishap) is not urgent."""
+    wrong = []
+    for c, v in _verdicts(gate, name):
+        card = next((t.split(":", 1)[1] for t in c["tags"] if t.startswith("card:")), None)
+        if c["category"] == "urgent":
+            tier = gate.triage.by_id[card].card.tier
+            if v.kind != "urgent" or v.tier != tier or card not in v.signs:
+                wrong.append((c["question"], v.kind, v.tier, v.signs))
+        elif v.kind == "urgent":
+            wrong.append((c["question"], v.kind, v.tier, v.signs))
+    assert not wrong, wrong
+
+
 def test_a_languages_context_words_are_read_only_in_that_language(gate: SafetyGate) -> None:
     a = gate.triage.assess("oma hier, de kleine is gloeiend heet", language="nl")
     assert "past" not in a.signs and a.urgent
