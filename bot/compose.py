@@ -434,14 +434,12 @@ class ExtractiveWriter:
             return entry
         said = said | {_said_key(st.text) for st in entry.statements}
         sents, vecs, scored = self._score_sentences(query, own, said, wanted)
-        entry_sents, entry_vecs = self.index.sentences_of([entry.entry] if entry.entry else [])
         chosen: list[tuple[float, int, int]] = []
         for cand in scored:
             if cand[0] < p.own_document_min or len(chosen) >= p.own_document_sentences:
                 break
-            vec = vecs[cand[1]]
-            if len(entry_sents) and float(np.max(entry_vecs @ vec)) >= p.redundancy:
-                continue  # the entry says this already
+            # Shown even when the entry says much the same: the entry speaks of hospitals in general ('about every
+            # 7 days'), the family's own hospital of what it does ('once a week'), and a family acts on the latter.
             if self._redundant(sents, vecs, cand[1], chosen, set()):
                 continue
             chosen.append(cand)
