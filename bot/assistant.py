@@ -209,16 +209,17 @@ class Assistant:
 
         t = time.perf_counter()
         # Safety read all of the message; the search reads its question (a long message costs no more than that).
+        same_figure = self.words.asks_same_figure(query.question)  # 'and without it?': the figure just given
         if (_recall and verdict.kind != "urgent" and turns and turns[-1].role == "user"
-                and leans_on_answer(query.question, self.follow_up, self.words.asks_same_figure(query.question))
+                and leans_on_answer(query.question, self.follow_up, same_figure)
                 and is_follow_up(query.question, self.follow_up)):
             # A history of the family's turns only (the batch file, the evals): what did the assistant answer last?
             # 'Where is that?' may point at a name only that answer said. Used to resolve the follow-up only.
             resolving = [*turns, self._recalled(turns)]
         else:
             resolving = turns
-        context = "" if verdict.kind == "urgent" else follow_up_context(
-            query.question, resolving, self.follow_up, self.words.asks_same_figure(query.question))
+        context = "" if verdict.kind == "urgent" else follow_up_context(query.question, resolving, self.follow_up,
+                                                                         same_figure)
         if context:  # the earlier turns' words, spelled for the documents as the question was ('efects', 'babys')
             context = vocabulary.correct_text(context)
         query = query.about(query.question, context)

@@ -11,7 +11,7 @@ import numpy as np
 
 from bot.documents import Chunk, Sentence
 from bot.query import Query
-from bot.retrieve import CHILD_MEASURE, Hit, QuestionWords, Vocabulary
+from bot.retrieve import CHILD_MEASURE, Hit, QuestionWords, Vocabulary, without_markers
 from bot.router import EntryRouter
 from bot.schema import BasedOn, Citation
 from bot.sentences import sentences
@@ -149,7 +149,7 @@ def said_sentences(assistant_turns: list[str]) -> frozenset[str]:
     """Sentences already said by the assistant in the conversation (markers and markup removed)."""
     out: set[str] = set()
     for turn in assistant_turns:
-        clean = re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", turn)
+        clean = without_markers(turn)
         for part in sentences(clean):
             key = _said_key(part)
             if key:

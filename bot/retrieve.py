@@ -298,12 +298,16 @@ def is_follow_up(question: str, rules: FollowUpRules) -> bool:
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b(?:[A-Z][\w-]*[A-Z0-9][\w-]*|[A-Z][a-z][\w-]*)")
 
 
+def without_markers(text: str) -> str:
+    """An answer's text without its citation markers ('[1]', '[2, 3]')."""
+    return re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", text)
+
+
 def answer_names(text: str, max_sentences: int = 2) -> list[str]:
     """Names the assistant said in the opening sentences of its answer ('Princess Maxima Center', 'CRS'): what
     'that' or 'there' in the next question may point at though the family never typed it."""
-    clean = re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", text)
     out: list[str] = []
-    for sentence in sentences(clean)[:max_sentences]:
+    for sentence in sentences(without_markers(text))[:max_sentences]:
         out += [m.group() for m in _NAME.finditer(sentence.strip()) if m.group().lower() not in STOPWORDS]
     return list(dict.fromkeys(out))
 
@@ -319,8 +323,7 @@ def leans_on_answer(question: str, rules: FollowUpRules, same_figure: bool = Fal
 
 def answer_words(text: str) -> list[str]:
     """The topic words of the opening sentence of an answer, as written (markers, numbers and stop words left out)."""
-    clean = re.sub(r"\s*\[\d+(?:\s*,\s*\d+)*\]", "", text)
-    first = (sentences(clean) or [""])[0]
+    first = (sentences(without_markers(text)) or [""])[0]
     return [w for w in re.findall(r"[A-Za-z][\w-]*", first) if w.lower() not in STOPWORDS]
 
 
@@ -425,14 +428,6 @@ def question_parts(question: str, max_parts: int = 3) -> tuple[list[str], str]:
     if len(pieces) < 2 or any(not tokenize(p) for p in pieces):
         return [question], ""
     return pieces[:max_parts], preamble
-
-
-def split_question(question: str, max_parts: int = 3) -> list[str]:
-    """The parts of a question that asks several things ('which hospital ran it and in how many countries?').
-
-    A part must carry a word of its own; otherwise the question is left whole. At most `max_parts` parts.
-    """
-    return question_parts(question, max_parts)[0]
 
 
 def trailing_topic(text: str) -> str:
