@@ -26,6 +26,8 @@ echo "== evaluation suite, stranger-written dev sets (read while tuning; a regre
   --thresholds evals/cases/dev_strangers/_thresholds_k.yaml --report reports/evals-dev-strangers-k
 .venv/bin/python -m evals --cases evals/cases/dev_strangers/answers_m.yaml evals/cases/dev_strangers/triage_m.yaml \
   --thresholds evals/cases/dev_strangers/_thresholds_m.yaml --report reports/evals-dev-strangers-m
+.venv/bin/python -m evals --cases evals/cases/dev_strangers/answers_o.yaml evals/cases/dev_strangers/triage_o.yaml \
+  --thresholds evals/cases/dev_strangers/_thresholds_o.yaml --report reports/evals-dev-strangers-o
 
 echo "== evaluation suite, blind test split (held back: figures only; a regression guard)"
 .venv/bin/python -m evals --blind --cases evals/cases/test --thresholds evals/cases/test/_thresholds.yaml \
