@@ -960,10 +960,11 @@ def replay_chain(root: Path, marker: dict, have: Iterable[int]) -> tuple[int, li
     return None
 
 
-def replay_generations(catalog: Path, current: Path, chain: Sequence[dict]) -> None:
+def replay_generations(catalog: Path, current: Path, chain: Sequence[dict], recorded: dict | None = None) -> None:
     """Bring `catalog` (the catalog of an older generation) to the state of `current` (the catalog of the
     newest generation of `chain`): the records of every document the chain's generations wrote or removed are
-    replaced by `current`'s, the segments they merged renumbered, the word statistics copied."""
+    replaced by `current`'s, the segments they merged renumbered, the word statistics copied. `recorded`: the
+    current generation's marker, whose counts of sentences and keys the result must have (RuntimeError if not)."""
     db = sqlite3.connect(f"file:{catalog}", uri=True)
     try:
         db.execute("PRAGMA journal_mode = MEMORY")
@@ -990,7 +991,7 @@ def replay_generations(catalog: Path, current: Path, chain: Sequence[dict]) -> N
                 db.execute(f"INSERT INTO main.{table} SELECT * FROM cur.{table}")
         mismatch = [table for table, sql in _FINGERPRINT
                     if db.execute(sql.format(s="main")).fetchone() != db.execute(sql.format(s="cur")).fetchone()]
-        recorded = chain[-1] if chain else {}  # the current generation's marker (no chain: the spare is its copy)
+        recorded = recorded if recorded is not None else (chain[-1] if chain else {})
         mismatch += [table for table, name, sql in _COUNTED
                      if name in recorded and db.execute(sql).fetchone()[0] != int(recorded[name])]
         db.execute("DETACH DATABASE cur")
@@ -1131,7 +1132,7 @@ class IndexWriter:
         target = self.dir / CATALOG
         os.replace(spares[number][0], target)  # taken: a run killed from here on loses the spare, nothing else
         try:
-            replay_generations(target, base.dir / CATALOG, chain)
+            replay_generations(target, base.dir / CATALOG, chain, base.marker)
         except (sqlite3.Error, RuntimeError, KeyError, ValueError) as exc:
             log.warning("the spare catalog of generation %s could not be brought up to date (%s); copying the "
                         "current one", number, exc)

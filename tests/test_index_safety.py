@@ -497,8 +497,8 @@ def test_a_change_starts_from_a_spare_catalog_brought_up_to_date_row_for_row(tmp
     checked: list[int] = []
     real = store.replay_generations
 
-    def replay_and_compare(catalog, current, chain):
-        real(catalog, current, chain)
+    def replay_and_compare(catalog, current, chain, recorded=None):
+        real(catalog, current, chain, recorded)
         assert _dump(catalog) == _dump(current)
         checked.append(len(chain))
 
