@@ -426,7 +426,7 @@ def test_an_unsure_classifier_falls_to_tier_3_never_silence(gate: SafetyGate) ->
 
 
 def test_the_classifier_raises_what_the_patterns_miss(gate: SafetyGate) -> None:
-    a, _ = gate.assess("my little one is fighting to get air in")
+    a, _ = gate.assess("my little one is puffing and blowing")  # ("fighting to get air in" is a pattern since round 10)
     assert not any(r.fired for r in a.cards)  # no pattern fired
     assert a.tier in (1, 3) and max(a.probabilities, key=a.probabilities.get) == "breathing", a.probabilities
 
