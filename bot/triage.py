@@ -32,7 +32,8 @@ CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "pas
 SHARED_SIGNS = ("baby", "situation", "now", "ongoing", "tense_present")
 # Signs a clause takes from its whole message too ("My baby is 3 months. Is breathing fast." is about the baby).
 INHERITED = ("baby", "situation")
-MESSAGE = "message_"  # message_<sign or name>: the sign or name read on the whole message, for rules about one clause
+MESSAGE = "message_"
+_WORD = re.compile(r"[a-z]+")  # message_<sign or name>: the sign or name read on the whole message, for rules about one clause
 CARD_NAMES = ("pattern", "strong", "also", "negated")
 MEASURED = ("measured_fever", "measured_normal", "other_language")
 STEP_NAMES = ("cards", "classifier_sure", "classifier_unsure")
@@ -357,11 +358,15 @@ class Triage:
     def __init__(self, rules: RedFlagsFile, path: Path | str = REDFLAGS_FILE,
                  extra_patterns: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
                  extra_also: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
-                 language_context: Mapping[str, Mapping[str, Mapping[str, Sequence[str]]]] | None = None) -> None:
+                 language_context: Mapping[str, Mapping[str, Mapping[str, Sequence[str]]]] | None = None,
+                 false_friends: Mapping[str, Sequence[str]] | None = None) -> None:
         """`extra_patterns` / `extra_also`: {card id or context sign: {where: [patterns]}} from the language file, read
         in every message; `language_context`: {language code: {context sign: {where: [patterns]}}}, read only in a
-        message in that language (the Dutch "hier" is "here", the French "hier" is "yesterday")."""
+        message in that language (the Dutch "hier" is "here", the French "hier" is "yesterday"); `false_friends`:
+        {language code: [words]}, everyday words of that language that the English `sign_word` list must not read in a
+        message in it (the Italian "stare", "to stay"; the Portuguese "ate", "until")."""
         self.rules = rules
+        self.false_friends = {code: frozenset(fold(w).lower() for w in words) for code, words in (false_friends or {}).items()}
         self.path = str(path)
         vocab = rules.vocabularies
         where = f"{self.path}"
@@ -509,8 +514,12 @@ class Triage:
         message's names, readings and text, for what a clause inherits)."""
         signs: dict[str, str] = {}
         env: dict[str, bool] = {}
+        friends = self.false_friends.get(language)
+        # The English sign words read a message in another language without that language's false friends.
+        english_text = _WORD.sub(lambda m: " " * len(m.group()) if m.group() in friends else m.group(), t) if friends else t
         for name, groups in self._signs(language):
-            hit = next((h for g in groups if (h := g.first(t)) is not None), None)
+            hit = next((h for g in groups if (h := g.first(english_text if name == "sign_word" and g is self.context[name]
+                                                           else t)) is not None), None)
             env[name] = hit is not None
             if hit is not None:
                 signs[name] = hit
