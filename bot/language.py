@@ -158,10 +158,14 @@ class LanguageGuide:
         clear = (top.value >= self.spec.min_confidence and hits >= 1) or (top.value >= self.spec.min_confidence / 2 and hits >= 2)
         if top.value < max(self.spec.close_below, self.spec.min_confidence) and code != ENGLISH:
             # Short texts without accents ("se le salio el cateter") split the detector between close
-            # languages: take the candidate with clearly the most common words of its own, if any.
+            # languages: take the candidate with clearly the most common words of its own (words that none of the other
+            # candidates lists: "pro", "quem", "ligo" are Portuguese, "se", "para", "de" both Spanish and Portuguese), if any.
             floor = self.spec.min_confidence / 4
-            scored = sorted(((len(words & self.words.get(c, set())), v.value, c) for v in values
-                             if (c := v.language.iso_code_639_1.name.lower()) != ENGLISH and v.value >= floor), reverse=True)
+            candidates = {c: float(v.value) for v in values
+                          if (c := v.language.iso_code_639_1.name.lower()) != ENGLISH and v.value >= floor}
+            scored = sorted(((len(words & self.words.get(c, set()) - set().union(*(self.words.get(o, set())
+                                                                                    for o in candidates if o != c))),
+                              value, c) for c, value in candidates.items()), reverse=True)
             if scored and scored[0][0] >= 2 and (len(scored) == 1 or scored[0][0] > scored[1][0]):
                 return Detected(scored[0][2], round(float(scored[0][1]), 3))
         if code == ENGLISH or not clear:

@@ -27,13 +27,13 @@ from bot.spelling import nearest
 REDFLAGS_FILE = "redflags.yaml"
 CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study",
                  "reassuring", "tense_past", "tense_present", "worry", "denied", "someone_else", "habit", "self_limiting",
-                 "sign_word")
+                 "sign_word", "treatment_time")
 # Signs that can only make a message more urgent: read in every language's words, whatever the message's language.
 SHARED_SIGNS = ("baby", "situation", "now", "ongoing", "tense_present")
 # Signs a clause takes from its whole message too ("My baby is 3 months. Is breathing fast." is about the baby).
 INHERITED = ("baby", "situation")
 MESSAGE = "message_"
-_WORD = re.compile(r"[a-z]+")  # message_<sign or name>: the sign or name read on the whole message, for rules about one clause
+_WORD = re.compile(r"[A-Za-z]+")  # message_<sign or name>: the sign or name read on the whole message, for rules about one clause
 CARD_NAMES = ("pattern", "strong", "also", "negated")
 MEASURED = ("measured_fever", "measured_normal", "other_language")
 STEP_NAMES = ("cards", "classifier_sure", "classifier_unsure")
@@ -516,10 +516,19 @@ class Triage:
         env: dict[str, bool] = {}
         friends = self.false_friends.get(language)
         # The English sign words read a message in another language without that language's false friends.
-        english_text = _WORD.sub(lambda m: " " * len(m.group()) if m.group() in friends else m.group(), t) if friends else t
-        for name, groups in self._signs(language):
+        english_text = (_WORD.sub(lambda m: " " * len(m.group()) if m.group().lower() in friends else m.group(), t)
+                        if friends else t)
+        groups_of = self._signs(language)
+        by_name = dict(groups_of)
+        # A time that dates the treatment or a test ("she had chemo last week", "platelets were low yesterday") is not a
+        # sign that is over: in a clause told in the present (or in no past tense), `past` reads the clause without it.
+        past_text = t
+        if (any(g.first(t) is not None for g in by_name["tense_present"])
+                or all(g.first(t) is None for g in by_name["tense_past"])):
+            past_text = _blank_all(by_name["treatment_time"], t)
+        for name, groups in groups_of:
             hit = next((h for g in groups if (h := g.first(english_text if name == "sign_word" and g is self.context[name]
-                                                           else t)) is not None), None)
+                                                           else past_text if name == "past" else t)) is not None), None)
             env[name] = hit is not None
             if hit is not None:
                 signs[name] = hit
@@ -689,6 +698,24 @@ class Triage:
             raise RedFlagsError(f"{self.path}: the examples of {len(problems)} card(s) fail "
                                 f"(fix the card's patterns or its examples; `python -m bot explain \"...\"` shows why):\n  "
                                 + "\n  ".join(problems))
+
+
+def _blank_all(groups: Sequence[PatternGroup], t: str) -> str:
+    """`t` with every match of the patterns of `groups` blanked out (same length, so positions stay)."""
+    chars: list[str] | None = None
+    for g in groups:
+        for p in g.compiled:
+            pos = 0
+            while pos <= len(t):
+                m = p.search(t, pos)
+                if m is None:
+                    break
+                start, end = m.start(), m.end()  # type: ignore[attr-defined]
+                if end > start:
+                    chars = chars if chars is not None else list(t)
+                    chars[start:end] = " " * (end - start)
+                pos = max(end, pos + 1)
+    return "".join(chars) if chars is not None else t
 
 
 def _breaks(breaks: PatternGroup, t: str) -> list[tuple[int, int]]:

@@ -767,12 +767,14 @@ def test_signs_told_in_everyday_words_and_other_languages_are_urgent(gate: Safet
     assert gate.check(message).kind == "urgent", explain(gate, message)
 
 
-def test_round_10_language_probe_emergencies_are_urgent_and_look_alikes_get_the_english_only_reply(gate: SafetyGate) -> None:
+@pytest.mark.parametrize("name", ["safety_round10_languages.yaml", "safety_round10_languages_plans.yaml"])
+def test_round_10_language_probe_emergencies_are_urgent_and_look_alikes_get_the_english_only_reply(gate: SafetyGate,
+                                                                                                    name: str) -> None:
     """Round-10 probe, seven languages: an emergency (carers, typos, no accents, regional forms) is urgent at the tier
     of one of its cards; a look-alike (over, what-if, a question, a plan naming the line, a worry, good news) gets, in
     its own language, the reply that this assistant answers in English."""
     wrong = []
-    for c, v in _verdicts(gate, "safety_round10_languages.yaml"):
+    for c, v in _verdicts(gate, name):
         language = next(t.split(":", 1)[1] for t in c["tags"] if t.startswith("language:"))
         cards = [t.split(":", 1)[1] for t in c["tags"] if t.startswith("card:")]
         if c["category"] == "urgent":
@@ -802,3 +804,18 @@ def test_a_languages_everyday_word_that_is_an_english_sign_word_raises_no_alarm(
                                      "ele tá muito pálido, quase cinza, as mãos frias"])
 def test_an_emergency_with_a_false_friend_beside_it_stays_urgent(gate: SafetyGate, message: str) -> None:
     assert gate.check(message).kind == "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", ["ons kindje heeft 38,9 koorts, ze heeft vorige week nog chemo gehad",
+                                     "Sie hat 38,8 Fieber, sie hatte letzte Woche noch Chemo",
+                                     "ha 38,5 di febbre, ieri ha fatto la chemio", "tiene 38.9, la quimio fue ayer",
+                                     "ma 38,9 goraczki, wczoraj miala chemie"])
+def test_a_time_that_dates_the_treatment_does_not_make_a_sign_now_over(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind == "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize("message", ["ha avuto la febbre dopo la chemio di ieri", "hij had vorige week koorts na de kuur",
+                                     "tuvo fiebre después de la quimio de ayer",
+                                     "il a eu de la fièvre après la chimio d'hier"])
+def test_a_sign_told_in_the_past_beside_the_treatments_date_stays_over(gate: SafetyGate, message: str) -> None:
+    assert gate.check(message).kind == "other_language", explain(gate, message)
