@@ -163,11 +163,13 @@ class LanguageGuide:
             floor = self.spec.min_confidence / 4
             candidates = {c: float(v.value) for v in values
                           if (c := v.language.iso_code_639_1.name.lower()) != ENGLISH and v.value >= floor}
+            # Ranked by those words, then by all its common words ("se le salio el cateter": only "el" is Spanish alone).
             scored = sorted(((len(words & self.words.get(c, set()) - set().union(*(self.words.get(o, set())
                                                                                     for o in candidates if o != c))),
-                              value, c) for c, value in candidates.items()), reverse=True)
-            if scored and scored[0][0] >= 2 and (len(scored) == 1 or scored[0][0] > scored[1][0]):
-                return Detected(scored[0][2], round(float(scored[0][1]), 3))
+                              len(words & self.words.get(c, set())), value, c) for c, value in candidates.items()),
+                            reverse=True)
+            if scored and scored[0][1] >= 2 and (len(scored) == 1 or scored[0][:2] > scored[1][:2]):
+                return Detected(scored[0][3], round(float(scored[0][2]), 3))
         if code == ENGLISH or not clear:
             return Detected(ENGLISH, 1.0 if code == ENGLISH else 1.0 - top.value)
         return Detected(code, round(float(top.value), 3))

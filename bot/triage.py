@@ -520,15 +520,16 @@ class Triage:
                         if friends else t)
         groups_of = self._signs(language)
         by_name = dict(groups_of)
-        # A time that dates the treatment or a test ("she had chemo last week", "platelets were low yesterday") is not a
-        # sign that is over: in a clause told in the present (or in no past tense), `past` reads the clause without it.
-        past_text = t
-        if (any(g.first(t) is not None for g in by_name["tense_present"])
-                or all(g.first(t) is None for g in by_name["tense_past"])):
-            past_text = _blank_all(by_name["treatment_time"], t)
         for name, groups in groups_of:
-            hit = next((h for g in groups if (h := g.first(english_text if name == "sign_word" and g is self.context[name]
-                                                           else past_text if name == "past" else t)) is not None), None)
+            text = english_text if name == "sign_word" else t
+            hit = next((h for g in groups if (h := g.first(text if g is self.context[name] else t)) is not None), None)
+            if hit is not None and name == "past" and any(by_name["treatment_time"]):
+                # A time that dates the treatment or a test ("she had chemo last week", "platelets were low yesterday") is
+                # not a sign that is over: in a clause told in the present (or in no past tense), `past` is read without it.
+                if (any(g.first(t) is not None for g in by_name["tense_present"])
+                        or all(g.first(t) is None for g in by_name["tense_past"])):
+                    undated = _blank_all(by_name["treatment_time"], t)
+                    hit = next((h for g in groups if (h := g.first(undated)) is not None), None)
             env[name] = hit is not None
             if hit is not None:
                 signs[name] = hit
