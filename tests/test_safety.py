@@ -765,3 +765,26 @@ def test_a_fit_of_laughter_nerves_or_tears_is_not_read_as_a_seizure(gate: Safety
 ])
 def test_signs_told_in_everyday_words_and_other_languages_are_urgent(gate: SafetyGate, message: str) -> None:
     assert gate.check(message).kind == "urgent", explain(gate, message)
+
+
+@pytest.mark.parametrize(
+    ("question", "rule", "note"),
+    [
+        # A practical care question matches a decision pattern but asks for no dose and no plan: no note.
+        ("how should we take our baby's temperature at home?", "treatment_change", False),
+        ("what should i do if his pump starts beeping?", "treatment_change", False),
+        ("should we let grandparents visit her during the drip?", "treatment_change", False),
+        ("can we use teething gel on her gums at home during the drip?", "dose", False),
+        # This child's dose, or a change of this child's treatment: the note is shown.
+        ("how much calpol can i give my 4 month old on the drip?", "dose", True),
+        ("the bag ran out early, can i give him an extra dose?", "dose", True),
+        ("My baby weighs 6 kg, how many micrograms a day does that mean?", "dose", True),
+        ("should we stop the blinatumomab early, our daughter hates the pump", "treatment_change", True),
+        ("should our baby still have the stem cell transplant after blina?", "treatment_change", True),
+        ("What would you do if it was your baby?", "treatment_change", True),
+    ],
+)
+def test_a_personal_note_only_when_the_question_asks_for_what_it_is_about(
+        gate: SafetyGate, question: str, rule: str, note: bool) -> None:
+    v = gate.check(question)
+    assert (v.kind, v.rule, v.note) == ("personal", rule, note)
