@@ -113,6 +113,9 @@ class FollowUpFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pronouns: list[str] = Field(min_length=1)
     openers: list[str]
+    short_openers: list[str] = Field(default_factory=list)
+    determiners: list[str] = Field(default_factory=list)
+    own_topic_words: int = Field(default=0, ge=0, le=20)
     max_words: int = Field(ge=1, le=20)
     default_topic: str = ""
     pointers: list[str] = Field(default_factory=list)
@@ -206,9 +209,13 @@ def load_question_rules(prompts_dir: Path) -> tuple[FollowUpRules, QuestionWords
     rules = FollowUpRules(
         pronouns=frozenset(w.lower() for w in f.pronouns),
         openers=tuple(o.lower() for o in f.openers),
+        short_openers=tuple(o.lower() for o in f.short_openers),
         max_words=f.max_words,
         default_topic=f.default_topic,
         pointers=frozenset(w.lower() for w in f.pointers),
+        determiners=frozenset(w.lower() for w in f.determiners),
+        own_topic_words=f.own_topic_words,
+        filler=frozenset(stem(w.lower()) for w in q.filler_words.split()),
     )
     types = []
     for i, t in enumerate(q.answer_types):

@@ -280,6 +280,10 @@ class FollowUpRules:
     max_words: int
     default_topic: str = ""  # what 'it' means in a first message that the sources did not answer as it stands
     pointers: frozenset[str] = frozenset()  # words that point at the last thing said ('where is that?'), not the topic
+    short_openers: tuple[str, ...] = ()  # question words that lean back only in a short question ('why?', 'how long for?')
+    determiners: frozenset[str] = frozenset()  # 'this', 'those': they name their own noun in a question with a topic
+    own_topic_words: int = 0  # topic words (not filler) that make a question with a determiner stand alone (0: never)
+    filler: frozenset[str] = frozenset()  # stems of words with no topic of their own (questions.yaml filler_words)
 
 
 def is_follow_up(question: str, rules: FollowUpRules) -> bool:
@@ -288,11 +292,32 @@ def is_follow_up(question: str, rules: FollowUpRules) -> bool:
     words = re.findall(r"[a-z']+", q)
     if not words:
         return False
-    if any(q.startswith(o) for o in rules.openers):
+    if any(q.startswith(o) for o in (*rules.openers, *rules.short_openers)):
         return True
     if any(w in rules.pronouns for w in words):
         return True
     return not tokenize(q) and len(words) <= rules.max_words  # "how long?", "why?", "what else?"
+
+
+def stands_alone(question: str, rules: FollowUpRules) -> bool:
+    """Whether a question that looks like a follow-up asks its own thing after another question of the family's.
+
+    Its only sign of leaning back is a question word at its start in more than `max_words` words ('why do babies
+    do worse than older children?', not 'why?'), or 'this', 'that', 'these' or 'those' in a question with at least
+    `own_topic_words` topic words of its own ('why do babies do worse with this leukemia?', not 'how is that
+    measured?', nor 'did those babies survive longer?'). 'It', 'they', 'them' and openers such as 'and', 'what
+    about' always lean back. (Within one message, a later part still leans on the part before it: `is_follow_up`.)"""
+    q = question.strip().lower()
+    words = re.findall(r"[a-z']+", q)
+    if not words or any(q.startswith(o) for o in rules.openers):
+        return False
+    pointing = {w for w in words if w in rules.pronouns}
+    if not pointing:
+        return len(words) > rules.max_words and bool(tokenize(q))
+    if not rules.own_topic_words or not pointing <= rules.determiners:
+        return False
+    own = [t for t in tokenize(q) if t not in rules.filler]
+    return len(own) >= rules.own_topic_words
 
 
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b(?:[A-Z][\w-]*[A-Z0-9][\w-]*|[A-Z][a-z][\w-]*)")
@@ -331,7 +356,7 @@ def follow_up_context(question: str, history: Sequence[Turn], rules: FollowUpRul
     """Topic words of the earlier questions a follow-up leans on, and the names the assistant's last answer
     opened with ('' for a question that stands alone); with `same_figure` (the follow-up asks for the figure just
     given, for another group), the words of that answer's opening sentence."""
-    if not is_follow_up(question, rules):
+    if not is_follow_up(question, rules) or stands_alone(question, rules):
         return ""
     carried: list[str] = []
     asked = set(re.findall(r"[a-z]+", question.lower()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.prompts import load_question_rules
 from bot.retrieve import (
     FollowUpRules,
     QuestionWords,
@@ -13,6 +14,7 @@ from bot.retrieve import (
     as_langchain_retriever,
     follow_up_context,
     is_follow_up,
+    stands_alone,
     stem,
     tokenize,
 )
@@ -65,6 +67,24 @@ def test_follow_up_detection_and_resolution():
     pointing = FollowUpRules(pronouns=RULES.pronouns, openers=RULES.openers, max_words=4, pointers=frozenset({"that"}))
     assert "Princess Maxima Center" in follow_up_context("where is that?", said, pointing)
     assert "Princess" not in follow_up_context("how long did it take?", said, pointing)  # 'it': the family's topic
+
+
+def test_a_question_that_names_its_own_topic_is_not_read_as_a_follow_up_of_the_last_one():
+    """The clinician's rules in prompts/questions.yaml: a question word at the start leans back only in a short
+    question; 'this' or 'those' only in a question with few topic words of its own; 'it' and 'they' always."""
+    rules, _ = load_question_rules(Path("prompts"))
+    side_effects = [Turn(role="user", content="is blinatumomab safe for babys, what side efects did they get")]
+    for own in ("why do tiny babies do worse then older kids with this leukemia",
+                "what were the side effects of this treatment in older children",
+                "how long does the blinatumomab drip last at home"):
+        assert stands_alone(own, rules) and follow_up_context(own, side_effects, rules) == "", own
+    for leaning in ("why?", "how long for?", "how is that measured?", "and what about the survival?",
+                    "how many of them relapsed?", "did those babies survive?",
+                    "is this safe?", "did those babies survive longer?"):
+        assert not stands_alone(leaning, rules), leaning
+        assert "safe" in follow_up_context(leaning, side_effects, rules), leaning
+    # Within one message a later part still leans on the part before it ('... and how many were negative after it')
+    assert is_follow_up("how many of the babies were negative after blina", rules)
 
 
 def test_the_part_after_it_is_searched_with_what_it_names():

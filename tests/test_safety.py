@@ -426,7 +426,7 @@ def test_an_unsure_classifier_falls_to_tier_3_never_silence(gate: SafetyGate) ->
 
 
 def test_the_classifier_raises_what_the_patterns_miss(gate: SafetyGate) -> None:
-    a, _ = gate.assess("my little one is fighting to get air in")
+    a, _ = gate.assess("my little one is puffing and blowing")  # ("fighting to get air in" is a pattern since round 10)
     assert not any(r.fired for r in a.cards)  # no pattern fired
     assert a.tier in (1, 3) and max(a.probabilities, key=a.probabilities.get) == "breathing", a.probabilities
 
@@ -819,3 +819,26 @@ def test_a_time_that_dates_the_treatment_does_not_make_a_sign_now_over(gate: Saf
                                      "il a eu de la fièvre après la chimio d'hier"])
 def test_a_sign_told_in_the_past_beside_the_treatments_date_stays_over(gate: SafetyGate, message: str) -> None:
     assert gate.check(message).kind == "other_language", explain(gate, message)
+
+
+@pytest.mark.parametrize(
+    ("question", "rule", "note"),
+    [
+        # A practical care question matches a decision pattern but asks for no dose and no plan: no note.
+        ("how should we take our baby's temperature at home?", "treatment_change", False),
+        ("what should i do if his pump starts beeping?", "treatment_change", False),
+        ("should we let grandparents visit her during the drip?", "treatment_change", False),
+        ("can we use teething gel on her gums at home during the drip?", "dose", False),
+        # This child's dose, or a change of this child's treatment: the note is shown.
+        ("how much calpol can i give my 4 month old on the drip?", "dose", True),
+        ("the bag ran out early, can i give him an extra dose?", "dose", True),
+        ("My baby weighs 6 kg, how many micrograms a day does that mean?", "dose", True),
+        ("should we stop the blinatumomab early, our daughter hates the pump", "treatment_change", True),
+        ("should our baby still have the stem cell transplant after blina?", "treatment_change", True),
+        ("What would you do if it was your baby?", "treatment_change", True),
+    ],
+)
+def test_a_personal_note_only_when_the_question_asks_for_what_it_is_about(
+        gate: SafetyGate, question: str, rule: str, note: bool) -> None:
+    v = gate.check(question)
+    assert (v.kind, v.rule, v.note) == ("personal", rule, note)
