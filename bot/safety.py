@@ -233,7 +233,7 @@ class SafetyGate:
             languages = LanguageGuide.from_dir(prompts_dir)
             red_path = prompts_dir / REDFLAGS_FILE
             triage = Triage(load_redflags(red_path), red_path, languages.extra_patterns(), languages.extra_also(),
-                            languages.context_patterns())
+                            languages.context_patterns(), languages.false_friends())
         except (RedFlagsError, ValueError) as exc:
             raise SafetyRulesError(str(exc)) from None
         return cls(rules, embedder, triage, languages, cache_dir, path, check_examples)
