@@ -295,9 +295,12 @@ class Assistant:
 
 
     def _preface_fits(self, verdict: Verdict, question: str) -> bool:
-        """Whether a personal note fits the question: the note on survival figures (rule `prognosis`) only when the
-        question speaks of how the baby will fare, not of how long a stay or a drip lasts ('how long will my son
-        have to stay in hospital?'). Other personal notes (a dose, a change of treatment) always fit."""
+        """Whether a personal note fits the question: the gate's own judgement (a dose note when an amount is asked
+        for, a plan note when a treatment is to be changed or chosen: prompts/safety.yaml `note_when`), and the note
+        on survival figures (rule `prognosis`) only when the question speaks of how the baby will fare, not of how
+        long a stay or a drip lasts ('how long will my son have to stay in hospital?')."""
+        if not getattr(verdict, "note", True):
+            return False
         return verdict.rule != "prognosis" or self.words.about_outcome(question)
 
     def _recalled(self, turns: list[Turn]) -> Turn:

@@ -228,6 +228,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run and any(not f.problem for f in result.files):
         print("\n" + format_file_details(result.files) + "\n")
     print(result.summary())
+    if result.time_line():
+        print(result.time_line())
     if args.dry_run:
         return 0 if any(f.passages for f in result.files) else 1
     return 0 if result.chunks or result.held else 1

@@ -28,6 +28,7 @@ import numpy as np
 from bot.documents import Chunk, Sentence, SourceDocument, chunk_document, chunk_sentences, find_files, load_paths
 from bot.embed import Embedder
 from bot.settings import Settings
+from bot.steps import Steps
 from bot.store import (
     CATALOG,
     CHROMA_DIR,
@@ -76,6 +77,7 @@ class IngestResult:
     held: list[Any] = field(default_factory=list)    # flagged documents held back for staff review (bot/screen.py)
     index: Any = None  # ensure_index(keep_open=True): the checked generation, left open for the caller to use and close
     recycled: int | None = None  # the generation whose spare catalog was brought up to date (None: copied or built)
+    steps: Steps = field(default_factory=Steps)  # wall and CPU seconds per step of the run (`time_line`)
 
     @property
     def changed(self) -> bool:
@@ -92,6 +94,10 @@ class IngestResult:
                 f"{self.embedded} texts embedded in {self.seconds:.1f} s"
             )
         return text + _held_summary(self.held, self.dry_run)
+
+    def time_line(self) -> str:
+        """Where the run's time went, step by step (empty when nothing was timed)."""
+        return f"time per step: {self.steps.line()}" if self.steps.wall else ""
 
 
 def _held_summary(held: list[Any], dry_run: bool) -> str:
@@ -417,23 +423,28 @@ def _dry_run(settings: Settings, paths: list[Path]) -> IngestResult:
 def _ingest_locked(settings: Settings, embedder: Embedder | None, paths: list[Path], rebuild: bool,
                    progress: bool) -> IngestResult:
     root = settings.index_dir
-    _clean_leftovers(root, settings.collection, settings.chroma_url)
-    base, why = (None, "") if rebuild else _open_base(settings)
+    steps = Steps()
+    with steps("leftovers"):
+        _clean_leftovers(root, settings.collection, settings.chroma_url)
+    with steps("open"):
+        base, why = (None, "") if rebuild else _open_base(settings)
     recovered: list[SourceDocument] = []
     if base is None and why:
         # Keep every document the old index held: from its files wherever they are, else from its own copy.
         recovered, extra = _recorded_documents(root)
         paths = paths + [p for p in extra if not _under(str(p.resolve()), paths)]
         print(f"Rebuilding the index at {root}: {why}", file=sys.stderr)
-    loaded = _load(paths, base, settings)
-    result = IngestResult(problems=list(loaded.problems), files=loaded.files, rebuilt=why)
+    with steps("read"):
+        loaded = _load(paths, base, settings)
+    result = IngestResult(problems=list(loaded.problems), files=loaded.files, rebuilt=why, steps=steps)
     docs = list(loaded.documents)
     have = {d.doc_id for d in docs}
     docs += [d for d in recovered if d.doc_id not in have and not _under(d.path, paths)]
     try:
-        old = base.document_hashes() if base is not None else {}
-        docs, result.held = _screen(docs, old, settings)
-        write, removed = _plan(docs, old, paths, result, loaded.skipped)
+        with steps("plan"):
+            old = base.document_hashes() if base is not None else {}
+            docs, result.held = _screen(docs, old, settings)
+            write, removed = _plan(docs, old, paths, result, loaded.skipped)
         if base is not None and not result.changed and "router" in base.marker:
             result.chunks, result.generation = base.chunk_count, base.generation
             return result
@@ -446,17 +457,19 @@ def _ingest_locked(settings: Settings, embedder: Embedder | None, paths: list[Pa
         generation = int((pointer or {}).get("generation", 0)) + 1
         generation = max(generation, _highest_generation(root) + 1)
         gen_dir = root / f"{GEN_PREFIX}{generation:06d}"
-        writer = IndexWriter(gen_dir, generation, settings.collection, settings.chroma_url, base=base)
+        with steps("catalog"):
+            writer = IndexWriter(gen_dir, generation, settings.collection, settings.chroma_url, base=base)
         try:
-            for doc_id in removed:
-                writer.delete_document(doc_id)
-            for i in range(0, len(write), DOCS_PER_BATCH):
-                _pause(root, "writing")
-                result.embedded += _write_documents(writer, write[i:i + DOCS_PER_BATCH], settings, embedder, progress,
-                                                    loaded.stamps)
+            with steps("write"):
+                for doc_id in removed:
+                    writer.delete_document(doc_id)
+                for i in range(0, len(write), DOCS_PER_BATCH):
+                    _pause(root, "writing")
+                    result.embedded += _write_documents(writer, write[i:i + DOCS_PER_BATCH], settings, embedder,
+                                                        progress, loaded.stamps)
             _, tokenizer_version = _tokenizer()
             marker = writer.finish({"tokenizer": tokenizer_version},
-                                   derive=lambda folder, keys: store_router(folder, keys, settings, base))
+                                   derive=lambda folder, keys: store_router(folder, keys, settings, base), steps=steps)
         except BaseException:
             writer.close()
             shutil.rmtree(gen_dir, ignore_errors=True)
@@ -465,16 +478,18 @@ def _ingest_locked(settings: Settings, embedder: Embedder | None, paths: list[Pa
             base.close()
             base = None
         _pause(root, "swap")
-        write_pointer(root, {"generation": generation, "dir": gen_dir.name, "format": INDEX_FORMAT,
-                             "paths": marker["paths"]})
+        with steps("swap"):
+            write_pointer(root, {"generation": generation, "dir": gen_dir.name, "format": INDEX_FORMAT,
+                                 "paths": marker["paths"]})
         _pause(root, "swapped")
         result.chunks, result.generation = marker["chunks"], generation
-        _clean_leftovers(root, settings.collection, settings.chroma_url)
-        if marker.get("base") is None:
-            # A full build leaves two spare copies of its catalog, for the next two changes (each later change
-            # then finds the catalog of the generation two before it among the spares).
-            for tag in ("copy1", "copy2"):
-                add_spare(root, gen_dir / CATALOG, generation, move=False, tag=tag)
+        with steps("leftovers"):
+            _clean_leftovers(root, settings.collection, settings.chroma_url)
+            if marker.get("base") is None:
+                # A full build leaves two spare copies of its catalog, for the next two changes (each later change
+                # then finds the catalog of the generation two before it among the spares).
+                for tag in ("copy1", "copy2"):
+                    add_spare(root, gen_dir / CATALOG, generation, move=False, tag=tag)
         result.recycled = marker.get("recycled")
         return result
     finally:
@@ -543,45 +558,90 @@ def store_router(folder: Path, keys: GenerationKeys, settings: Settings, base: I
     start reads it and never fits it (bot/router.py). Returns what the marker records: {"router": None} when there
     is no router to fit (fewer than two entries, or more keys than `router.MAX_KEYS`).
 
-    The same keys as the base generation's (a change to documents that are not entries): the base's file, linked.
-    Otherwise the weights kept in the cache for these keys, or a fit. The record says which (`made`) and the CPU
-    seconds it took (`cpu_s`; scripts/benchmark.py reports it). Entries asked by exactly the same phrasings are one
-    class (`router.entry_groups`), fitted on the keys of one of them: N copies of a library cost its fit, not N
-    times more, and stay under `router.MAX_KEYS`.
+    Entries asked by exactly the same phrasings are one class (`router.entry_groups`), fitted on the keys of one of
+    them: N copies of a library cost its fit, not N times more, and stay under `router.MAX_KEYS`. A change finds its
+    classes from the base generation's router and the passages it removed and wrote (`router.regroup`; recorded as
+    `classes: "updated"`), not from every entry's phrasings (`"grouped"`). The weights: the base's file, linked, when
+    nothing differs; the base's weights under the new class names when the fit would read the same rows (`fit_key`
+    knows the classes by their phrasings, not their names: a one-document edit renames the class of the entry it
+    rewrote); else the weights kept in the cache for these rows, or a fit. The record says which (`made`) and the
+    CPU seconds it took (`cpu_s`; scripts/benchmark.py reports it).
     """
     from bot.cache import ArrayCache, digest
-    from bot.router import MAX_KEYS, ROUTER_FILE, EntryRouter, entry_groups, router_key
+    from bot.router import MAX_KEYS, ROUTER_FILE, EntryRouter, router_key
 
     cpu = time.process_time()
-    groups = entry_groups(keys.signatures())  # copies of an entry: one class (router.entry_groups)
+    had = base.stored("router") if base is not None else None
+    before = _base_router(had)
+    groups, signatures, how = _router_classes(keys, before)
     members = {label: group for label, group in groups.items() if len(group) > 1}
     ids, vkeys = keys.texts(groups if members else None)
     if len(groups) < 2 or len(ids) > MAX_KEYS:
         return {"router": None}
-    fit_key = router_key(ids, [model_identity(settings.embedding_model), *vkeys])
-    key = digest([fit_key, *(f"{m}\x00{label}" for label, group in members.items() for m in group)]) if members else fit_key
-    record = {"file": ROUTER_FILE, "key": key, "entries": len(groups), "keys": len(ids),
-              "entries_with_copies": sum(len(group) for group in members.values())}
-    had = base.stored("router") if base is not None else None
-    if had is not None and base is not None and base.marker["router"].get("key") == key:
+    # The fit reads its rows by class and key, and names its classes by their phrasings: not by passage ids (an
+    # edit gives the passage it rewrote a new id) nor in the order of the segments holding the vectors (an edit
+    # moves that passage to a new segment). The same phrasings are then the same fit, whatever the edit renamed.
+    rows = sorted(range(len(ids)), key=lambda i: (signatures[ids[i]], vkeys[i]))
+    ids, vkeys = [ids[i] for i in rows], [vkeys[i] for i in rows]
+    phrasings = [signatures[cid] for cid in ids]
+    order = {sig: str(i) for i, sig in enumerate(sorted(set(phrasings)))}
+    fit_key = router_key([order[sig] for sig in phrasings], [model_identity(settings.embedding_model), *vkeys])
+    classes = [label for _, label in sorted((sig, label) for label, sig in signatures.items())]  # the fit's order
+    listed = "\n".join(f"{label}\x00{chr(1).join(group)}" for label, group in members.items())
+    key = digest([fit_key, "\n".join(classes), listed])
+    record = {"file": ROUTER_FILE, "key": key, "fit_key": fit_key, "entries": len(groups), "keys": len(ids),
+              "entries_with_copies": sum(len(group) for group in members.values()), "classes": how}
+    was = (base.marker.get("router") or {}) if base is not None else {}
+    _pause(folder.parent, "router")
+    if had is not None and was.get("key") == key:
         try:
             os.link(had, folder / ROUTER_FILE)  # a generation's files are never changed: one file for both
             return {"router": {**record, "made": "linked", "cpu_s": round(time.process_time() - cpu, 3)}}
         except OSError:
-            pass  # not linkable here (another file system): kept or fitted below
-    made = "read from the cache"
+            pass  # not linkable here (another file system): written below
+    if before is not None and was.get("fit_key") == fit_key:
+        router, made = before.renamed(classes, members, signatures), "kept from the base generation"
+    else:
+        made = "read from the cache"
 
-    def fit() -> dict[str, np.ndarray]:
-        nonlocal made
-        made = "fitted"
-        return EntryRouter.fit(ids, keys.vectors(groups if members else None)).state()
+        def fit() -> dict[str, np.ndarray]:
+            nonlocal made
+            made = "fitted"
+            return EntryRouter.fit(phrasings, keys.vectors(groups if members else None)[rows]).state()
 
-    state = ArrayCache(settings.cache_dir).get_or_make("entry-router", fit_key, fit)
-    router = EntryRouter.from_state(state)  # weights that do not fit together fail here, not at a start
-    router.members = members
+        state = ArrayCache(settings.cache_dir).get_or_make("entry-router", fit_key, fit)
+        # Weights that do not fit together fail here, not at a start; kept weights may name other classes.
+        router = EntryRouter.from_state(state).renamed(classes, members, signatures)
     with open(folder / ROUTER_FILE, "wb") as f:
         np.savez(f, **router.state())
     return {"router": {**record, "made": made, "cpu_s": round(time.process_time() - cpu, 3)}}
+
+
+def _base_router(path: Path | None):
+    """The base generation's router, when it keeps its classes' signatures (else None: the classes are grouped
+    again from every entry)."""
+    from bot.router import EntryRouter
+
+    if path is None:
+        return None
+    try:
+        router = EntryRouter.load(path)
+    except (OSError, ValueError, KeyError):
+        return None
+    return router if router.signatures else None
+
+
+def _router_classes(keys: GenerationKeys, before) -> tuple[dict[str, tuple[str, ...]], dict[str, str], str]:
+    """The router's classes (label -> entries) and their signatures: updated from the base's router and the
+    passages this generation removed and wrote when both are known, else grouped from every entry's phrasings."""
+    from bot.router import entry_groups, regroup
+
+    if before is not None and keys.dropped is not None and keys.added is not None:
+        groups, signatures = regroup(before.groups(), before.signatures, keys.dropped, keys.signatures(keys.added))
+        return groups, signatures, "updated"
+    every = keys.signatures()
+    groups = entry_groups(every)
+    return groups, {label: every[label] for label in groups}, "grouped"
 
 
 def ensure_index(settings: Settings, embedder: Embedder, keep_open: bool = False) -> IngestResult | None:

@@ -49,6 +49,9 @@ class Language(_Strict):
     name: str
     reviewed: bool = False
     words: list[str] = Field(min_length=5)
+    false_friends: list[str] = Field(default_factory=list, description="everyday words of this language that are English "
+                                     "sign words ('stare' is 'to stay' in Italian, 'ate' is 'until' in Portuguese): the English "
+                                     "`sign_word` list does not read them in a message in this language")
     messages: LanguageMessages
     context: dict[str, list[str]] = Field(default_factory=dict)
     cards: dict[str, list[str] | CardPatterns] = Field(default_factory=dict)
@@ -60,6 +63,8 @@ class LanguagesFile(_Strict):
     version: int
     detector: Literal["lingua"] = "lingua"
     min_confidence: float = Field(0.5, gt=0, le=1)
+    close_below: float = Field(0.5, gt=0, le=1, description="below this confidence the detector is taken as split between "
+                               "close languages: the candidate with clearly the most common words of its own wins")
     english_margin: int = Field(3, ge=1, description="a message is English without the detector when it has at "
                                 "least one English word and this many times as many as common words of any other language")
     english_words: list[str] = Field(default_factory=list, description="common English words that are not common "
@@ -151,14 +156,20 @@ class LanguageGuide:
         hits = len(words & self.words.get(code, set()))
         # Confident and one word of the language, or less sure but two of its words (short messages).
         clear = (top.value >= self.spec.min_confidence and hits >= 1) or (top.value >= self.spec.min_confidence / 2 and hits >= 2)
-        if top.value < self.spec.min_confidence and code != ENGLISH:
+        if top.value < max(self.spec.close_below, self.spec.min_confidence) and code != ENGLISH:
             # Short texts without accents ("se le salio el cateter") split the detector between close
-            # languages: take the candidate with clearly the most common words of its own, if any.
+            # languages: take the candidate with clearly the most common words of its own (words that none of the other
+            # candidates lists: "pro", "quem", "ligo" are Portuguese, "se", "para", "de" both Spanish and Portuguese), if any.
             floor = self.spec.min_confidence / 4
-            scored = sorted(((len(words & self.words.get(c, set())), v.value, c) for v in values
-                             if (c := v.language.iso_code_639_1.name.lower()) != ENGLISH and v.value >= floor), reverse=True)
-            if scored and scored[0][0] >= 2 and (len(scored) == 1 or scored[0][0] > scored[1][0]):
-                return Detected(scored[0][2], round(float(scored[0][1]), 3))
+            candidates = {c: float(v.value) for v in values
+                          if (c := v.language.iso_code_639_1.name.lower()) != ENGLISH and v.value >= floor}
+            # Ranked by those words, then by all its common words ("se le salio el cateter": only "el" is Spanish alone).
+            scored = sorted(((len(words & self.words.get(c, set()) - set().union(*(self.words.get(o, set())
+                                                                                    for o in candidates if o != c))),
+                              len(words & self.words.get(c, set())), value, c) for c, value in candidates.items()),
+                            reverse=True)
+            if scored and scored[0][1] >= 2 and (len(scored) == 1 or scored[0][:2] > scored[1][:2]):
+                return Detected(scored[0][3], round(float(scored[0][2]), 3))
         if code == ENGLISH or not clear:
             return Detected(ENGLISH, 1.0 if code == ENGLISH else 1.0 - top.value)
         return Detected(code, round(float(top.value), 3))
@@ -182,6 +193,10 @@ class LanguageGuide:
         "hier" is "yesterday")."""
         return {code: {sign: {f"{self.path}: {code}.context.{sign}": pats} for sign, pats in lang.context.items()}
                 for code, lang in self.spec.languages.items()}
+
+    def false_friends(self) -> dict[str, list[str]]:
+        """{code: [words]}: words of that language that the English sign words must not read in a message in it."""
+        return {code: list(lang.false_friends) for code, lang in self.spec.languages.items() if lang.false_friends}
 
     def extra_also(self) -> dict[str, dict[str, list[str]]]:
         """{card id: {where: [also patterns]}} for cards that need a second sign."""

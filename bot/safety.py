@@ -56,6 +56,7 @@ class Verdict:
     sign_names: tuple[str, ...] = ()       # their names, for the family
     language: str = ENGLISH
     translation_reviewed: bool = True      # False when a translated message has not been checked by a native-speaking clinician
+    note: bool = True                      # a personal verdict: its message fits what the question asks and is shown
     assessment: Assessment | None = field(default=None, repr=False, compare=False)
 
 
@@ -99,9 +100,12 @@ class PersonalRule(_Strict):
     id: str = Field(min_length=1)
     message: str
     patterns: list[str] = NonEmpty
+    # The note is shown only when a clause of the question also matches one of these (none: always shown).
+    note_when: list[str] = Field(default_factory=list)
 
 
 class Personal(_Strict):
+    clause_breaks: str = r"[,;:]"  # where a clause ends, for `note_when`
     rules: list[PersonalRule] = NonEmpty
 
 
@@ -189,6 +193,9 @@ class SafetyGate:
             self.personal = [(r.id, rules.messages[r.message],
                               group(r.patterns, f"{where}: personal.rules[{r.id}].patterns"))
                              for r in rules.personal.rules]
+            self.note_when = {r.id: group(r.note_when, f"{where}: personal.rules[{r.id}].note_when")
+                              for r in rules.personal.rules if r.note_when}
+            self.clause_breaks = group([rules.personal.clause_breaks], f"{where}: personal.clause_breaks")
         except PatternError as exc:
             raise SafetyRulesError(str(exc)) from None
         cache = ArrayCache(cache_dir)
@@ -226,7 +233,7 @@ class SafetyGate:
             languages = LanguageGuide.from_dir(prompts_dir)
             red_path = prompts_dir / REDFLAGS_FILE
             triage = Triage(load_redflags(red_path), red_path, languages.extra_patterns(), languages.extra_also(),
-                            languages.context_patterns())
+                            languages.context_patterns(), languages.false_friends())
         except (RedFlagsError, ValueError) as exc:
             raise SafetyRulesError(str(exc)) from None
         return cls(rules, embedder, triage, languages, cache_dir, path, check_examples)
@@ -387,10 +394,20 @@ class SafetyGate:
         return Verdict("out_of_scope", "off_topic", self.rules.messages[self.rules.scope.message])
 
     def _personal(self, text: str) -> Verdict | None:
-        for rule_id, message, patterns in self.personal:
-            if _any(patterns, text):
+        """The first personal rule whose note fits the question; else the first that matched, its note not shown
+        ('how should we take her temperature?' matches a decision pattern but asks for no plan)."""
+        matched = [(rule_id, message) for rule_id, message, patterns in self.personal if _any(patterns, text)]
+        for rule_id, message in matched:
+            if self.note_fits(rule_id, text):
                 return Verdict("personal", rule_id, message)
-        return None
+        return Verdict("personal", matched[0][0], matched[0][1], note=False) if matched else None
+
+    def note_fits(self, rule_id: str, text: str) -> bool:
+        """Whether a clause of the question asks for what the rule's note is about (personal.rules[].note_when)."""
+        when = self.note_when.get(rule_id)
+        if when is None:
+            return True
+        return any(_any(when, clause) for clause in self.clause_breaks.compiled[0].split(text) if clause and clause.strip())
 
 
 def explain(gate: SafetyGate, question: str, history: Sequence[Turn | dict] = ()) -> str:

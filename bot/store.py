@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.documents import Chunk, Sentence
+from bot.steps import Steps
 
 log = logging.getLogger(__name__)
 
@@ -413,14 +414,28 @@ class GenerationKeys:
     """A generation's live question keys, read from its catalog: each key's entry (passage id) and vector id (a
     hash of its text), segment by segment in the marker's order; the vectors are read only when asked for."""
 
-    def __init__(self, db: sqlite3.Connection, segments: Sequence[Segment]) -> None:
+    def __init__(self, db: sqlite3.Connection, segments: Sequence[Segment], dropped: Collection[str] | None = None,
+                 added: Collection[str] | None = None) -> None:
         self._db, self._segments = db, segments
+        # The passages the generation's ingest removed and wrote (None: not known, e.g. a generation built whole):
+        # what changed among the entries since the generation it was built from (router.regroup).
+        self.dropped, self.added = dropped, added
 
-    def signatures(self) -> dict[str, str]:
+    def signatures(self, entries: Collection[str] | None = None) -> dict[str, str]:
         """Each entry's key texts (their vector ids in order, joined): entries asked by exactly the same phrasings
-        (one entry in several documents, or copies of a library) have the same. One scan of the key table in the
-        order of its primary key (chunk_id, vkey), no sort: 0.07 s of CPU for x100's 180,000 keys."""
-        return dict(self._db.execute("SELECT chunk_id, group_concat(vkey, ' ') FROM entry_keys GROUP BY chunk_id"))
+        (one entry in several documents, or copies of a library) have the same. Every entry: one scan of the key
+        table in the order of its primary key (chunk_id, vkey), no sort (0.07 s of CPU for x100's 180,000 keys);
+        of the given passages only (those that have keys are entries): looked up by that key."""
+        if entries is None:
+            return dict(self._db.execute("SELECT chunk_id, group_concat(vkey, ' ') FROM entry_keys GROUP BY chunk_id"))
+        rows: list[tuple[str, str]] = []
+        for part in _batches(sorted(entries), SQL_BATCH):
+            rows += self._db.execute(f"SELECT chunk_id, vkey FROM entry_keys WHERE chunk_id IN "
+                                     f"({','.join('?' * len(part))}) ORDER BY chunk_id, vkey", part).fetchall()
+        out: dict[str, list[str]] = {}
+        for cid, vkey in rows:
+            out.setdefault(cid, []).append(vkey)
+        return {cid: " ".join(vkeys) for cid, vkeys in out.items()}
 
     def _rows(self, entries: Collection[str] | None) -> list[tuple[Segment, list[tuple[str, str]]]]:
         out = []
@@ -945,10 +960,11 @@ def replay_chain(root: Path, marker: dict, have: Iterable[int]) -> tuple[int, li
     return None
 
 
-def replay_generations(catalog: Path, current: Path, chain: Sequence[dict]) -> None:
+def replay_generations(catalog: Path, current: Path, chain: Sequence[dict], recorded: dict | None = None) -> None:
     """Bring `catalog` (the catalog of an older generation) to the state of `current` (the catalog of the
     newest generation of `chain`): the records of every document the chain's generations wrote or removed are
-    replaced by `current`'s, the segments they merged renumbered, the word statistics copied."""
+    replaced by `current`'s, the segments they merged renumbered, the word statistics copied. `recorded`: the
+    current generation's marker, whose counts of sentences and keys the result must have (RuntimeError if not)."""
     db = sqlite3.connect(f"file:{catalog}", uri=True)
     try:
         db.execute("PRAGMA journal_mode = MEMORY")
@@ -975,6 +991,9 @@ def replay_generations(catalog: Path, current: Path, chain: Sequence[dict]) -> N
                 db.execute(f"INSERT INTO main.{table} SELECT * FROM cur.{table}")
         mismatch = [table for table, sql in _FINGERPRINT
                     if db.execute(sql.format(s="main")).fetchone() != db.execute(sql.format(s="cur")).fetchone()]
+        recorded = recorded if recorded is not None else (chain[-1] if chain else {})
+        mismatch += [table for table, name, sql in _COUNTED
+                     if name in recorded and db.execute(sql).fetchone()[0] != int(recorded[name])]
         db.execute("DETACH DATABASE cur")
     finally:
         db.close()
@@ -985,9 +1004,12 @@ def replay_generations(catalog: Path, current: Path, chain: Sequence[dict]) -> N
 # What must agree between a replayed catalog and the current one (read from the small indexes, not the texts).
 _FINGERPRINT = (("documents", "SELECT COUNT(*) FROM {s}.documents"),
                 ("chunks", "SELECT COUNT(*), TOTAL(seg), TOTAL(row) FROM {s}.chunks"),
-                ("sentences", "SELECT COUNT(*), TOTAL(seg) FROM {s}.sentences"),
-                ("entry_keys", "SELECT COUNT(*), TOTAL(seg) FROM {s}.entry_keys"),
                 ("terms", "SELECT COUNT(*), TOTAL(df) FROM {s}.terms"))
+# The sentences and question keys are counted in the replayed catalog only, against the counts the current
+# generation's marker recorded: their indexes are the catalog's largest (1.8 million keys at x1000), and reading
+# them in both catalogs was most of a one-document change's wall time when the spare's pages were not cached.
+_COUNTED = (("sentences", "sentences", "SELECT COUNT(*) FROM main.sentences"),
+            ("entry_keys", "keys", "SELECT COUNT(*) FROM main.entry_keys"))
 
 
 def add_spare(root: Path, catalog: Path, number: int, move: bool, tag: str = "kept") -> Path:
@@ -1061,6 +1083,8 @@ class IndexWriter:
         self.chroma_url = chroma_url
         self.base = base
         self.changed: set[str] = set()  # documents written or removed (recorded, so a later ingest can replay them)
+        self.dropped: set[str] = set()  # passages removed, and passages written (router.regroup reads the change)
+        self.added: set[str] = set()
         self.merged: list[int] = []     # older segments merged into this one
         self.recycled: int | None = None  # the generation whose spare catalog was brought up to date, if any
         gen_dir.mkdir(parents=True)
@@ -1081,6 +1105,8 @@ class IndexWriter:
             self.db.executescript(CATALOG_SCHEMA)
         # file_stamps() reads three short columns of every document: from this index, not the documents' texts.
         self.db.execute("CREATE INDEX IF NOT EXISTS documents_by_path ON documents (path, doc_id, file_stamp)")
+        # The median reading grade is read from this index (`_statistics`), not computed over every sentence.
+        self.db.execute("CREATE INDEX IF NOT EXISTS sentences_by_grade ON sentences (grade)")
         if chroma_url:  # a leftover of a killed run with the same generation number
             client = open_chroma(gen_dir, chroma_url)
             for name in collection_names(collection, generation, chroma_url):
@@ -1106,7 +1132,7 @@ class IndexWriter:
         target = self.dir / CATALOG
         os.replace(spares[number][0], target)  # taken: a run killed from here on loses the spare, nothing else
         try:
-            replay_generations(target, base.dir / CATALOG, chain)
+            replay_generations(target, base.dir / CATALOG, chain, base.marker)
         except (sqlite3.Error, RuntimeError, KeyError, ValueError) as exc:
             log.warning("the spare catalog of generation %s could not be brought up to date (%s); copying the "
                         "current one", number, exc)
@@ -1165,6 +1191,7 @@ class IndexWriter:
             self.db.executemany("UPDATE words SET n = n - ? WHERE word = ?", [(n, w) for w, n in words.items()])
             self.db.execute(f"DELETE FROM chunks WHERE chunk_id IN ({marks})", part)
             self.db.execute(f"DELETE FROM entry_keys WHERE chunk_id IN ({marks})", part)
+            self.dropped.update(cid for cid, *_ in rows)
         self.db.execute("DELETE FROM terms WHERE df <= 0")
         self.db.execute("DELETE FROM words WHERE n <= 0")
 
@@ -1173,6 +1200,7 @@ class IndexWriter:
         for i in range(0, len(chunks), self.batch):
             self.chunks_col.add(ids=[c.chunk_id for c in chunks[i:i + self.batch]],
                                 embeddings=vectors[i:i + self.batch])
+        self.added.update(c.chunk_id for c in chunks)
         import tantivy
 
         for c, toks in zip(chunks, tokens, strict=True):
@@ -1276,36 +1304,39 @@ class IndexWriter:
 
     # ------------------------------------------------------------ finishing
 
-    def finish(self, extra: dict, derive: Callable[[Path, GenerationKeys], dict] | None = None) -> dict:
+    def finish(self, extra: dict, derive: Callable[[Path, GenerationKeys], dict] | None = None,
+               steps: Steps | None = None) -> dict:
         """Merge segments if needed, record the counts, close everything, flush it to disk and write the
         completion marker (last). Returns the marker.
 
         `derive(folder, keys)` writes what is computed from the generation's question keys into its folder (the
         entry router) and returns what the marker records of it: a generation is never named without it.
+        `steps` times each part (the ingest report's time per step).
         """
-        segments = self._segments()
-        n_chunks = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
-        n_sents = self.db.execute("SELECT COUNT(*) FROM sentences").fetchone()[0]
-        n_docs = self.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-        n_keys = self.db.execute("SELECT COUNT(*) FROM entry_keys").fetchone()[0]  # (entry, key) pairs
-        grades = np.fromiter((r[0] for r in self.db.execute("SELECT grade FROM sentences")), dtype=np.float64)
-        median = (float(np.partition(grades, n_sents // 2)[n_sents // 2]),) if n_sents else None  # ORDER BY: a sort
-        paths = sorted(r[0] for r in self.db.execute("SELECT DISTINCT path FROM documents"))
+        steps = steps or Steps()
+        with steps("segments"):
+            segments = self._segments()
+        with steps("statistics"):
+            n_chunks, n_sents, n_docs, n_keys, median, paths = self._statistics()
         meta = {"format": str(INDEX_FORMAT), "median_grade": str(median[0] if median else 0.0),
                 "generation": str(self.generation)}
         self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
         self.db.commit()
         if derive is not None:
-            by_number = {seg.number: seg for seg in [*(self.base.segments if self.base is not None else []),
-                                                     self.segment]}
-            extra = {**extra, **derive(self.dir, GenerationKeys(self.db, [by_number[r["number"]] for r in segments]))}
-        self.db.execute("PRAGMA journal_mode = DELETE")
-        self.db.close()
-        self.keyword_writer.commit()
-        self.keyword_writer.wait_merging_threads()  # merges done; the writer is released (its lock too)
-        self.keyword_writer = None
-        self.keywords.reload()
-        n_keyword = self.keywords.searcher().num_docs
+            with steps("router"):
+                by_number = {seg.number: seg for seg in [*(self.base.segments if self.base is not None else []),
+                                                         self.segment]}
+                keys = GenerationKeys(self.db, [by_number[r["number"]] for r in segments],
+                                      *((self.dropped, self.added) if self.base is not None else (None, None)))
+                extra = {**extra, **derive(self.dir, keys)}
+        with steps("keywords"):
+            self.db.execute("PRAGMA journal_mode = DELETE")
+            self.db.close()
+            self.keyword_writer.commit()
+            self.keyword_writer.wait_merging_threads()  # merges done; the writer is released (its lock too)
+            self.keyword_writer = None
+            self.keywords.reload()
+            n_keyword = self.keywords.searcher().num_docs
         if n_keyword != n_chunks:
             raise RuntimeError(f"the keyword index holds {n_keyword} passages, the catalog {n_chunks}")
         live = sum(r["live_chunks"] for r in segments)
@@ -1324,14 +1355,28 @@ class IndexWriter:
                   "base": self.base.generation if self.base is not None else None,
                   "changed": sorted(self.changed) if self.base is not None else None, "merged": self.merged,
                   "recycled": self.recycled, **extra}
-        fsync_tree(self.dir)  # the data files reach the disk before the marker, and the marker before the pointer
-        with open(self.dir / COMPLETE_MARKER, "w") as f:
-            f.write(json.dumps(marker, indent=1))
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(self.dir)
-        _fsync_dir(self.dir.parent)  # the generation folder's own entry
+        with steps("flush"):
+            fsync_tree(self.dir)  # the data files reach the disk before the marker, and the marker before the pointer
+            with open(self.dir / COMPLETE_MARKER, "w") as f:
+                f.write(json.dumps(marker, indent=1))
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(self.dir)
+            _fsync_dir(self.dir.parent)  # the generation folder's own entry
         return marker
+
+    def _statistics(self) -> tuple[int, int, int, int, tuple[float, ...] | None, list[str]]:
+        """Passages, sentences, documents, (entry, key) pairs, the median sentence grade, the documents' paths."""
+        n_chunks = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        n_sents = self.db.execute("SELECT COUNT(*) FROM sentences").fetchone()[0]
+        n_docs = self.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        n_keys = self.db.execute("SELECT COUNT(*) FROM entry_keys").fetchone()[0]  # (entry, key) pairs
+        # The middle grade in the order of the grade index, read in SQLite (every grade through Python: 0.5-1.8 s
+        # of a one-document change at x1000).
+        median = self.db.execute("SELECT grade FROM sentences INDEXED BY sentences_by_grade ORDER BY grade "
+                                 "LIMIT 1 OFFSET ?", (n_sents // 2,)).fetchone() if n_sents else None
+        paths = sorted(r[0] for r in self.db.execute("SELECT DISTINCT path FROM documents"))
+        return n_chunks, n_sents, n_docs, n_keys, median, paths
 
     def close(self) -> None:
         self.keyword_writer = None  # an unfinished writer is dropped: nothing it buffered is committed

@@ -27,12 +27,13 @@ from bot.spelling import nearest
 REDFLAGS_FILE = "redflags.yaml"
 CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "past", "resolved", "ongoing", "study",
                  "reassuring", "tense_past", "tense_present", "worry", "denied", "someone_else", "habit", "self_limiting",
-                 "sign_word")
+                 "sign_word", "treatment_time")
 # Signs that can only make a message more urgent: read in every language's words, whatever the message's language.
 SHARED_SIGNS = ("baby", "situation", "now", "ongoing", "tense_present")
 # Signs a clause takes from its whole message too ("My baby is 3 months. Is breathing fast." is about the baby).
 INHERITED = ("baby", "situation")
-MESSAGE = "message_"  # message_<sign or name>: the sign or name read on the whole message, for rules about one clause
+MESSAGE = "message_"
+_WORD = re.compile(r"[A-Za-z]+")  # message_<sign or name>: the sign or name read on the whole message, for rules about one clause
 CARD_NAMES = ("pattern", "strong", "also", "negated")
 MEASURED = ("measured_fever", "measured_normal", "other_language")
 STEP_NAMES = ("cards", "classifier_sure", "classifier_unsure")
@@ -357,11 +358,15 @@ class Triage:
     def __init__(self, rules: RedFlagsFile, path: Path | str = REDFLAGS_FILE,
                  extra_patterns: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
                  extra_also: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
-                 language_context: Mapping[str, Mapping[str, Mapping[str, Sequence[str]]]] | None = None) -> None:
+                 language_context: Mapping[str, Mapping[str, Mapping[str, Sequence[str]]]] | None = None,
+                 false_friends: Mapping[str, Sequence[str]] | None = None) -> None:
         """`extra_patterns` / `extra_also`: {card id or context sign: {where: [patterns]}} from the language file, read
         in every message; `language_context`: {language code: {context sign: {where: [patterns]}}}, read only in a
-        message in that language (the Dutch "hier" is "here", the French "hier" is "yesterday")."""
+        message in that language (the Dutch "hier" is "here", the French "hier" is "yesterday"); `false_friends`:
+        {language code: [words]}, everyday words of that language that the English `sign_word` list must not read in a
+        message in it (the Italian "stare", "to stay"; the Portuguese "ate", "until")."""
         self.rules = rules
+        self.false_friends = {code: frozenset(fold(w).lower() for w in words) for code, words in (false_friends or {}).items()}
         self.path = str(path)
         vocab = rules.vocabularies
         where = f"{self.path}"
@@ -509,8 +514,22 @@ class Triage:
         message's names, readings and text, for what a clause inherits)."""
         signs: dict[str, str] = {}
         env: dict[str, bool] = {}
-        for name, groups in self._signs(language):
-            hit = next((h for g in groups if (h := g.first(t)) is not None), None)
+        friends = self.false_friends.get(language)
+        # The English sign words read a message in another language without that language's false friends.
+        english_text = (_WORD.sub(lambda m: " " * len(m.group()) if m.group().lower() in friends else m.group(), t)
+                        if friends else t)
+        groups_of = self._signs(language)
+        by_name = dict(groups_of)
+        for name, groups in groups_of:
+            text = english_text if name == "sign_word" else t
+            hit = next((h for g in groups if (h := g.first(text if g is self.context[name] else t)) is not None), None)
+            if hit is not None and name == "past" and any(by_name["treatment_time"]):
+                # A time that dates the treatment or a test ("she had chemo last week", "platelets were low yesterday") is
+                # not a sign that is over: in a clause told in the present (or in no past tense), `past` is read without it.
+                if (any(g.first(t) is not None for g in by_name["tense_present"])
+                        or all(g.first(t) is None for g in by_name["tense_past"])):
+                    undated = _blank_all(by_name["treatment_time"], t)
+                    hit = next((h for g in groups if (h := g.first(undated)) is not None), None)
             env[name] = hit is not None
             if hit is not None:
                 signs[name] = hit
@@ -680,6 +699,24 @@ class Triage:
             raise RedFlagsError(f"{self.path}: the examples of {len(problems)} card(s) fail "
                                 f"(fix the card's patterns or its examples; `python -m bot explain \"...\"` shows why):\n  "
                                 + "\n  ".join(problems))
+
+
+def _blank_all(groups: Sequence[PatternGroup], t: str) -> str:
+    """`t` with every match of the patterns of `groups` blanked out (same length, so positions stay)."""
+    chars: list[str] | None = None
+    for g in groups:
+        for p in g.compiled:
+            pos = 0
+            while pos <= len(t):
+                m = p.search(t, pos)
+                if m is None:
+                    break
+                start, end = m.start(), m.end()  # type: ignore[attr-defined]
+                if end > start:
+                    chars = chars if chars is not None else list(t)
+                    chars[start:end] = " " * (end - start)
+                pos = max(end, pos + 1)
+    return "".join(chars) if chars is not None else t
 
 
 def _breaks(breaks: PatternGroup, t: str) -> list[tuple[int, int]]:

@@ -251,6 +251,7 @@ def scale(scales: list[int], n_questions: int, out: Path | None, keep: Path | No
                    "passages": again.chunks, "load_avg_1m": round(load, 2), "ingest_s": ingest_s,
                    "ingest_cpu_s": ingest_cpu, "one_doc_reingest_s": round(one_doc_s, 2),
                    "one_doc_reingest_cpu_s": round(one_doc_cpu, 2), "one_doc_updated": again.updated,
+                   "one_doc_steps": again.steps.as_dict(), "one_doc_recycled": again.recycled,
                    **json.loads(child.stdout.strip().splitlines()[-1])}
             said = row.pop("answers")
             first = first or said  # the first scale's answers are the reference (x1 when it is given first)

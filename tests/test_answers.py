@@ -118,8 +118,18 @@ def test_a_question_needing_a_kind_of_answer_no_source_has_is_unknown(assistant)
     # sentences (the care team's number, the 2023 paper) do not answer them
     for q in ("what's the phone number for the day ward at the Princess Maxima Center?",
               "has anything new been published about blinatumomab this month?",
-              "can I put Sudocrem on my son's nappy rash while he has the pump?"):
+              "can I put Sudocrem on my son's nappy rash while he has the pump?",
+              # a price: the nearest sentences about a course of the drip do not say what it costs
+              "what is the price of a blinatumomab course?",
+              "is the pump covered by our insurance?"):
         assert assistant.ask(q).kind == "unknown", q
+
+
+def test_what_became_of_the_babies_after_a_time_is_answered_with_how_they_fared(assistant):
+    # The second part leans on the first ('them'): how they fared at 2 years, not how long they were followed.
+    ans = assistant.ask("how many infants took part, and what happened to them after two years?")
+    assert ans.kind == "answer"
+    assert re.search(r"\b30\b", ans.answer) and re.search(r"\balive\b", ans.answer), ans.answer
 
 
 def test_follow_up_after_a_misspelt_question_stays_on_topic(assistant):

@@ -239,9 +239,70 @@ def test_a_second_copy_of_an_entry_keeps_its_answer_and_the_router_fits_one_clas
         router = assistant.writer.router
         answers.append((assistant.ask(question), router, *router.predict(embedder.encode([question])[0])))
     (alone, router1, label1, prob1), (copied, router2, label2, prob2) = answers
-    assert len(counted_fits) == 2 and counted_fits[1] == counted_fits[0]  # the same rows: one copy's keys
+    # The same rows (one copy's keys) under the same phrasings: the same fit, read from the cache by the second index.
+    assert len(counted_fits) == 1 and _router_of(tmp_path / "index-True")[0]["made"] == "read from the cache"
     assert len(router2.classes) == len(router1.classes) and abs(prob2 - prob1) < 1e-3
     second = [cid for cid in router2.entries(label2) if cid != label1]
     assert label1 in router2.entries(label2) and len(second) == 1
     assert second[0].startswith("how-blinatumomab-was-given-2:")
     assert alone.kind == copied.kind == "answer" and copied.answer == alone.answer
+
+
+def test_a_one_document_change_updates_the_classes_from_the_change_and_keeps_the_fit(tmp_path, corpus, embedder,
+                                                                                      counted_fits):
+    """A one-document edit rewrites an entry (a new passage id, the same phrasings): the classes are updated from the
+    passages the change removed and wrote (not from every entry's phrasings: linear in the library), the base's
+    weights serve the renamed class with no fit, and the router is the one a whole rebuild fits, class for class and
+    number for number."""
+    from bot.ingest import ingest
+    from bot.router import entry_groups
+    from bot.settings import Settings
+    from bot.store import Index
+
+    src = corpus / "how-blinatumomab-was-given.md"
+    (corpus / "second-library").mkdir()
+    (corpus / "second-library" / "given.md").write_text(
+        src.read_text().replace("id: how-blinatumomab-was-given\n", "id: how-blinatumomab-was-given-2\n", 1))
+    s = Settings(index_dir=tmp_path / "index", knowledge_dir=corpus, cache_dir=tmp_path / "cache", sync_knowledge=False)
+    ingest(s, embedder, progress=False)
+    first, router1, _ = _router_of(s.index_dir)
+    assert first["classes"] == "grouped" and len(counted_fits) == 1
+
+    src.write_text(src.read_text() + "\nParents can ask the ward for a parking permit for the whole stay.\n")
+    shutil.rmtree(s.cache_dir)  # the weights come from the base generation, not from a cache
+    res = ingest(s, embedder, progress=False)
+    assert res.updated == ["how-blinatumomab-was-given"]
+    second, router2, _ = _router_of(s.index_dir)
+    assert second["classes"] == "updated" and second["made"] == "kept from the base generation"
+    assert len(counted_fits) == 1 and second["fit_key"] == first["fit_key"] and second["key"] != first["key"]
+    assert router2.groups() != router1.groups()  # the rewritten entry's class has its new passage id
+
+    index = Index(s.index_dir)
+    try:
+        signatures = index.keys().signatures()
+    finally:
+        index.close()
+    assert router2.groups() == entry_groups(signatures)  # what grouping every entry gives
+    assert router2.signatures == {label: signatures[label] for label in router2.classes}
+
+    whole = s.model_copy(update={"index_dir": tmp_path / "rebuilt", "cache_dir": tmp_path / "cache-2"})
+    ingest(whole, embedder, progress=False)
+    third, router3, _ = _router_of(whole.index_dir)
+    assert third["made"] == "fitted" and third["fit_key"] == second["fit_key"] and len(counted_fits) == 2
+    assert router3.groups() == router2.groups() and router3.classes == router2.classes
+    state2, state3 = router2.state(), router3.state()
+    assert all(np.array_equal(state2[name], state3[name]) for name in ("coef", "intercept"))
+    v = embedder.encode(["Who puts the blinatumomab drip in?"])[0]
+    assert router2.predict(v) == router3.predict(v)
+
+
+def test_regroup_moves_removed_and_added_entries_between_classes():
+    from bot.router import entry_groups, regroup
+
+    before = {"a:1": "k1 k2", "b:1": "k1 k2", "c:1": "k3", "d:1": "k4"}
+    groups = entry_groups(before)
+    sigs = {label: before[label] for label in groups}
+    after = {"a:2": "k1 k2", "b:1": "k1 k2", "c:1": "k3", "e:1": "k5"}  # a rewritten, d removed, e new
+    assert regroup(groups, sigs, ["a:1", "d:1"], {"a:2": "k1 k2", "e:1": "k5"}) == (
+        entry_groups(after), {"a:2": "k1 k2", "c:1": "k3", "e:1": "k5"})
+    assert regroup(groups, sigs, [], {}) == (groups, sigs)
