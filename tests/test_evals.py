@@ -358,8 +358,7 @@ def healthy(real_assistant, shipped_cases):
 
 def test_the_shipped_cases_meet_the_shipped_thresholds(healthy, shipped_cases):
     assert len(shipped_cases) >= 120
-    assert healthy.passed, summary_table(healthy)
-    assert healthy.duration_s < 120
+    assert healthy.passed, summary_table(healthy)  # every limit of evals/thresholds.yaml, the whole-run time too
 
 
 class WrongPassages:
