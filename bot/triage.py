@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,8 +32,8 @@ CONTEXT_SIGNS = ("baby", "situation", "educational", "hypothetical", "now", "pas
 SHARED_SIGNS = ("baby", "situation", "now", "ongoing", "tense_present")
 # Signs a clause takes from its whole message too ("My baby is 3 months. Is breathing fast." is about the baby).
 INHERITED = ("baby", "situation")
-MESSAGE = "message_"
-_WORD = re.compile(r"[A-Za-z]+")  # message_<sign or name>: the sign or name read on the whole message, for rules about one clause
+MESSAGE = "message_"  # message_<sign or name>: the sign or name read on the whole message, for rules about one clause
+_WORD = re.compile(r"[A-Za-z]+")
 CARD_NAMES = ("pattern", "strong", "also", "negated")
 MEASURED = ("measured_fever", "measured_normal", "other_language")
 STEP_NAMES = ("cards", "classifier_sure", "classifier_unsure")
@@ -481,31 +481,20 @@ class Triage:
         groups = dict(self._signs(language))
         for sign in self.rules.clauses.not_reports:
             cut = self.report_starts.compiled if sign not in whole else []
-            for p in [q for g in groups[sign] for q in g.compiled]:
-                pos = 0
-                while pos <= len(t):
-                    m = p.search(t, pos)
-                    if m is None:
-                        break
-                    start, end = m.start(), m.end()  # type: ignore[attr-defined]
-                    for q in cut:
-                        stop = q.search(t, start + 1, end)
-                        if stop is not None:
-                            end = min(end, stop.start())  # type: ignore[attr-defined]
-                    if end > start:
-                        spans.append((start, end))
-                    pos = max(m.end(), pos + 1)  # type: ignore[attr-defined]
+            for m in (m for g in groups[sign] for p in g.compiled for m in _every_match(p, t)):
+                start, end = m.start(), m.end()
+                for q in cut:
+                    stop = q.search(t, start + 1, end)
+                    if stop is not None:
+                        end = min(end, stop.start())  # type: ignore[attr-defined]
+                if end > start:
+                    spans.append((start, end))
         return sorted(spans)
 
     def blank(self, t: str, language: str = "") -> tuple[str, list[str]]:
         """`t` with the spans that report no sign now blanked out (card patterns read this), and those spans."""
         spans = self.not_reports(t, language)
-        if not spans:
-            return t, []
-        chars = list(t)
-        for start, end in spans:
-            chars[start:end] = " " * (end - start)
-        return "".join(chars), [t[a:b].strip() for a, b in spans]
+        return _blanked(t, spans), [t[a:b].strip() for a, b in spans]
 
     def _read(self, t: str, previous: str, other_language: bool,
               whole: tuple[dict[str, bool], str] | None = None, language: str = "", reported: str | None = None,
@@ -701,22 +690,30 @@ class Triage:
                                 + "\n  ".join(problems))
 
 
+def _every_match(p, t: str) -> Iterator:
+    """Every match of the compiled pattern `p` in `t`, left to right, none overlapping (RE2 and `re` alike)."""
+    pos = 0
+    while pos <= len(t):
+        m = p.search(t, pos)
+        if m is None:
+            return
+        yield m
+        pos = max(m.end(), pos + 1)
+
+
+def _blanked(t: str, spans: Iterable[tuple[int, int]]) -> str:
+    """`t` with the spans blanked out (same length, so positions stay)."""
+    chars: list[str] | None = None
+    for start, end in spans:
+        if end > start:
+            chars = chars if chars is not None else list(t)
+            chars[start:end] = " " * (end - start)
+    return "".join(chars) if chars is not None else t
+
+
 def _blank_all(groups: Sequence[PatternGroup], t: str) -> str:
     """`t` with every match of the patterns of `groups` blanked out (same length, so positions stay)."""
-    chars: list[str] | None = None
-    for g in groups:
-        for p in g.compiled:
-            pos = 0
-            while pos <= len(t):
-                m = p.search(t, pos)
-                if m is None:
-                    break
-                start, end = m.start(), m.end()  # type: ignore[attr-defined]
-                if end > start:
-                    chars = chars if chars is not None else list(t)
-                    chars[start:end] = " " * (end - start)
-                pos = max(end, pos + 1)
-    return "".join(chars) if chars is not None else t
+    return _blanked(t, ((m.start(), m.end()) for g in groups for p in g.compiled for m in _every_match(p, t)))
 
 
 def _breaks(breaks: PatternGroup, t: str) -> list[tuple[int, int]]:
@@ -724,15 +721,10 @@ def _breaks(breaks: PatternGroup, t: str) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
     for p in breaks.compiled:
         group = getattr(p, "groupindex", {}).get("keep")
-        pos = 0
-        while pos <= len(t):
-            m = p.search(t, pos)
-            if m is None:
-                break
-            keep = m.start(group) if group is not None and m.start(group) >= 0 else m.end()  # type: ignore[attr-defined]
-            if keep > m.start():  # type: ignore[attr-defined]
-                found.append((m.start(), keep))  # type: ignore[attr-defined]
-            pos = max(m.end(), pos + 1)  # type: ignore[attr-defined]
+        for m in _every_match(p, t):
+            keep = m.start(group) if group is not None and m.start(group) >= 0 else m.end()
+            if keep > m.start():
+                found.append((m.start(), keep))
     return sorted(found)
 
 
